@@ -1,0 +1,373 @@
+//! CPU backend (rayon), generic over `f32` and `f64`.
+//!
+//! Every op works on a *pixel-major* copy of its image arguments, laid out `[H][W][B][C]`: the
+//! B×C values of one pixel are one small row-major matrix, and one image row is a (W·B)×C
+//! matrix. In that layout a tap of the convolution applied to a whole row is a single GEMM
+//! (`out_row += shifted_src_row · K`), and one step of the wavefront applied to a pixel of every
+//! sample of a batch chunk at once is a small GEMM — the batch is the GEMM's M dimension.
+//!
+//! In row-vector form, with `M_t` the effective C×C matrix of tap t (out, in) and `off_t` its
+//! pixel offset (see [`crate::geometry`]):
+//! - forward:          `Y[p] = Σ_t X[p + off_t] · M_tᵀ`
+//! - forward adjoint:  `G'[p] = Σ_t G[p − off_t] · M_t`                 (= Aᵀ g)
+//! - inverse:          `X[p] = (Y[p] − Σ_{t≠anchor} X[p + off_t] · M_tᵀ) · L⁻ᵀ`, from the start corner
+//! - inverse adjoint:  `U[p] = (G[p] − Σ_{t≠anchor} U[p − off_t] · M_t) · L⁻¹`, from the far corner
+//! - weight gradient:  `∂/∂M_t = Σ_p G[p]ᵀ · X[p + off_t]`, masked at the anchor
+//!
+//! where L is the anchor tap's unit lower-triangular matrix. Memory: two pixel-major copies of
+//! an image, O(B·C·H·W), plus O(C²·KH·KW) for the tap matrices.
+
+mod layout;
+mod real;
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::geometry::Problem;
+
+pub use real::Real;
+
+use layout::{from_pixel_major, to_pixel_major};
+
+/// One tap as the row-level routines use it: `out[p] += src[p + (di, dj)] · k` (k is C×C,
+/// row-major, applied from the right).
+struct ShiftedTap<T> {
+    di: isize,
+    dj: isize,
+    k: Vec<T>,
+}
+
+fn transpose<T: Real>(m: &[T], c: usize) -> Vec<T> {
+    let mut t = vec![T::ZERO; c * c];
+    for r in 0..c {
+        for s in 0..c {
+            t[s * c + r] = m[r * c + s];
+        }
+    }
+    t
+}
+
+/// Inverse of a unit lower-triangular C×C matrix (row-major), by forward substitution.
+fn unit_lower_inverse<T: Real>(l: &[T], c: usize) -> Vec<T> {
+    let mut inv = vec![T::ZERO; c * c];
+    for col in 0..c {
+        inv[col * c + col] = T::ONE;
+        for row in col + 1..c {
+            let mut acc = T::ZERO;
+            for m in col..row {
+                acc += l[row * c + m] * inv[m * c + col];
+            }
+            inv[row * c + col] = -acc;
+        }
+    }
+    inv
+}
+
+fn check_len(name: &str, len: usize, want: usize) -> Result<()> {
+    if len != want {
+        return Err(Error::Shape(format!(
+            "{name} buffer holds {len} elements; the problem needs {want}"
+        )));
+    }
+    Ok(())
+}
+
+fn check_image_and_weight<T>(p: &Problem, image: (&str, &[T]), weight: &[T], out: &[T]) -> Result<()> {
+    check_len(image.0, image.1.len(), p.image_len())?;
+    check_len("weight", weight.len(), p.weight_len())?;
+    check_len("output", out.len(), p.image_len())
+}
+
+/// Taps of the forward map (`transposed == false`) or of its adjoint (`true`), all of them or
+/// only the off-anchor ones.
+fn shifted_taps<T: Real>(p: &Problem, weight: &[T], transposed: bool, with_anchor: bool) -> Vec<ShiftedTap<T>> {
+    let c = p.channels;
+    p.taps()
+        .into_iter()
+        .zip(p.tap_matrices(weight))
+        .filter(|(t, _)| with_anchor || !t.is_anchor())
+        .map(|(t, m)| {
+            if transposed {
+                ShiftedTap { di: -t.di, dj: -t.dj, k: m }
+            } else {
+                ShiftedTap { di: t.di, dj: t.dj, k: transpose(&m, c) }
+            }
+        })
+        .collect()
+}
+
+fn anchor_matrix<T: Real>(p: &Problem, weight: &[T]) -> Vec<T> {
+    let (ai, aj) = p.anchor();
+    p.tap_matrices(weight).swap_remove(ai * p.kernel_w + aj)
+}
+
+/// Range of output columns `w` whose source column `w + dj` lies inside the image.
+fn valid_cols(width: usize, dj: isize) -> (usize, usize) {
+    let lo = (-dj).max(0) as usize;
+    let hi = (width as isize - dj).clamp(0, width as isize) as usize;
+    (lo, hi.max(lo))
+}
+
+/// `out_row += src[row + di] shifted by dj · k` for one output row of a pixel-major image.
+///
+/// Safety: `src` and `out` point to pixel-major images of `height × width × rows_per_pixel × c`
+/// elements; `out_row`'s range must not overlap the source row's range.
+#[allow(clippy::too_many_arguments)]
+unsafe fn accumulate_row<T: Real>(
+    src: *const T,
+    out: *mut T,
+    row: usize,
+    height: usize,
+    width: usize,
+    rows_per_pixel: usize,
+    c: usize,
+    tap: &ShiftedTap<T>,
+    alpha: T,
+) {
+    let src_row = row as isize + tap.di;
+    if src_row < 0 || src_row >= height as isize {
+        return;
+    }
+    let (lo, hi) = valid_cols(width, tap.dj);
+    if lo >= hi {
+        return;
+    }
+    let pixel = rows_per_pixel * c;
+    let a = src.add((src_row as usize * width + (lo as isize + tap.dj) as usize) * pixel);
+    let o = out.add((row * width + lo) * pixel);
+    T::gemm(
+        (hi - lo) * rows_per_pixel,
+        c,
+        c,
+        alpha,
+        a,
+        c as isize,
+        1,
+        tap.k.as_ptr(),
+        c as isize,
+        1,
+        T::ONE,
+        o,
+        c as isize,
+        1,
+    );
+}
+
+/// `out[m×c] += alpha · a[m×c] · k[c×c]`, for the per-pixel steps of the wavefront where a
+/// general GEMM's packing would cost more than the arithmetic.
+fn small_gemm_acc<T: Real>(out: &mut [T], a: &[T], k: &[T], c: usize, alpha: T) {
+    for (o, a) in out.chunks_exact_mut(c).zip(a.chunks_exact(c)) {
+        for (&av, krow) in a.iter().zip(k.chunks_exact(c)) {
+            let s = alpha * av;
+            for (ov, &kv) in o.iter_mut().zip(krow) {
+                *ov += s * kv;
+            }
+        }
+    }
+}
+
+/// A plain convolution in pixel-major layout: `out[p] = Σ_t src[p + off_t] · K_t`, rows in
+/// parallel.
+fn convolve_pixel_major<T: Real>(src: &[T], out: &mut [T], p: &Problem, taps: &[ShiftedTap<T>], rows_per_pixel: usize) {
+    let (h, w, c) = (p.height, p.width, p.channels);
+    let row_len = w * rows_per_pixel * c;
+    let src_ptr = SendPtr(src.as_ptr() as *mut T);
+    out.par_chunks_mut(row_len).enumerate().for_each(|(row, out_row)| {
+        // Offset the row pointer back so that `accumulate_row` can index by absolute row.
+        let base = unsafe { out_row.as_mut_ptr().sub(row * row_len) };
+        for tap in taps {
+            unsafe { accumulate_row(src_ptr.get(), base, row, h, w, rows_per_pixel, c, tap, T::ONE) };
+        }
+    });
+}
+
+/// Wavefront substitution in pixel-major layout, in place: on entry `buf` holds the right-hand
+/// side, on exit the solution of `buf[p] = rhs[p] − Σ_t buf[p + off_t] · K_t`, then `· anchor`.
+/// Every tap offset must point back along the sweep (rows and columns visited away from the
+/// corner that depends on nothing).
+fn wavefront_pixel_major<T: Real>(
+    buf: &mut [T],
+    p: &Problem,
+    taps: &[ShiftedTap<T>],
+    anchor: &[T],
+    rows_per_pixel: usize,
+    rows_ascending: bool,
+    cols_ascending: bool,
+) {
+    let (h, w, c) = (p.height, p.width, p.channels);
+    let pixel = rows_per_pixel * c;
+    let (other_rows, same_row): (Vec<&ShiftedTap<T>>, Vec<&ShiftedTap<T>>) = taps.iter().partition(|t| t.di != 0);
+    let rows: Vec<usize> = if rows_ascending { (0..h).collect() } else { (0..h).rev().collect() };
+    let cols: Vec<usize> = if cols_ascending { (0..w).collect() } else { (0..w).rev().collect() };
+    let mut solved = vec![T::ZERO; pixel];
+    for &row in &rows {
+        // Rows already solved contribute to the whole row at once: one GEMM per tap.
+        let ptr = buf.as_mut_ptr();
+        for tap in &other_rows {
+            unsafe { accumulate_row(ptr, ptr, row, h, w, rows_per_pixel, c, tap, -T::ONE) };
+        }
+        // Within the row, pixels depend on their predecessors: one pixel at a time.
+        for &col in &cols {
+            let at = (row * w + col) * pixel;
+            for tap in &same_row {
+                let src_col = col as isize + tap.dj;
+                if src_col < 0 || src_col >= w as isize {
+                    continue;
+                }
+                let from = (row * w + src_col as usize) * pixel;
+                let (rhs, src) = if from < at {
+                    let (lo, hi) = buf.split_at_mut(at);
+                    (&mut hi[..pixel], &lo[from..from + pixel])
+                } else {
+                    let (lo, hi) = buf.split_at_mut(from);
+                    (&mut lo[at..at + pixel], &hi[..pixel])
+                };
+                small_gemm_acc(rhs, src, &tap.k, c, -T::ONE);
+            }
+            solved.fill(T::ZERO);
+            small_gemm_acc(&mut solved, &buf[at..at + pixel], anchor, c, T::ONE);
+            buf[at..at + pixel].copy_from_slice(&solved);
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct SendPtr<T>(*mut T);
+unsafe impl<T> Send for SendPtr<T> {}
+unsafe impl<T> Sync for SendPtr<T> {}
+impl<T> SendPtr<T> {
+    fn get(self) -> *mut T {
+        self.0
+    }
+}
+
+/// Splits the batch into chunks that are solved independently, one rayon task each.
+fn batch_chunk(p: &Problem) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    p.batch.div_ceil(threads).max(1)
+}
+
+fn convolve<T: Real>(p: &Problem, src: &[T], out: &mut [T], taps: &[ShiftedTap<T>]) {
+    let src_pm = to_pixel_major(src, p.batch, p.channels, p.height, p.width);
+    let mut out_pm = vec![T::ZERO; p.image_len()];
+    convolve_pixel_major(&src_pm, &mut out_pm, p, taps, p.batch);
+    from_pixel_major(&out_pm, out, p.batch, p.channels, p.height, p.width);
+}
+
+fn solve<T: Real>(p: &Problem, rhs: &[T], out: &mut [T], taps: &[ShiftedTap<T>], anchor: &[T], adjoint: bool) {
+    let rows_ascending = p.order.pads_top() != adjoint;
+    let cols_ascending = p.order.pads_left() != adjoint;
+    let per_sample = p.channels * p.pixels();
+    let chunk = batch_chunk(p);
+    out.par_chunks_mut(chunk * per_sample)
+        .zip(rhs.par_chunks(chunk * per_sample))
+        .for_each(|(out_chunk, rhs_chunk)| {
+            let b = rhs_chunk.len() / per_sample;
+            let sub = Problem { batch: b, ..*p };
+            let mut buf = to_pixel_major(rhs_chunk, b, p.channels, p.height, p.width);
+            wavefront_pixel_major(&mut buf, &sub, taps, anchor, b, rows_ascending, cols_ascending);
+            from_pixel_major(&buf, out_chunk, b, p.channels, p.height, p.width);
+        });
+}
+
+/// Sampling direction: `y = conv2d(pad(x, PAD[order]), ŵ)`. All buffers are NCHW / OIHW,
+/// contiguous.
+pub fn forward<T: Real>(p: &Problem, x: &[T], weight: &[T], y: &mut [T]) -> Result<()> {
+    check_image_and_weight(p, ("x", x), weight, y)?;
+    convolve(p, x, y, &shifted_taps(p, weight, false, true));
+    Ok(())
+}
+
+/// The forward map's adjoint: `Aᵀ g` (the forward op's input-gradient, a transposed convolution).
+pub fn forward_adjoint<T: Real>(p: &Problem, grad: &[T], weight: &[T], out: &mut [T]) -> Result<()> {
+    check_image_and_weight(p, ("grad", grad), weight, out)?;
+    convolve(p, grad, out, &shifted_taps(p, weight, true, true));
+    Ok(())
+}
+
+/// Density direction: `x = A⁻¹ y` by wavefront substitution from the order's starting corner.
+pub fn inverse<T: Real>(p: &Problem, y: &[T], weight: &[T], x: &mut [T]) -> Result<()> {
+    check_image_and_weight(p, ("y", y), weight, x)?;
+    let c = p.channels;
+    let anchor = transpose(&unit_lower_inverse(&anchor_matrix(p, weight), c), c);
+    solve(p, y, x, &shifted_taps(p, weight, false, false), &anchor, false);
+    Ok(())
+}
+
+/// The inverse's input-gradient: `u = A⁻ᵀ g`, a reverse wavefront from the far corner.
+pub fn inverse_adjoint<T: Real>(p: &Problem, grad: &[T], weight: &[T], out: &mut [T]) -> Result<()> {
+    check_image_and_weight(p, ("grad", grad), weight, out)?;
+    let anchor = unit_lower_inverse(&anchor_matrix(p, weight), p.channels);
+    solve(p, grad, out, &shifted_taps(p, weight, true, false), &anchor, true);
+    Ok(())
+}
+
+/// Weight-gradient of the forward map: `∂L/∂w[c, c', i, j] = Σ_{b,h,w} g[b,c,h,w] ·
+/// pad(x)[b,c',h+i,w+j]`, zero at the masked anchor entries. The inverse's weight-gradient is
+/// the negation of this with `x = inverse(y)` and `g = inverse_adjoint(grad)`.
+pub fn weight_grad<T: Real>(p: &Problem, x: &[T], grad: &[T], out: &mut [T]) -> Result<()> {
+    check_len("x", x.len(), p.image_len())?;
+    check_len("grad", grad.len(), p.image_len())?;
+    check_len("output", out.len(), p.weight_len())?;
+    let (h, w, c, bsz) = (p.height, p.width, p.channels, p.batch);
+    let taps = p.taps();
+    let x_pm = to_pixel_major(x, bsz, c, h, w);
+    let g_pm = to_pixel_major(grad, bsz, c, h, w);
+    let pixel = bsz * c;
+    let acc = (0..h)
+        .into_par_iter()
+        .fold(
+            || vec![T::ZERO; taps.len() * c * c],
+            |mut acc, row| {
+                for (t, tap) in taps.iter().enumerate() {
+                    let src_row = row as isize + tap.di;
+                    if src_row < 0 || src_row >= h as isize {
+                        continue;
+                    }
+                    let (lo, hi) = valid_cols(w, tap.dj);
+                    if lo >= hi {
+                        continue;
+                    }
+                    let g_at = (row * w + lo) * pixel;
+                    let x_at = (src_row as usize * w + (lo as isize + tap.dj) as usize) * pixel;
+                    // acc_t (C×C) += G_rowᵀ (C × n) · X_row (n × C), n = pixels · batch.
+                    unsafe {
+                        T::gemm(
+                            c,
+                            (hi - lo) * bsz,
+                            c,
+                            T::ONE,
+                            g_pm.as_ptr().add(g_at),
+                            1,
+                            c as isize,
+                            x_pm.as_ptr().add(x_at),
+                            c as isize,
+                            1,
+                            T::ONE,
+                            acc.as_mut_ptr().add(t * c * c),
+                            c as isize,
+                            1,
+                        )
+                    };
+                }
+                acc
+            },
+        )
+        .reduce(
+            || vec![T::ZERO; taps.len() * c * c],
+            |mut a, b| {
+                a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+                a
+            },
+        );
+    let kk = p.kernel_h * p.kernel_w;
+    for (t, m) in acc.chunks_exact(c * c).enumerate() {
+        for co in 0..c {
+            for ci in 0..c {
+                out[(co * c + ci) * kk + t] = m[co * c + ci];
+            }
+        }
+    }
+    p.mask_gradient(out);
+    Ok(())
+}
