@@ -1,0 +1,288 @@
+//! PyO3 bindings, the extension module `inv_conv._native`. Argument conversion, GIL release and
+//! error mapping only: the maths is in `cpu`/`cuda`, the contract in `geometry`.
+//!
+//! The CPU ops take numpy arrays (float32 or float64, any strides) and an optional `out` array
+//! to write into, so torch can hand in zero-copy views of tensors it allocated.
+
+#[cfg(feature = "cuda")]
+mod cuda;
+
+use std::borrow::Cow;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use numpy::{Element, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods};
+use pyo3::create_exception;
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+
+use crate::cpu::{self, Real};
+use crate::error::Error;
+use crate::geometry::{Order, Problem};
+
+create_exception!(
+    inv_conv,
+    CudaError,
+    PyRuntimeError,
+    "A GPU, CUDA driver or NVRTC problem: missing, failed to compile, or failed to launch."
+);
+
+impl From<Error> for PyErr {
+    fn from(e: Error) -> PyErr {
+        match e {
+            Error::Shape(_) | Error::Order(_) => PyValueError::new_err(e.to_string()),
+            Error::Dtype(_) => PyTypeError::new_err(e.to_string()),
+            Error::Device(_) | Error::Cuda(_) | Error::Nvrtc(_) => CudaError::new_err(e.to_string()),
+        }
+    }
+}
+
+/// Runs `work` without the GIL and turns a panic (a bug, never expected) into a RuntimeError
+/// instead of letting PyO3 raise `PanicException`.
+pub(crate) fn detached<R: Send>(py: Python<'_>, work: impl FnOnce() -> crate::Result<R> + Send) -> PyResult<R> {
+    py.detach(|| catch_unwind(AssertUnwindSafe(work)))
+        .map_err(|_| PyRuntimeError::new_err("inv_conv internal error (a Rust panic); please report it"))?
+        .map_err(PyErr::from)
+}
+
+pub(crate) fn parse_order(order: &str) -> PyResult<Order> {
+    Ok(order.parse::<Order>()?)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Dtype {
+    F32,
+    F64,
+}
+
+fn describe(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into())
+}
+
+/// The dtype of a numpy array argument, or a TypeError naming the argument.
+fn dtype_of(name: &str, obj: &Bound<'_, PyAny>) -> PyResult<Dtype> {
+    if obj.extract::<PyReadonlyArrayDyn<'_, f32>>().is_ok() {
+        return Ok(Dtype::F32);
+    }
+    if obj.extract::<PyReadonlyArrayDyn<'_, f64>>().is_ok() {
+        return Ok(Dtype::F64);
+    }
+    let given = match obj.getattr("dtype") {
+        Ok(dt) => format!("dtype {}", dt.str()?),
+        Err(_) => format!("an object of type {}", describe(obj)),
+    };
+    Err(PyTypeError::new_err(format!(
+        "{name} must be a numpy array of dtype float32 or float64; got {given}"
+    )))
+}
+
+fn same_dtype(names: [&str; 2], objs: [&Bound<'_, PyAny>; 2]) -> PyResult<Dtype> {
+    let a = dtype_of(names[0], objs[0])?;
+    let b = dtype_of(names[1], objs[1])?;
+    if a != b {
+        let n = |d| if d == Dtype::F32 { "float32" } else { "float64" };
+        return Err(PyTypeError::new_err(format!(
+            "{} and {} must have the same dtype; got {} and {}",
+            names[0],
+            names[1],
+            n(a),
+            n(b)
+        )));
+    }
+    Ok(a)
+}
+
+/// The data of a numpy array argument as one contiguous slice: borrowed when the array is
+/// C-contiguous, else a copy (non-contiguous inputs are accepted).
+fn contiguous<'a, T: Real + Element>(arr: &'a PyReadonlyArrayDyn<'_, T>) -> Cow<'a, [T]> {
+    match arr.as_slice() {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => Cow::Owned(arr.as_array().iter().copied().collect()),
+    }
+}
+
+/// The output array: `out` if given (checked: dtype, shape, C-contiguous, writeable), else new.
+fn output<'py, T: Real + Element>(
+    py: Python<'py>,
+    out: Option<&Bound<'py, PyAny>>,
+    shape: &[usize],
+) -> PyResult<Bound<'py, PyArrayDyn<T>>> {
+    let Some(out) = out else {
+        return Ok(PyArrayDyn::<T>::zeros(py, shape.to_vec(), false));
+    };
+    let arr = out.cast::<PyArrayDyn<T>>().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "out must be a numpy array of dtype {}; got {}",
+            std::any::type_name::<T>(),
+            describe(out)
+        ))
+    })?;
+    if arr.shape() != shape {
+        return Err(PyValueError::new_err(format!(
+            "out must have shape {shape:?}; got {:?}",
+            arr.shape()
+        )));
+    }
+    if !arr.is_c_contiguous() {
+        return Err(PyValueError::new_err("out must be C-contiguous"));
+    }
+    Ok(arr.clone())
+}
+
+type ImageKernel<T> = fn(&Problem, &[T], &[T], &mut [T]) -> crate::Result<()>;
+
+fn image_op<'py, T: Real + Element>(
+    py: Python<'py>,
+    kernel: ImageKernel<T>,
+    input_name: &str,
+    input: &Bound<'py, PyAny>,
+    weight: &Bound<'py, PyAny>,
+    order: Order,
+    out: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let input: PyReadonlyArrayDyn<'py, T> = input.extract()?;
+    let weight: PyReadonlyArrayDyn<'py, T> = weight.extract()?;
+    let in_shape = input.shape().to_vec();
+    let problem = Problem::new(input_name, &in_shape, weight.shape(), order)?;
+    let (in_data, w_data) = (contiguous(&input), contiguous(&weight));
+    let out = output::<T>(py, out, &in_shape)?;
+    let mut rw = out.try_readwrite().map_err(|e| PyValueError::new_err(format!("out is not writeable: {e}")))?;
+    let out_slice = rw
+        .as_slice_mut()
+        .map_err(|_| PyValueError::new_err("out must be C-contiguous"))?;
+    detached(py, || kernel(&problem, &in_data, &w_data, out_slice))?;
+    drop(rw);
+    Ok(out.into_any())
+}
+
+macro_rules! image_binding {
+    ($name:ident, $input:literal, $kernel:path, $doc:literal) => {
+        #[doc = $doc]
+        #[pyfunction]
+        #[pyo3(signature = (input, weight, order = "TL", out = None))]
+        fn $name<'py>(
+            py: Python<'py>,
+            input: &Bound<'py, PyAny>,
+            weight: &Bound<'py, PyAny>,
+            order: &str,
+            out: Option<&Bound<'py, PyAny>>,
+        ) -> PyResult<Bound<'py, PyAny>> {
+            let order = parse_order(order)?;
+            match same_dtype([$input, "weight"], [input, weight])? {
+                Dtype::F32 => image_op::<f32>(py, $kernel, $input, input, weight, order, out),
+                Dtype::F64 => image_op::<f64>(py, $kernel, $input, input, weight, order, out),
+            }
+        }
+    };
+}
+
+image_binding!(
+    forward,
+    "x",
+    cpu::forward,
+    "Sampling direction on the CPU: y = conv2d(pad(x, PAD[order]), ŵ)."
+);
+image_binding!(
+    inverse,
+    "y",
+    cpu::inverse,
+    "Density direction on the CPU: x = A⁻¹ y by wavefront substitution."
+);
+image_binding!(
+    forward_adjoint,
+    "grad",
+    cpu::forward_adjoint,
+    "Aᵀ grad on the CPU: the forward op's input-gradient."
+);
+image_binding!(
+    inverse_adjoint,
+    "grad",
+    cpu::inverse_adjoint,
+    "A⁻ᵀ grad on the CPU: the inverse's input-gradient (the reference's `dy`)."
+);
+
+fn weight_grad_typed<'py, T: Real + Element>(
+    py: Python<'py>,
+    x: &Bound<'py, PyAny>,
+    grad: &Bound<'py, PyAny>,
+    order: Order,
+    kernel_size: (usize, usize),
+    out: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let x: PyReadonlyArrayDyn<'py, T> = x.extract()?;
+    let grad: PyReadonlyArrayDyn<'py, T> = grad.extract()?;
+    let c = x.shape().get(1).copied().unwrap_or(0);
+    let w_shape = [c, c, kernel_size.0, kernel_size.1];
+    let problem = Problem::new("x", x.shape(), &w_shape, order)?;
+    problem.expect_image("grad", grad.shape())?;
+    let (x_data, g_data) = (contiguous(&x), contiguous(&grad));
+    let out = output::<T>(py, out, &w_shape)?;
+    let mut rw = out.try_readwrite().map_err(|e| PyValueError::new_err(format!("out is not writeable: {e}")))?;
+    let out_slice = rw
+        .as_slice_mut()
+        .map_err(|_| PyValueError::new_err("out must be C-contiguous"))?;
+    detached(py, || cpu::weight_grad(&problem, &x_data, &g_data, out_slice))?;
+    drop(rw);
+    Ok(out.into_any())
+}
+
+/// Weight-gradient on the CPU: Σ grad · pad(x) per tap, zero at the masked anchor entries.
+/// The inverse's weight-gradient (the reference's `dw`) is its negation with x = inverse(y) and
+/// grad = inverse_adjoint(g).
+#[pyfunction]
+#[pyo3(signature = (x, grad, order = "TL", kernel_size = (3, 3), out = None))]
+fn weight_grad<'py>(
+    py: Python<'py>,
+    x: &Bound<'py, PyAny>,
+    grad: &Bound<'py, PyAny>,
+    order: &str,
+    kernel_size: (usize, usize),
+    out: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let order = parse_order(order)?;
+    if kernel_size.0 == 0 || kernel_size.1 == 0 {
+        return Err(PyValueError::new_err(format!(
+            "kernel_size must be >= 1 in both dimensions; got {kernel_size:?}"
+        )));
+    }
+    match same_dtype(["x", "grad"], [x, grad])? {
+        Dtype::F32 => weight_grad_typed::<f32>(py, x, grad, order, kernel_size, out),
+        Dtype::F64 => weight_grad_typed::<f64>(py, x, grad, order, kernel_size, out),
+    }
+}
+
+/// Validates shapes the way every op does, without computing anything: raises ValueError naming
+/// `input_name` or `weight`. Returns (KH, KW). Used by the torch layer before dispatch and by the
+/// fake (meta) implementations.
+#[pyfunction]
+#[pyo3(signature = (input_name, input_shape, weight_shape, order = "TL"))]
+fn check_problem(
+    input_name: &str,
+    input_shape: Vec<usize>,
+    weight_shape: Vec<usize>,
+    order: &str,
+) -> PyResult<(usize, usize)> {
+    let order = parse_order(order)?;
+    let p = Problem::new(input_name, &input_shape, &weight_shape, order)?;
+    Ok((p.kernel_h, p.kernel_w))
+}
+
+/// Whether the extension was built with the CUDA backend.
+#[pyfunction]
+fn built_with_cuda() -> bool {
+    cfg!(feature = "cuda")
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("CudaError", m.py().get_type::<CudaError>())?;
+    m.add_function(wrap_pyfunction!(forward, m)?)?;
+    m.add_function(wrap_pyfunction!(inverse, m)?)?;
+    m.add_function(wrap_pyfunction!(forward_adjoint, m)?)?;
+    m.add_function(wrap_pyfunction!(inverse_adjoint, m)?)?;
+    m.add_function(wrap_pyfunction!(weight_grad, m)?)?;
+    m.add_function(wrap_pyfunction!(check_problem, m)?)?;
+    m.add_function(wrap_pyfunction!(built_with_cuda, m)?)?;
+    #[cfg(feature = "cuda")]
+    cuda::register(m)?;
+    Ok(())
+}
