@@ -1,0 +1,80 @@
+"""Activation normalization (Glow) with data-dependent initialisation."""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+from torch import nn
+
+from .base import FlowLayer, channel_view
+
+
+class ActNorm(FlowLayer):
+    """Per-channel affine map ``y = (x + bias) * exp(log_scale)`` (Kingma & Dhariwal 2018).
+
+    Works on ``(B, C, *spatial)`` inputs (images or flat ``(B, C)`` vectors).
+    ``logdet = prod(spatial) * Σ_c log_scale_c`` (the same for every sample).
+
+    Data-dependent init: on the first ``forward`` while ``initialized`` is 0, bias and scale are
+    set so that this batch's output has zero mean and unit variance per channel. The
+    ``initialized`` flag is a buffer, so it is saved and restored with ``state_dict`` (a
+    reloaded model is not re-initialised). For distributed training, initialise before wrapping
+    in DDP (see :func:`initialize_actnorm`): DDP broadcasts rank 0's parameters and buffers.
+    """
+
+    def __init__(self, num_channels: int, eps: float = 1e-6):
+        super().__init__()
+        self.num_channels = int(num_channels)
+        self.eps = float(eps)
+        self.bias = nn.Parameter(torch.zeros(num_channels))
+        self.log_scale = nn.Parameter(torch.zeros(num_channels))
+        self.register_buffer("initialized", torch.tensor(0, dtype=torch.uint8))
+
+    @torch.no_grad()
+    def initialize_from(self, x: torch.Tensor) -> None:
+        """Set bias/scale from the per-channel mean and std of ``x`` and mark initialised."""
+        if x.shape[1] != self.num_channels:
+            raise ValueError(f"ActNorm expects {self.num_channels} channels, got {x.shape[1]}")
+        per_channel = x.transpose(0, 1).reshape(self.num_channels, -1)
+        mean = per_channel.mean(dim=1)
+        std = per_channel.std(dim=1, unbiased=False) if per_channel.shape[1] > 1 else \
+            torch.ones_like(mean)  # a single value per channel has no spread to normalise
+        self.bias.copy_(-mean)
+        self.log_scale.copy_(-torch.log(std + self.eps))
+        self.initialized.fill_(1)
+
+    def forward(self, x, context=None):
+        if not bool(self.initialized):
+            self.initialize_from(x)
+        spatial = x[0, 0].numel()
+        y = (x + channel_view(self.bias, x)) * channel_view(self.log_scale.exp(), x)
+        logdet = (spatial * self.log_scale.sum()).expand(x.shape[0])
+        return y, logdet
+
+    def reverse(self, y, context=None):
+        return y * channel_view(torch.exp(-self.log_scale), y) - channel_view(self.bias, y)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_channels}"
+
+
+@torch.no_grad()
+def initialize_actnorm(model: nn.Module, x: torch.Tensor, context=None) -> int:
+    """Run data-dependent initialisation of every not-yet-initialised :class:`ActNorm` in
+    ``model`` with one batch ``x`` (a forward pass without gradient). Returns how many
+    ActNorm layers were initialised by this call.
+
+    To get identical initialisation on all DDP ranks, call this with the same batch on every
+    rank, or on rank 0 only before wrapping the model in ``DistributedDataParallel`` (which
+    broadcasts rank 0's parameters and buffers, including the ``initialized`` flags).
+    """
+    pending = [m for m in model.modules() if isinstance(m, ActNorm) and not bool(m.initialized)]
+    if pending:
+        was_training = model.training
+        model.eval()  # no dropout etc.; ActNorm initialises in either mode
+        try:
+            model(x) if context is None else model(x, context)
+        finally:
+            model.train(was_training)
+    return len(pending)

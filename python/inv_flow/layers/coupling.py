@@ -1,0 +1,71 @@
+"""Glow-style affine coupling layer."""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import FlowLayer, sum_except_batch
+
+# Glow's scale is sigmoid(h + 2); we divide by sigmoid(2) so that h = 0 (the zero-initialised
+# output) is exactly the identity, while keeping Glow's bound on the scale (< 1/sigmoid(2)).
+_SCALE_OFFSET = 2.0
+_LOG_SIGMOID_OFFSET = F.logsigmoid(torch.tensor(_SCALE_OFFSET, dtype=torch.float64)).item()
+
+
+class AffineCoupling(FlowLayer):
+    """Affine coupling (Dinh et al. 2017; Glow): split channels into ``(x_a, x_b)``; a CNN of
+    ``x_a`` gives ``shift`` and raw scale ``h`` for ``x_b``::
+
+        scale = sigmoid(h + 2) / sigmoid(2)
+        y_a = x_a,   y_b = (x_b + shift) * scale
+        logdet = Σ log scale
+
+    The CNN is conv3x3 -> ReLU -> conv1x1 -> ReLU -> conv3x3, with the last conv
+    zero-initialised so the layer starts as the identity.
+    """
+
+    def __init__(self, num_channels: int, hidden_channels: int = 512, kernel_size: int = 3):
+        super().__init__()
+        if num_channels < 2:
+            raise ValueError(f"AffineCoupling needs at least 2 channels to split, got {num_channels}")
+        if kernel_size % 2 != 1:
+            raise ValueError(f"AffineCoupling kernel_size must be odd, got {kernel_size}")
+        self.num_channels = int(num_channels)
+        self.num_conditioning = num_channels // 2
+        self.num_transformed = num_channels - self.num_conditioning
+        pad = kernel_size // 2
+        self.net = nn.Sequential(
+            nn.Conv2d(self.num_conditioning, hidden_channels, kernel_size, padding=pad),
+            nn.ReLU(),
+            nn.Conv2d(hidden_channels, hidden_channels, 1),
+            nn.ReLU(),
+            nn.Conv2d(hidden_channels, 2 * self.num_transformed, kernel_size, padding=pad),
+        )
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def _shift_and_log_scale(self, x_a: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        h = self.net(x_a)
+        shift, raw_scale = h[:, 0::2], h[:, 1::2]
+        log_scale = F.logsigmoid(raw_scale + _SCALE_OFFSET) - _LOG_SIGMOID_OFFSET
+        return shift, log_scale
+
+    def forward(self, x, context=None):
+        x_a, x_b = x[:, :self.num_conditioning], x[:, self.num_conditioning:]
+        shift, log_scale = self._shift_and_log_scale(x_a)
+        y_b = (x_b + shift) * torch.exp(log_scale)
+        return torch.cat([x_a, y_b], dim=1), sum_except_batch(log_scale)
+
+    def reverse(self, y, context=None):
+        y_a, y_b = y[:, :self.num_conditioning], y[:, self.num_conditioning:]
+        shift, log_scale = self._shift_and_log_scale(y_a)
+        x_b = y_b * torch.exp(-log_scale) - shift
+        return torch.cat([y_a, x_b], dim=1)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_channels}"

@@ -1,0 +1,78 @@
+"""Flow-layer wrappers around ``inv_conv``'s exact invertible masked convolutions.
+
+``inv_conv`` is imported lazily so that the rest of ``inv_flow`` works (and its other tests
+run) even where the Rust extension has not been built.
+"""
+
+from __future__ import annotations
+
+from .base import FlowLayer
+
+ORDERS = ("TL", "TR", "BL", "BR")
+DIRECTIONS = ("inverse", "conv")
+
+
+def _import_inv_conv():
+    try:
+        import inv_conv
+    except ImportError as err:  # pragma: no cover - depends on the build
+        raise ImportError(
+            "inv_flow's invertible k x k convolution layers need the `inv_conv` package "
+            "(build it with `pip install -e .` at the repository root)") from err
+    return inv_conv
+
+
+class _InvConvWrapper(FlowLayer):
+    """Shared forward/reverse for the wrappers: ``inv_conv`` modules already follow the
+    ``forward(x, context) -> (z, logdet)`` / ``reverse(z, context)`` convention.
+
+    The masked convolutions are unit-triangular, so ``log|det| = 0`` exactly for every weight.
+    """
+
+    conv = None  # set by subclasses
+
+    def forward(self, x, context=None):
+        return self.conv(x, context)
+
+    def reverse(self, y, context=None):
+        return self.conv.reverse(y, context)
+
+
+def _check(direction: str, kernel_size: int) -> None:
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+    if int(kernel_size) < 1:
+        raise ValueError(f"kernel_size must be >= 1, got {kernel_size}")
+
+
+class InvConv(_InvConvWrapper):
+    """One masked k x k convolution with a single ``order`` (``inv_conv.InvConv2d``).
+
+    ``direction="inverse"`` (Inverse-Flow): the density direction applies the inverse of the
+    masked convolution, so sampling is an ordinary convolution. ``direction="conv"`` (FInC
+    Flow): the density direction is the convolution itself. ``dense_reference=True`` selects
+    inv_conv's dense autograd reference implementation (exact, small images only).
+    """
+
+    def __init__(self, num_channels: int, kernel_size: int = 3, order: str = "TL",
+                 direction: str = "inverse", dense_reference: bool = False):
+        super().__init__()
+        _check(direction, kernel_size)
+        if order not in ORDERS:
+            raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
+        inv_conv = _import_inv_conv()
+        self.conv = inv_conv.InvConv2d(num_channels, kernel_size=kernel_size, order=order,
+                                       direction=direction, dense_reference=dense_reference)
+
+
+class InvFlowUnit(_InvConvWrapper):
+    """Inverse-Flow unit: four masked convolutions TL -> TR -> BL -> BR
+    (``inv_conv.InvFlowUnit``) so the receptive field covers all directions."""
+
+    def __init__(self, num_channels: int, kernel_size: int = 3, direction: str = "inverse",
+                 dense_reference: bool = False):
+        super().__init__()
+        _check(direction, kernel_size)
+        inv_conv = _import_inv_conv()
+        self.conv = inv_conv.InvFlowUnit(num_channels, kernel_size=kernel_size,
+                                         direction=direction, dense_reference=dense_reference)

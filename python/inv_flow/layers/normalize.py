@@ -1,0 +1,69 @@
+"""Fixed affine scaling and the logit transform used as pre-processing."""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from .base import FlowLayer, sum_except_batch
+
+
+class Normalization(FlowLayer):
+    """Fixed elementwise affine map ``y = x * scale + shift``.
+
+    ``logdet = D * log|scale|`` where D is the number of elements per sample.
+    Typical use: ``Normalization(scale=1/256)`` maps dequantized pixels ``[0, 256)`` to ``[0, 1)``.
+    """
+
+    is_preprocessing = True
+
+    def __init__(self, scale: float, shift: float = 0.0):
+        super().__init__()
+        if scale == 0:
+            raise ValueError("Normalization scale must be non-zero")
+        self.scale = float(scale)
+        self.shift = float(shift)
+
+    def forward(self, x, context=None):
+        num_elements = x[0].numel()
+        logdet = x.new_full((x.shape[0],), num_elements * math.log(abs(self.scale)))
+        return x * self.scale + self.shift, logdet
+
+    def reverse(self, y, context=None):
+        return (y - self.shift) / self.scale
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale}, shift={self.shift}"
+
+
+class LogitTransform(FlowLayer):
+    """Logit transform with boundary shrinkage (RealNVP, Dinh et al. 2017).
+
+    For ``x ∈ [0, 1)``: ``p = alpha + (1 - 2 alpha) x`` and ``y = log p - log(1 - p)``.
+    ``alpha`` keeps ``p`` away from 0 and 1 so ``y`` stays finite.
+    ``logdet = Σ [log(1 - 2 alpha) - log p - log(1 - p)]``.
+    """
+
+    is_preprocessing = True
+
+    def __init__(self, alpha: float = 0.05):
+        super().__init__()
+        if not 0.0 <= alpha < 0.5:
+            raise ValueError(f"LogitTransform alpha must be in [0, 0.5), got {alpha}")
+        self.alpha = float(alpha)
+
+    def forward(self, x, context=None):
+        p = self.alpha + (1.0 - 2.0 * self.alpha) * x
+        log_p, log_1mp = torch.log(p), torch.log1p(-p)
+        y = log_p - log_1mp
+        logdet = sum_except_batch(math.log1p(-2.0 * self.alpha) - log_p - log_1mp)
+        return y, logdet
+
+    def reverse(self, y, context=None):
+        return (torch.sigmoid(y) - self.alpha) / (1.0 - 2.0 * self.alpha)
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}"
