@@ -29,7 +29,7 @@ class _InvConvWrapper(FlowLayer):
     The masked convolutions are unit-triangular, so ``log|det| = 0`` exactly for every weight.
     """
 
-    conv = None  # set by subclasses
+    # subclasses set ``self.conv`` (no class-level default: it would shadow the submodule)
 
     def forward(self, x, context=None):
         return self.conv(x, context)
