@@ -1,0 +1,160 @@
+"""``inv-flow`` command line (also ``python -m inv_flow``).
+
+    inv-flow train --preset digits [--set key=value ...] [--resume PATH]
+    inv-flow eval --checkpoint PATH [--split val|test|train] [--set key=value ...]
+    inv-flow sample --checkpoint PATH -n 64 --out grid.png [--temperature 0.8]
+    inv-flow plot runs/NAME/metrics.jsonl --out bpd.png
+    inv-flow options            # every config key with its default
+    inv-flow presets            # the model presets
+
+Configuration errors, missing datasets and a diverged training exit with status 2 / 1 and a
+one-line message (no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Sequence
+
+from inv_flow.config import ConfigError, describe_options, parse_overrides, resolve_config
+
+PRESET_NAMES = ("mnist", "cifar10", "imagenet32", "imagenet64", "celeba32", "celeba64",
+                "celeba128", "digits")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of ``inv-flow`` (exposed for the experiment scripts and tests)."""
+    parser = argparse.ArgumentParser(
+        prog="inv-flow", description="Train and use Inverse-Flow normalizing flows.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    set_help = "override a config option (repeatable), e.g. --set lr=1e-4 --set epochs=10"
+
+    train = commands.add_parser("train", help="train a model")
+    train.add_argument("--preset", default=None,
+                       help=f"model/dataset preset: {', '.join(PRESET_NAMES)} (default digits)")
+    train.add_argument("--set", dest="overrides", action="append", default=[],
+                       metavar="KEY=VALUE", help=set_help)
+    train.add_argument("--resume", default=None, metavar="PATH",
+                       help="continue training exactly from a checkpoint (e.g. the run's "
+                            "last_checkpoint.tar); --set may extend epochs")
+
+    evaluate = commands.add_parser("eval", help="report bits/dim of a checkpoint")
+    evaluate.add_argument("--checkpoint", required=True, metavar="PATH")
+    evaluate.add_argument("--split", default="val", choices=("val", "test", "train"))
+    evaluate.add_argument("--set", dest="overrides", action="append", default=[],
+                          metavar="KEY=VALUE", help="e.g. --set data_root=/data --set max_eval_ex=1000")
+
+    sample = commands.add_parser("sample", help="write a PNG grid of samples from a checkpoint")
+    sample.add_argument("--checkpoint", required=True, metavar="PATH")
+    sample.add_argument("-n", "--num-samples", dest="num_samples", type=int, default=64)
+    sample.add_argument("--out", required=True, metavar="PNG")
+    sample.add_argument("--temperature", type=float, default=None)
+    sample.add_argument("--seed", type=int, default=None, help="sampling seed (default: run seed)")
+    sample.add_argument("--device", default=None, help="device to sample on (default: auto)")
+
+    plot = commands.add_parser("plot", help="plot bits/dim against epoch from metrics.jsonl")
+    plot.add_argument("metrics", metavar="METRICS_JSONL")
+    plot.add_argument("--out", required=True, metavar="PNG")
+
+    commands.add_parser("options", help="list every config option with its default")
+    commands.add_parser("presets", help="list the model presets")
+    return parser
+
+
+def _train(args: argparse.Namespace) -> int:
+    from inv_flow.experiment import Experiment  # noqa: PLC0415 - keeps `--help` fast
+
+    overrides = parse_overrides(args.overrides)
+    resume = args.resume or overrides.pop("resume", "")
+    if resume:
+        experiment = Experiment.from_checkpoint(resume, overrides)
+    else:
+        config = resolve_config(args.preset, overrides)
+        experiment = Experiment(config)
+    config = experiment.config
+    try:
+        record = experiment.train()
+    finally:
+        experiment.close()
+    if experiment.is_main:
+        summary = {k: record[k] for k in ("epoch", "train_bpd", "val_bpd", "best_val_bpd") if k in record}
+        print(f"done: {json.dumps(summary)}")
+        print(f"best checkpoint: {config['checkpoint_path']}; last state: "
+              f"{config['last_checkpoint_path']}; metrics: {config['output_dir']}/metrics.jsonl; "
+              f"samples: {config['sample_dir']}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from inv_flow.experiment import Experiment  # noqa: PLC0415
+
+    overrides = parse_overrides(args.overrides)
+    experiment = Experiment.from_checkpoint(args.checkpoint, overrides, training_state=False)
+    metrics = experiment.evaluate(args.split)
+    prefix = "train_eval" if args.split == "train" else args.split
+    print(f"{args.split}: {metrics[f'{prefix}_bpd']:.4f} bits/dim, "
+          f"log-likelihood {metrics[f'{prefix}_log_likelihood']:.2f} nats/image over "
+          f"{metrics[f'{prefix}_examples']} images")
+    print(json.dumps(metrics))
+    return 0
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from inv_flow.experiment import Experiment  # noqa: PLC0415
+
+    overrides = {"device": args.device} if args.device else {}
+    if args.seed is not None:
+        overrides["seed"] = str(args.seed)
+    if args.num_samples <= 0:
+        raise ConfigError(f"-n must be positive, got {args.num_samples}")
+    experiment = Experiment.from_checkpoint(args.checkpoint, overrides, load_data=False,
+                                            training_state=False)
+    path = experiment.save_samples(args.out, n=args.num_samples, temperature=args.temperature)
+    print(f"wrote {args.num_samples} samples to {path}")
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from inv_flow.plots import plot_bits_per_dim  # noqa: PLC0415
+
+    path = plot_bits_per_dim(args.metrics, args.out)
+    print(f"wrote {path}")
+    return 0
+
+
+def _presets(_: argparse.Namespace) -> int:
+    from inv_flow.config import load_presets  # noqa: PLC0415
+
+    for name, values in load_presets().items():
+        print(f"{name}: {values}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``inv-flow``; returns the exit status (0 ok, 1 diverged/runtime, 2 usage)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handlers = {"train": _train, "eval": _eval, "sample": _sample, "plot": _plot,
+                "options": lambda _: print(describe_options()) or 0, "presets": _presets}
+    from inv_flow.checkpoint import CheckpointError  # noqa: PLC0415
+    from inv_flow.data import DatasetNotFoundError  # noqa: PLC0415
+
+    try:
+        return handlers[args.command](args)
+    except (ConfigError, DatasetNotFoundError, CheckpointError) as err:
+        print(f"inv-flow {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # noqa: BLE001 - diverged training: message, no traceback
+        from inv_flow.experiment import TrainingDiverged  # noqa: PLC0415
+
+        if isinstance(err, TrainingDiverged):
+            print(f"inv-flow {args.command}: error: {err}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

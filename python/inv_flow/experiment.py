@@ -1,0 +1,458 @@
+"""The training loop of ``inv_flow``: :class:`Experiment` trains, evaluates, samples, saves and
+resumes a flow described by a config dict (see :mod:`inv_flow.config`).
+
+Every check that can fail (config, image shape vs model, dataset present) runs in the
+constructor, before any training step.  Checkpoints are written atomically; a NaN/Inf loss
+raises :class:`TrainingDiverged` before the optimizer touches the weights, and no checkpoint is
+written after it, so the last good checkpoints stay as they were.
+
+Distributed training (a later issue) plugs in at three seams: :func:`select_device`,
+:func:`inv_flow.logging_utils.is_main_process` (who writes files) and
+:func:`inv_flow.data.make_sampler` (how the data is sharded).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+
+from inv_flow.checkpoint import (
+    CHECKPOINT_FORMAT,
+    atomic_save,
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    seed_everything,
+)
+from inv_flow.config import ConfigError, resolve_config
+from inv_flow.data import (DataSplits, check_image_shape, check_num_levels, load_datasets,
+                           make_loader, set_loader_epoch)
+from inv_flow.flows import bits_per_dim as flow_bits_per_dim
+from inv_flow.logging_utils import RunLogger, Timer, is_main_process
+from inv_flow.plots import save_image_grid, save_reconstruction_figure
+
+ModelBuilder = Callable[[dict, tuple], nn.Module]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradient became NaN/Inf; training stopped before applying that step."""
+
+
+def select_device(spec: str) -> torch.device:
+    """``"auto"`` → ``cuda`` when available, else ``cpu``; anything else is passed to
+    :class:`torch.device` (``"cpu"``, ``"cuda"``, ``"cuda:1"``)."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError as err:
+        raise ConfigError(f"bad device {spec!r}: {err}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={spec!r} but CUDA is not available; use device=cpu or auto")
+    return device
+
+
+def default_model_builder(config: dict, image_shape: tuple) -> nn.Module:
+    """``inv_flow.models.build_model`` (imported lazily)."""
+    from inv_flow.models import build_model  # noqa: PLC0415
+
+    return build_model(config, image_shape)
+
+
+def build_checked_model(config: Mapping[str, Any], image_shape: tuple[int, int, int],
+                        builder: ModelBuilder | None = None) -> nn.Module:
+    """Build the model, turning "cannot take this image shape" into a :class:`ConfigError`."""
+    builder = builder or default_model_builder
+    try:
+        return builder(dict(config), tuple(image_shape))
+    except ValueError as err:
+        raise ConfigError(
+            f"model {config.get('model')!r} cannot be built for images of shape "
+            f"{tuple(image_shape)} (C, H, W): {err}"
+        ) from err
+
+
+def bits_per_dim(mean_log_prob: float, num_dims: int) -> float:
+    """Bits/dim of a mean log-density in nats over ``[0, 256)^D`` (``inv_flow.flows.bits_per_dim``)."""
+    return float(flow_bits_per_dim(mean_log_prob, num_dims))
+
+
+def _initialize_actnorm(model: nn.Module, batch: torch.Tensor) -> None:
+    """Data-dependent ActNorm init on one batch (no-op for models without ActNorm)."""
+    from inv_flow.layers.actnorm import initialize_actnorm  # noqa: PLC0415
+
+    initialize_actnorm(model, batch)
+
+
+def _cuda_sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Experiment:
+    """One training run.
+
+    ``config`` is a full config (from :func:`inv_flow.config.resolve_config`).  ``model_builder``
+    and ``datasets`` replace ``build_model`` and the dataset loader (tests, custom data);
+    ``load_data=False`` skips the data (sampling from a checkpoint needs none).
+
+    Typical use::
+
+        exp = Experiment(resolve_config("digits", {"epochs": 5}))
+        exp.train()
+        print(exp.evaluate("val"))
+    """
+
+    def __init__(self, config: Mapping[str, Any], *, model_builder: ModelBuilder | None = None,
+                 datasets: DataSplits | None = None, load_data: bool = True,
+                 main_process: bool | None = None):
+        self.config = dict(config)
+        self.is_main = is_main_process() if main_process is None else main_process
+        seed_everything(self.config["seed"])
+        self.device = select_device(self.config["device"])
+
+        # Cheap checks first: shape vs dataset, then shape vs model, then files on disk.
+        if datasets is not None:
+            self.image_shape = tuple(int(s) for s in datasets.image_shape)
+        else:
+            self.image_shape = check_image_shape(self.config["dataset"], self.config["image_shape"],
+                                                 self.config.get("pad_to") or ())
+            check_num_levels(self.config["dataset"], int(self.config.get("num_levels", 256)))
+        self.num_dims = math.prod(self.image_shape)
+        self.model = build_checked_model(self.config, self.image_shape, model_builder).to(self.device)
+        self._data = datasets
+        if load_data and self._data is None:
+            self._data = load_datasets(self.config)
+
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config["lr"])
+        self.steps_per_epoch: int | None = None
+        self._train_loader = None
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._warmup_factor)
+        self.epoch = 0          # completed epochs
+        self.step = 0           # completed optimizer steps
+        self.best_val_bpd = math.inf
+        self._logger: RunLogger | None = None
+
+    # ----------------------------------------------------------------------------- plumbing
+    @property
+    def data(self) -> DataSplits:
+        """The datasets (loaded on first use when the constructor skipped them)."""
+        if self._data is None:
+            self._data = load_datasets(self.config)
+        return self._data
+
+    @property
+    def logger(self) -> RunLogger:
+        if self._logger is None:
+            self._logger = RunLogger(self.config, enabled=self.is_main)
+        return self._logger
+
+    @property
+    def train_loader(self):
+        if self._train_loader is None:
+            train = self.data.train
+            batch_size = self.config["batch_size"]
+            self._train_loader = make_loader(
+                train, batch_size, shuffle=True, seed=self.config["seed"],
+                num_workers=self.config["num_workers"],
+                # Drop a ragged last batch (noisy gradient) unless the set is smaller than a batch.
+                drop_last=len(train) > batch_size)
+            self.steps_per_epoch = len(self._train_loader)
+        return self._train_loader
+
+    def _warmup_factor(self, step: int) -> float:
+        """Linear warm-up from lr/warmup_steps to lr over ``warmup_epochs`` epochs, per step."""
+        warmup_epochs = self.config["warmup_epochs"]
+        if warmup_epochs <= 0:
+            return 1.0
+        steps_per_epoch = self.steps_per_epoch or len(self.train_loader)
+        warmup_steps = max(1, round(warmup_epochs * steps_per_epoch))
+        return min(1.0, (step + 1) / warmup_steps)
+
+    def _eval_loader(self, dataset):
+        return make_loader(dataset, self.config["batch_size"], shuffle=False,
+                           seed=self.config["seed"], num_workers=self.config["num_workers"])
+
+    @property
+    def last_checkpoint_path(self) -> Path:
+        return Path(self.config["last_checkpoint_path"])
+
+    @property
+    def best_checkpoint_path(self) -> Path:
+        return Path(self.config["checkpoint_path"])
+
+    # ----------------------------------------------------------------------------- training
+    def train(self, until_epoch: int | None = None) -> dict[str, Any]:
+        """Train from the current epoch up to ``config["epochs"]`` (or ``until_epoch``, to stop
+        early and resume later).  Returns the last per-epoch record.
+
+        After each epoch: evaluation every ``eval_epochs`` (and after the final epoch), samples
+        every ``sample_epochs``, the best-validation model to ``checkpoint_path`` and the full
+        training state to ``last_checkpoint_path``.
+        """
+        total_epochs = self.config["epochs"]
+        stop = total_epochs if until_epoch is None else min(until_epoch, total_epochs)
+        logger = self.logger
+        loader = self.train_loader
+        if self.step == 0:
+            set_loader_epoch(loader, 0)
+            first_batch = next(iter(loader)).to(self.device)
+            _initialize_actnorm(self.model, first_batch)
+            logger.message(f"{self.config['name']}: {sum(p.numel() for p in self.model.parameters()):,} "
+                           f"parameters, {len(self.data.train)} training images of shape "
+                           f"{self.image_shape}, device {self.device}")
+        record: dict[str, Any] = {}
+        for epoch in logger.progress(range(self.epoch, stop), desc="epochs", initial=self.epoch,
+                                     total=total_epochs):
+            record = self._run_epoch(epoch, is_final=epoch + 1 == total_epochs)
+        return record
+
+    def _run_epoch(self, epoch: int, is_final: bool) -> dict[str, Any]:
+        started = time.perf_counter()
+        train_stats = self.train_epoch(epoch)
+        completed = epoch + 1
+        record: dict[str, Any] = {"event": "epoch", "epoch": completed, "step": self.step,
+                                  **train_stats, "lr": self.optimizer.param_groups[0]["lr"]}
+
+        eval_every = self.config["eval_epochs"]
+        improved = False
+        if (eval_every > 0 and completed % eval_every == 0) or is_final:
+            record.update(self.evaluate("val"))
+            if self.config["eval_train"]:
+                record.update(self.evaluate("train"))
+            improved = record["val_bpd"] < self.best_val_bpd
+            if improved:
+                self.best_val_bpd = record["val_bpd"]
+            record["best_val_bpd"] = self.best_val_bpd
+
+        sample_every = self.config["sample_epochs"]
+        if sample_every > 0 and (completed % sample_every == 0 or is_final):
+            path = self.save_samples(Path(self.config["sample_dir"]) / f"samples_epoch{completed:04d}.png")
+            self.logger.log_image("samples", path, step=self.step)
+            if self.config["plot_recon"]:
+                self.save_reconstructions(
+                    Path(self.config["sample_dir"]) / f"reconstruction_epoch{completed:04d}.png")
+
+        record["epoch_seconds"] = time.perf_counter() - started
+        self.epoch = completed
+        self.logger.log(record)
+        # Saved last, so the RNG state stored is the one the next epoch starts from.
+        if improved:
+            self.save(self.best_checkpoint_path)
+        self.save(self.last_checkpoint_path)
+        return record
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        """One pass over the training set; returns mean train bits/dim (and timing if asked)."""
+        self.model.train()
+        loader = self.train_loader
+        set_loader_epoch(loader, epoch)
+        batch_timer, sample_timer = Timer(), Timer()
+        total_log_prob, total_count = 0.0, 0
+        bar = self.logger.progress(loader, desc=f"epoch {epoch + 1}", leave=False)
+        for batch_index, batch in enumerate(bar):
+            batch = batch.to(self.device, non_blocking=True)
+            started = time.perf_counter()
+            log_prob = self.train_step(batch, epoch)
+            if self.config["log_timing"]:
+                _cuda_sync(self.device)
+                elapsed = time.perf_counter() - started
+                batch_timer.add(elapsed)
+                sample_timer.add(elapsed / batch.shape[0])
+            batch_sum = float(log_prob.detach().double().sum())
+            total_log_prob += batch_sum
+            total_count += batch.shape[0]
+            batch_bpd = bits_per_dim(batch_sum / batch.shape[0], self.num_dims)
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(bpd=f"{batch_bpd:.3f}")
+            if self.step % self.config["log_interval"] == 0:
+                step_record = {"event": "train_step", "epoch": epoch + (batch_index + 1) / len(loader),
+                               "step": self.step, "train_bpd": batch_bpd,
+                               "lr": self.optimizer.param_groups[0]["lr"]}
+                if self.config["verbose"]:
+                    step_record.update(self.layer_logdets(batch))
+                self.logger.log(step_record)
+        stats = {"train_bpd": bits_per_dim(total_log_prob / max(total_count, 1), self.num_dims)}
+        if self.config["log_timing"]:
+            stats["time_per_batch_mean"], stats["time_per_batch_std"] = batch_timer.summary()
+            stats["time_per_sample_mean"], stats["time_per_sample_std"] = sample_timer.summary()
+        return stats
+
+    def train_step(self, batch: torch.Tensor, epoch: int | None = None) -> torch.Tensor:
+        """One optimizer step on ``batch``; returns the per-sample log-densities [B].
+
+        Raises :class:`TrainingDiverged` (weights untouched) on a non-finite loss or gradient.
+        """
+        self.optimizer.zero_grad(set_to_none=True)
+        _, log_prob = self.model(batch)
+        loss = flow_bits_per_dim(log_prob, self.num_dims).mean()  # mean bits/dim
+        if not torch.isfinite(loss):
+            self._diverged(f"the loss is {loss.item()}", epoch)
+        loss.backward()
+        max_norm = self.config["grad_clip_norm"]
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            self.model.parameters(), max_norm if max_norm > 0 else math.inf)
+        if not torch.isfinite(grad_norm):
+            self.optimizer.zero_grad(set_to_none=True)
+            self._diverged(f"the gradient norm is {grad_norm.item()}", epoch)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        return log_prob
+
+    def _diverged(self, what: str, epoch: int | None) -> None:
+        kept = [str(p) for p in (self.best_checkpoint_path, self.last_checkpoint_path) if p.is_file()]
+        where = ("the last good checkpoints are untouched: " + ", ".join(kept)) if kept else \
+            "no checkpoint had been written yet"
+        message = (f"training diverged at epoch {None if epoch is None else epoch + 1}, step "
+                   f"{self.step}: {what}. The step was not applied; {where}. Try a lower lr, a "
+                   f"longer warmup_epochs or a smaller grad_clip_norm.")
+        if self._logger is not None:
+            self._logger.log({"event": "diverged", "epoch": epoch, "step": self.step,
+                              "message": message}, echo=False)
+        raise TrainingDiverged(message)
+
+    def layer_logdets(self, batch: torch.Tensor) -> dict[str, float]:
+        """Mean log-determinant (nats) of every layer on ``batch`` (for ``verbose`` logging)."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                _, _, per_layer = self.model(batch, return_layer_logdets=True)
+        finally:
+            self.model.train(was_training)
+        return {f"logdet/{name}": float(value.double().mean()) for name, value in per_layer.items()}
+
+    # --------------------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def evaluate(self, split: str = "val") -> dict[str, float]:
+        """Exact log-likelihood of ``split`` ("val", "test" or "train"), capped at
+        ``max_eval_ex`` examples: ``{split}_bpd`` (bits/dim), ``{split}_log_likelihood`` (mean
+        nats per image, density over [0, 256)^D) and ``{split}_examples``.
+
+        The training split is reported as ``train_eval_*`` (eval mode, no updates).
+        """
+        datasets = {"val": self.data.val, "test": self.data.test, "train": self.data.train}
+        if split not in datasets:
+            raise ValueError(f"split must be one of {sorted(datasets)}, got {split!r}")
+        dataset = datasets[split]
+        if dataset is None:
+            raise ValueError(f"the {self.data.name} dataset has no {split!r} split")
+        limit = self.config["max_eval_ex"] or len(dataset)
+        was_training = self.model.training
+        self.model.eval()
+        total_log_prob, count = 0.0, 0
+        try:
+            for batch in self._eval_loader(dataset):
+                if count >= limit:
+                    break
+                batch = batch[: limit - count].to(self.device, non_blocking=True)
+                _, log_prob = self.model(batch)
+                total_log_prob += float(log_prob.double().sum())
+                count += batch.shape[0]
+        finally:
+            self.model.train(was_training)
+        mean_log_prob = total_log_prob / max(count, 1)
+        prefix = "train_eval" if split == "train" else split
+        return {f"{prefix}_bpd": bits_per_dim(mean_log_prob, self.num_dims),
+                f"{prefix}_log_likelihood": mean_log_prob,
+                f"{prefix}_examples": count}
+
+    # ----------------------------------------------------------------------------- sampling
+    @torch.no_grad()
+    def sample(self, n: int | None = None, temperature: float | None = None) -> torch.Tensor:
+        """``n`` samples (N, C, H, W) of pixel values from the model."""
+        n = n or self.config["n_samples"]
+        temperature = self.config["temperature"] if temperature is None else temperature
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return self.model.sample(n, temperature=temperature).cpu()
+        finally:
+            self.model.train(was_training)
+
+    def save_samples(self, path: str | Path, n: int | None = None,
+                     temperature: float | None = None) -> Path:
+        """Sample and write a PNG grid (main process only); returns the path."""
+        images = self.sample(n, temperature)
+        if self.is_main:
+            save_image_grid(images, path)
+        return Path(path)
+
+    @torch.no_grad()
+    def save_reconstructions(self, path: str | Path, count: int = 8) -> Path:
+        """PNG of validation images, their reconstructions and the amplified difference."""
+        dataset = self.data.val
+        originals = torch.stack([dataset[i] for i in range(min(count, len(dataset)))])
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            reconstructions = self.model.reconstruct(originals.to(self.device)).cpu()
+        finally:
+            self.model.train(was_training)
+        if self.is_main:
+            save_reconstruction_figure(originals, reconstructions, path)
+        return Path(path)
+
+    # -------------------------------------------------------------------------- checkpoints
+    def state(self) -> dict[str, Any]:
+        """Everything needed to continue exactly: weights, optimizer, scheduler, counters and
+        the global RNG states (data order is a function of (seed, epoch), see data.py)."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "config": self.config,
+            "image_shape": self.image_shape,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "best_val_bpd": self.best_val_bpd,
+            "rng": capture_rng_state(),
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write a checkpoint atomically (main process only)."""
+        path = Path(path)
+        if self.is_main:
+            atomic_save(self.state(), path)
+        return path
+
+    def load_state(self, payload: Mapping[str, Any], training_state: bool = True) -> None:
+        """Restore weights and, with ``training_state``, optimizer, scheduler, counters, RNG."""
+        self.model.load_state_dict(payload["model"])
+        if not training_state:
+            return
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scheduler.load_state_dict(payload["scheduler"])
+        self.epoch = int(payload["epoch"])
+        self.step = int(payload["step"])
+        self.best_val_bpd = float(payload["best_val_bpd"])
+        restore_rng_state(payload["rng"])
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, overrides: Mapping[str, Any] | None = None, *,
+                        presets: Mapping[str, Mapping[str, Any]] | None = None,
+                        model_builder: ModelBuilder | None = None,
+                        datasets: DataSplits | None = None, load_data: bool = True,
+                        training_state: bool = True) -> "Experiment":
+        """Rebuild an experiment from a checkpoint (its saved config, then ``overrides``, e.g.
+        ``{"epochs": 200}`` to train longer or ``{"data_root": ...}`` on another machine)."""
+        payload = load_checkpoint(path)
+        config = dict(payload["config"])
+        if overrides:
+            config = resolve_config(overrides=overrides, presets=presets, base=config)
+        experiment = cls(config, model_builder=model_builder, datasets=datasets,
+                         load_data=load_data)
+        experiment.load_state(payload, training_state=training_state)
+        return experiment
+
+    def close(self) -> None:
+        """Flush and close the loggers."""
+        if self._logger is not None:
+            self._logger.close()

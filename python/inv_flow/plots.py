@@ -1,0 +1,113 @@
+"""PNG figures: sample grids, data-vs-reconstruction figures, bits/dim curves."""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+
+def to_uint8_images(images: torch.Tensor) -> np.ndarray:
+    """Float pixel values (N, C, H, W) in [0, 256) → uint8 (N, H, W, C), clamped and floored."""
+    array = images.detach().float().cpu()
+    array = torch.nan_to_num(array, nan=0.0, posinf=255.0, neginf=0.0)
+    array = array.clamp(0, 255).floor().to(torch.uint8)
+    return array.permute(0, 2, 3, 1).numpy()
+
+
+def image_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 1,
+               min_cell: int = 32) -> np.ndarray:
+    """Tile images (N, C, H, W) into one uint8 array (rows, cols, 3 or 1).
+
+    Small images (e.g. 8×8 digits) are enlarged by an integer factor (nearest neighbour) so
+    each cell is at least ``min_cell`` pixels wide.
+    """
+    tiles = to_uint8_images(images)
+    count, height, width, channels = tiles.shape
+    if count == 0:
+        raise ValueError("no images to draw")
+    scale = max(1, math.ceil(min_cell / max(height, width)))
+    if scale > 1:
+        tiles = tiles.repeat(scale, axis=1).repeat(scale, axis=2)
+        height, width = height * scale, width * scale
+    nrow = nrow or math.ceil(math.sqrt(count))
+    ncol_rows = math.ceil(count / nrow)
+    grid = np.full((ncol_rows * (height + padding) + padding, nrow * (width + padding) + padding,
+                    channels), 255, dtype=np.uint8)
+    for index in range(count):
+        row, col = divmod(index, nrow)
+        top, left = padding + row * (height + padding), padding + col * (width + padding)
+        grid[top:top + height, left:left + width] = tiles[index]
+    return grid
+
+
+def _save_png_atomically(array: np.ndarray, path: str | os.PathLike) -> Path:
+    from PIL import Image  # noqa: PLC0415
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode_array = array[:, :, 0] if array.shape[2] == 1 else array
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            Image.fromarray(mode_array).save(handle, format="PNG")
+        os.replace(temp, path)
+    except BaseException:
+        if os.path.exists(temp):
+            os.unlink(temp)
+        raise
+    return path
+
+
+def save_image_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int | None = None) -> Path:
+    """Write images (N, C, H, W, pixel values in [0, 256)) as one PNG grid."""
+    return _save_png_atomically(image_grid(images, nrow=nrow), path)
+
+
+def save_reconstruction_figure(originals: torch.Tensor, reconstructions: torch.Tensor,
+                               path: str | os.PathLike) -> Path:
+    """PNG with three rows: data, model reconstruction (reverse(forward(x))), and |difference|
+    amplified ×10 (an exact inverse shows a blank bottom row)."""
+    count = originals.shape[0]
+    difference = ((originals.float() - reconstructions.float()).abs() * 10).clamp(0, 255)
+    stacked = torch.cat([originals.float().cpu(), reconstructions.float().cpu(), difference.cpu()])
+    return _save_png_atomically(image_grid(stacked, nrow=count), path)
+
+
+def plot_bits_per_dim(metrics_path: str | os.PathLike, out: str | os.PathLike,
+                      keys: Sequence[str] | None = None) -> Path:
+    """Draw every ``*_bpd`` series of the per-epoch records of a metrics JSONL against epoch."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    from inv_flow.logging_utils import read_metrics  # noqa: PLC0415
+
+    records = [r for r in read_metrics(metrics_path) if r.get("event") == "epoch"]
+    if not records:
+        raise ValueError(f"{metrics_path} holds no per-epoch records (event 'epoch') to plot")
+    series_keys = keys or sorted({k for r in records for k in r if k.endswith("_bpd")})
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for key in series_keys:
+        points = [(r["epoch"], r[key]) for r in records
+                  if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
+        if points:
+            epochs, values = zip(*points)
+            axis.plot(epochs, values, marker="o", markersize=3, label=key)
+    axis.set_xlabel("epoch")
+    axis.set_ylabel("bits / dim")
+    axis.grid(True, alpha=0.3)
+    axis.legend()
+    axis.set_title(Path(metrics_path).parent.name or "bits/dim")
+    figure.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=100)
+    plt.close(figure)
+    return out
