@@ -1,0 +1,87 @@
+// Preparation of the per-call coefficient tables (see the layout in common.cu). Two tiny
+// launches per op, no host round trip: the weight stays on the device.
+//
+// Modes: 0 forward (Q_t = ŵ_t), 1 forward adjoint (Q_t = ŵ_tᵀ), 2 inverse (Q_t = L⁻¹ M_t,
+// P = L⁻¹), 3 inverse adjoint (Q_t = L⁻ᵀ M_tᵀ, P = L⁻ᵀ), with M_t the tap matrices of the
+// forward map and L the anchor's unit lower-triangular matrix. The anchor's Q is zero in
+// modes 2 and 3: the sweep applies P to the right-hand side instead (x = P·y − Σ Q_t x_t).
+
+// L⁻¹ by forward substitution, one row at a time (rows depend on earlier rows), columns in
+// parallel; then Pᵀ. One block. `prep` is not read through the read-only cache: this kernel
+// reads back what it wrote.
+template <typename T>
+__device__ void prepare_inverse_impl(const T* __restrict__ w, T* prep, int C, int KK, int anchor_t,
+                                     int adjoint) {
+    const int Cp = round_up4(C);
+    T* linv = prep;
+    T* pt = prep + (i64)C * Cp;
+    for (int r = 0; r < C; ++r) {
+        for (int col = threadIdx.x; col < Cp; col += blockDim.x) {
+            T v = T(0);
+            if (col == r) {
+                v = T(1);
+            } else if (col < r) {
+                for (int m = col; m < r; ++m)
+                    v -= w[((i64)r * C + m) * KK + anchor_t] * linv[(i64)m * Cp + col];
+            }
+            linv[(i64)r * Cp + col] = v;
+        }
+        __syncthreads();
+    }
+    // Pᵀ[c][co] = P[co][c]: P = L⁻¹ (inverse) or L⁻ᵀ (adjoint).
+    for (i64 e = threadIdx.x; e < (i64)C * Cp; e += blockDim.x) {
+        const int c = (int)(e / Cp), co = (int)(e % Cp);
+        T v = T(0);
+        if (co < C) v = adjoint ? linv[(i64)c * Cp + co] : linv[(i64)co * Cp + c];
+        pt[e] = v;
+    }
+}
+
+template <typename T>
+__device__ void prepare_taps_impl(const T* __restrict__ w, T* prep, int C, int KK, int anchor_t,
+                                  int mode) {
+    const int Cp = round_up4(C);
+    const T* linv = prep;
+    T* q = prep + 2 * (i64)C * Cp;
+    const i64 total = (i64)KK * C * Cp;
+    for (i64 e = blockIdx.x * (i64)blockDim.x + threadIdx.x; e < total;
+         e += (i64)gridDim.x * blockDim.x) {
+        const int co = (int)(e % Cp);
+        const int ci = (int)((e / Cp) % C);
+        const int t = (int)(e / ((i64)Cp * C));
+        T v = T(0);
+        if (co < C) {
+            if (mode == 0) {
+                v = effective_weight(w, C, KK, co, ci, t, anchor_t);
+            } else if (mode == 1) {
+                v = effective_weight(w, C, KK, ci, co, t, anchor_t);
+            } else if (t != anchor_t) {
+                if (mode == 2) {  // (L⁻¹ M_t)[co][ci], L⁻¹ lower-triangular: m <= co
+                    for (int m = 0; m <= co; ++m)
+                        v += linv[(i64)co * Cp + m] * w[((i64)m * C + ci) * KK + t];
+                } else {  // (L⁻ᵀ M_tᵀ)[co][ci] = Σ_m L⁻¹[m][co] M_t[ci][m], m >= co
+                    for (int m = co; m < C; ++m)
+                        v += linv[(i64)m * Cp + co] * w[((i64)ci * C + m) * KK + t];
+                }
+            }
+        }
+        q[e] = v;
+    }
+}
+
+extern "C" __global__ void prepare_inverse_f32(const float* w, float* prep, int C, int KK,
+                                               int anchor_t, int adjoint) {
+    prepare_inverse_impl<float>(w, prep, C, KK, anchor_t, adjoint);
+}
+extern "C" __global__ void prepare_inverse_f64(const double* w, double* prep, int C, int KK,
+                                               int anchor_t, int adjoint) {
+    prepare_inverse_impl<double>(w, prep, C, KK, anchor_t, adjoint);
+}
+extern "C" __global__ void prepare_taps_f32(const float* w, float* prep, int C, int KK,
+                                            int anchor_t, int mode) {
+    prepare_taps_impl<float>(w, prep, C, KK, anchor_t, mode);
+}
+extern "C" __global__ void prepare_taps_f64(const double* w, double* prep, int C, int KK,
+                                            int anchor_t, int mode) {
+    prepare_taps_impl<double>(w, prep, C, KK, anchor_t, mode);
+}

@@ -1,0 +1,123 @@
+// Weight-gradient of the forward map: dW[co, ci, i, j] = Σ_{b,h,w} g[b,co,h,w] ·
+// x[b, ci, h + i − ai, w + j − aj] (zero outside), masked at the anchor. A GEMM with a tiny
+// C × C output per tap and a long reduction over N = B·H·W, so split-K in two deterministic
+// stages (no atomics):
+//   wgrad_partial: grid (nblk, KK). Block (k, t) takes the pixel chunks k, k+nblk, ... of the
+//     flattened (b, h, w) range, stages g and the tap-shifted x of a chunk in shared memory
+//     pixel-major ([pixel][channel], row stride Cs), and each thread accumulates a 4×4
+//     (co, ci) register tile over a subset of the chunk's pixels (two vector loads per 16
+//     FMAs). Thread groups that split one tile's pixels are summed in shared memory, in a
+//     fixed order; the block writes partial[k][t][co][ci].
+//   wgrad_reduce: one thread per output entry sums the nblk partials in order and applies the
+//     mask.
+
+template <typename T>
+__device__ void wgrad_partial_impl(const T* __restrict__ x, const T* __restrict__ g,
+                                   T* __restrict__ partial, int B, int C, int H, int W, int KH,
+                                   int KW, int ai, int aj, int chunk) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    const int Cp = round_up4(C), Cs = Cp + 4, G = Cp / 4, KK = KH * KW;
+    const int t = blockIdx.y, di = t / KW - ai, dj = t - (t / KW) * KW - aj;
+    const i64 HW = (i64)H * W, CHW = C * HW, N = (i64)B * HW;
+    const i64 nchunks = (N + chunk - 1) / chunk;
+    T* gs = reinterpret_cast<T*>(smem_raw);
+    T* xs = gs + (i64)chunk * Cs;
+    T* red = xs + (i64)chunk * Cs;  // blockDim.x * 16
+    // Padding channels stay zero for the whole kernel.
+    for (int e = threadIdx.x; e < chunk * (Cs - C); e += blockDim.x) {
+        const int nl = e / (Cs - C), c = C + e % (Cs - C);
+        gs[nl * Cs + c] = T(0);
+        xs[nl * Cs + c] = T(0);
+    }
+    const int tiles = G * G;
+    const int per_pass = min(tiles, (int)blockDim.x);
+    const int nsplit = blockDim.x / per_pass;
+    const int group = threadIdx.x / per_pass;
+    for (int tile0 = 0; tile0 < tiles; tile0 += per_pass) {
+        const int tile = tile0 + threadIdx.x % per_pass;
+        const bool active = group < nsplit && tile < tiles;
+        const int cg = tile / G, xg = tile % G;
+        T acc[16];
+#pragma unroll
+        for (int k = 0; k < 16; ++k) acc[k] = T(0);
+        for (i64 ch = blockIdx.x; ch < nchunks; ch += gridDim.x) {
+            const i64 n0 = ch * chunk;
+            const int cnt = (int)min((i64)chunk, N - n0);
+            __syncthreads();  // the previous chunk has been consumed
+            for (int e = threadIdx.x; e < C * chunk; e += blockDim.x) {
+                const int c = e / chunk, nl = e % chunk;
+                T gv = T(0), xv = T(0);
+                if (nl < cnt) {
+                    const i64 n = n0 + nl, b = n / HW, hw = n % HW;
+                    const int h = (int)(hw / W), w = (int)(hw % W);
+                    const T* base = x + b * CHW + (i64)c * HW;
+                    gv = g[b * CHW + (i64)c * HW + hw];
+                    const int hs = h + di, ws = w + dj;
+                    if (hs >= 0 && hs < H && ws >= 0 && ws < W) xv = base[(i64)hs * W + ws];
+                }
+                gs[nl * Cs + c] = gv;
+                xs[nl * Cs + c] = xv;
+            }
+            __syncthreads();
+            if (active) {
+                for (int nl = group; nl < cnt; nl += nsplit) {
+                    const Quad<T> gq = *reinterpret_cast<const Quad<T>*>(gs + nl * Cs + 4 * cg);
+                    const Quad<T> xq = *reinterpret_cast<const Quad<T>*>(xs + nl * Cs + 4 * xg);
+#pragma unroll
+                    for (int a = 0; a < 4; ++a)
+#pragma unroll
+                        for (int c = 0; c < 4; ++c) acc[a * 4 + c] += gq.v[a] * xq.v[c];
+                }
+            }
+        }
+#pragma unroll
+        for (int k = 0; k < 16; ++k) red[threadIdx.x * 16 + k] = active ? acc[k] : T(0);
+        __syncthreads();
+        for (int e = threadIdx.x; e < per_pass * 16; e += blockDim.x) {
+            const int tl = e / 16, k = e % 16, tile_e = tile0 + tl;
+            if (tile_e >= tiles) continue;
+            T s = T(0);
+            for (int grp = 0; grp < nsplit; ++grp) s += red[(grp * per_pass + tl) * 16 + k];
+            const int co = 4 * (tile_e / G) + k / 4, ci = 4 * (tile_e % G) + k % 4;
+            if (co < C && ci < C)
+                partial[(((i64)blockIdx.x * KK + t) * C + co) * C + ci] = s;
+        }
+        __syncthreads();
+    }
+}
+
+template <typename T>
+__device__ void wgrad_reduce_impl(const T* __restrict__ partial, T* __restrict__ out, int C,
+                                  int KK, int anchor_t, int nblk) {
+    const i64 total = (i64)C * C * KK;
+    for (i64 e = blockIdx.x * (i64)blockDim.x + threadIdx.x; e < total;
+         e += (i64)gridDim.x * blockDim.x) {
+        const int t = (int)(e % KK);
+        const int ci = (int)((e / KK) % C);
+        const int co = (int)(e / ((i64)KK * C));
+        T s = T(0);
+        if (!(t == anchor_t && ci >= co)) {
+            for (int k = 0; k < nblk; ++k) s += partial[(((i64)k * KK + t) * C + co) * C + ci];
+        }
+        out[e] = s;
+    }
+}
+
+extern "C" __global__ void wgrad_partial_f32(const float* x, const float* g, float* partial, int B,
+                                             int C, int H, int W, int KH, int KW, int ai, int aj,
+                                             int chunk) {
+    wgrad_partial_impl<float>(x, g, partial, B, C, H, W, KH, KW, ai, aj, chunk);
+}
+extern "C" __global__ void wgrad_partial_f64(const double* x, const double* g, double* partial,
+                                             int B, int C, int H, int W, int KH, int KW, int ai,
+                                             int aj, int chunk) {
+    wgrad_partial_impl<double>(x, g, partial, B, C, H, W, KH, KW, ai, aj, chunk);
+}
+extern "C" __global__ void wgrad_reduce_f32(const float* partial, float* out, int C, int KK,
+                                            int anchor_t, int nblk) {
+    wgrad_reduce_impl<float>(partial, out, C, KK, anchor_t, nblk);
+}
+extern "C" __global__ void wgrad_reduce_f64(const double* partial, double* out, int C, int KK,
+                                            int anchor_t, int nblk) {
+    wgrad_reduce_impl<double>(partial, out, C, KK, anchor_t, nblk);
+}
