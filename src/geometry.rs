@@ -236,8 +236,16 @@ impl Problem {
     /// Padding (left, right, top, bottom), as in `torch.nn.functional.pad`.
     pub fn padding(&self) -> (usize, usize, usize, usize) {
         let (kh, kw) = (self.kernel_h - 1, self.kernel_w - 1);
-        let (left, right) = if self.order.pads_left() { (kw, 0) } else { (0, kw) };
-        let (top, bottom) = if self.order.pads_top() { (kh, 0) } else { (0, kh) };
+        let (left, right) = if self.order.pads_left() {
+            (kw, 0)
+        } else {
+            (0, kw)
+        };
+        let (top, bottom) = if self.order.pads_top() {
+            (kh, 0)
+        } else {
+            (0, kh)
+        };
         (left, right, top, bottom)
     }
 

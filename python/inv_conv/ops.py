@@ -127,14 +127,30 @@ def _normalise_order(order: object) -> str:
     return order.upper()
 
 
+def _prepare(names, a, b):
+    """Validate a pair of tensor arguments and bring float16/bfloat16 to float32.
+
+    Returns the two tensors to compute with and the dtype of the result: the inputs' dtype,
+    except under autocast, where (like PyTorch's float32-policy ops) the result is float32.
+    """
+    _dispatch.check_tensor(names[0], a)
+    _dispatch.check_tensor(names[1], b)
+    autocast = a.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(a.device.type)
+    if autocast:
+        a, b = (t.float() if t.dtype in _dispatch.UPCAST_DTYPES else t for t in (a, b))
+    _dispatch.check_pair(names, a, b)
+    out_dtype = torch.float32 if autocast else a.dtype
+    if a.dtype in _dispatch.UPCAST_DTYPES:
+        a, b = a.float(), b.float()
+    return a, b, out_dtype
+
+
 def _apply(op, numpy_fn, names, inp, weight, order):
     order = _normalise_order(order)
     if isinstance(inp, np.ndarray) or isinstance(weight, np.ndarray):
         return numpy_fn(inp, weight, order)
-    _dispatch.check_pair(names, inp, weight)
-    if inp.dtype in _dispatch.UPCAST_DTYPES:
-        return op(inp.float(), weight.float(), order).to(inp.dtype)
-    return op(inp, weight, order)
+    inp, weight, out_dtype = _prepare(names, inp, weight)
+    return op(inp, weight, order).to(out_dtype)
 
 
 def conv2d(x, weight, order: str = "TL"):
@@ -183,7 +199,5 @@ def conv2d_weight_grad(x, grad, kernel_size, order: str = "TL"):
     kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
     if isinstance(x, np.ndarray) or isinstance(grad, np.ndarray):
         return _native.weight_grad(x, grad, order, (kh, kw))
-    _dispatch.check_pair(("x", "grad"), x, grad)
-    if x.dtype in _dispatch.UPCAST_DTYPES:
-        return _weight_grad(x.float(), grad.float(), order, kh, kw).to(x.dtype)
-    return _weight_grad(x, grad, order, kh, kw)
+    x, grad, out_dtype = _prepare(("x", "grad"), x, grad)
+    return _weight_grad(x, grad, order, kh, kw).to(out_dtype)

@@ -72,7 +72,12 @@ fn check_len(name: &str, len: usize, want: usize) -> Result<()> {
     Ok(())
 }
 
-fn check_image_and_weight<T>(p: &Problem, image: (&str, &[T]), weight: &[T], out: &[T]) -> Result<()> {
+fn check_image_and_weight<T>(
+    p: &Problem,
+    image: (&str, &[T]),
+    weight: &[T],
+    out: &[T],
+) -> Result<()> {
     check_len(image.0, image.1.len(), p.image_len())?;
     check_len("weight", weight.len(), p.weight_len())?;
     check_len("output", out.len(), p.image_len())
@@ -80,7 +85,12 @@ fn check_image_and_weight<T>(p: &Problem, image: (&str, &[T]), weight: &[T], out
 
 /// Taps of the forward map (`transposed == false`) or of its adjoint (`true`), all of them or
 /// only the off-anchor ones.
-fn shifted_taps<T: Real>(p: &Problem, weight: &[T], transposed: bool, with_anchor: bool) -> Vec<ShiftedTap<T>> {
+fn shifted_taps<T: Real>(
+    p: &Problem,
+    weight: &[T],
+    transposed: bool,
+    with_anchor: bool,
+) -> Vec<ShiftedTap<T>> {
     let c = p.channels;
     p.taps()
         .into_iter()
@@ -88,9 +98,17 @@ fn shifted_taps<T: Real>(p: &Problem, weight: &[T], transposed: bool, with_ancho
         .filter(|(t, _)| with_anchor || !t.is_anchor())
         .map(|(t, m)| {
             if transposed {
-                ShiftedTap { di: -t.di, dj: -t.dj, k: m }
+                ShiftedTap {
+                    di: -t.di,
+                    dj: -t.dj,
+                    k: m,
+                }
             } else {
-                ShiftedTap { di: t.di, dj: t.dj, k: transpose(&m, c) }
+                ShiftedTap {
+                    di: t.di,
+                    dj: t.dj,
+                    k: transpose(&m, c),
+                }
             }
         })
         .collect()
@@ -168,17 +186,37 @@ fn small_gemm_acc<T: Real>(out: &mut [T], a: &[T], k: &[T], c: usize, alpha: T) 
 
 /// A plain convolution in pixel-major layout: `out[p] = Σ_t src[p + off_t] · K_t`, rows in
 /// parallel.
-fn convolve_pixel_major<T: Real>(src: &[T], out: &mut [T], p: &Problem, taps: &[ShiftedTap<T>], rows_per_pixel: usize) {
+fn convolve_pixel_major<T: Real>(
+    src: &[T],
+    out: &mut [T],
+    p: &Problem,
+    taps: &[ShiftedTap<T>],
+    rows_per_pixel: usize,
+) {
     let (h, w, c) = (p.height, p.width, p.channels);
     let row_len = w * rows_per_pixel * c;
     let src_ptr = SendPtr(src.as_ptr() as *mut T);
-    out.par_chunks_mut(row_len).enumerate().for_each(|(row, out_row)| {
-        // Offset the row pointer back so that `accumulate_row` can index by absolute row.
-        let base = unsafe { out_row.as_mut_ptr().sub(row * row_len) };
-        for tap in taps {
-            unsafe { accumulate_row(src_ptr.get(), base, row, h, w, rows_per_pixel, c, tap, T::ONE) };
-        }
-    });
+    out.par_chunks_mut(row_len)
+        .enumerate()
+        .for_each(|(row, out_row)| {
+            // Offset the row pointer back so that `accumulate_row` can index by absolute row.
+            let base = unsafe { out_row.as_mut_ptr().sub(row * row_len) };
+            for tap in taps {
+                unsafe {
+                    accumulate_row(
+                        src_ptr.get(),
+                        base,
+                        row,
+                        h,
+                        w,
+                        rows_per_pixel,
+                        c,
+                        tap,
+                        T::ONE,
+                    )
+                };
+            }
+        });
 }
 
 /// Wavefront substitution in pixel-major layout, in place: on entry `buf` holds the right-hand
@@ -196,9 +234,18 @@ fn wavefront_pixel_major<T: Real>(
 ) {
     let (h, w, c) = (p.height, p.width, p.channels);
     let pixel = rows_per_pixel * c;
-    let (other_rows, same_row): (Vec<&ShiftedTap<T>>, Vec<&ShiftedTap<T>>) = taps.iter().partition(|t| t.di != 0);
-    let rows: Vec<usize> = if rows_ascending { (0..h).collect() } else { (0..h).rev().collect() };
-    let cols: Vec<usize> = if cols_ascending { (0..w).collect() } else { (0..w).rev().collect() };
+    let (other_rows, same_row): (Vec<&ShiftedTap<T>>, Vec<&ShiftedTap<T>>) =
+        taps.iter().partition(|t| t.di != 0);
+    let rows: Vec<usize> = if rows_ascending {
+        (0..h).collect()
+    } else {
+        (0..h).rev().collect()
+    };
+    let cols: Vec<usize> = if cols_ascending {
+        (0..w).collect()
+    } else {
+        (0..w).rev().collect()
+    };
     let mut solved = vec![T::ZERO; pixel];
     for &row in &rows {
         // Rows already solved contribute to the whole row at once: one GEMM per tap.
@@ -254,7 +301,14 @@ fn convolve<T: Real>(p: &Problem, src: &[T], out: &mut [T], taps: &[ShiftedTap<T
     from_pixel_major(&out_pm, out, p.batch, p.channels, p.height, p.width);
 }
 
-fn solve<T: Real>(p: &Problem, rhs: &[T], out: &mut [T], taps: &[ShiftedTap<T>], anchor: &[T], adjoint: bool) {
+fn solve<T: Real>(
+    p: &Problem,
+    rhs: &[T],
+    out: &mut [T],
+    taps: &[ShiftedTap<T>],
+    anchor: &[T],
+    adjoint: bool,
+) {
     let rows_ascending = p.order.pads_top() != adjoint;
     let cols_ascending = p.order.pads_left() != adjoint;
     let per_sample = p.channels * p.pixels();
@@ -265,7 +319,15 @@ fn solve<T: Real>(p: &Problem, rhs: &[T], out: &mut [T], taps: &[ShiftedTap<T>],
             let b = rhs_chunk.len() / per_sample;
             let sub = Problem { batch: b, ..*p };
             let mut buf = to_pixel_major(rhs_chunk, b, p.channels, p.height, p.width);
-            wavefront_pixel_major(&mut buf, &sub, taps, anchor, b, rows_ascending, cols_ascending);
+            wavefront_pixel_major(
+                &mut buf,
+                &sub,
+                taps,
+                anchor,
+                b,
+                rows_ascending,
+                cols_ascending,
+            );
             from_pixel_major(&buf, out_chunk, b, p.channels, p.height, p.width);
         });
 }
@@ -279,7 +341,12 @@ pub fn forward<T: Real>(p: &Problem, x: &[T], weight: &[T], y: &mut [T]) -> Resu
 }
 
 /// The forward map's adjoint: `Aᵀ g` (the forward op's input-gradient, a transposed convolution).
-pub fn forward_adjoint<T: Real>(p: &Problem, grad: &[T], weight: &[T], out: &mut [T]) -> Result<()> {
+pub fn forward_adjoint<T: Real>(
+    p: &Problem,
+    grad: &[T],
+    weight: &[T],
+    out: &mut [T],
+) -> Result<()> {
     check_image_and_weight(p, ("grad", grad), weight, out)?;
     convolve(p, grad, out, &shifted_taps(p, weight, true, true));
     Ok(())
@@ -290,15 +357,34 @@ pub fn inverse<T: Real>(p: &Problem, y: &[T], weight: &[T], x: &mut [T]) -> Resu
     check_image_and_weight(p, ("y", y), weight, x)?;
     let c = p.channels;
     let anchor = transpose(&unit_lower_inverse(&anchor_matrix(p, weight), c), c);
-    solve(p, y, x, &shifted_taps(p, weight, false, false), &anchor, false);
+    solve(
+        p,
+        y,
+        x,
+        &shifted_taps(p, weight, false, false),
+        &anchor,
+        false,
+    );
     Ok(())
 }
 
 /// The inverse's input-gradient: `u = A⁻ᵀ g`, a reverse wavefront from the far corner.
-pub fn inverse_adjoint<T: Real>(p: &Problem, grad: &[T], weight: &[T], out: &mut [T]) -> Result<()> {
+pub fn inverse_adjoint<T: Real>(
+    p: &Problem,
+    grad: &[T],
+    weight: &[T],
+    out: &mut [T],
+) -> Result<()> {
     check_image_and_weight(p, ("grad", grad), weight, out)?;
     let anchor = unit_lower_inverse(&anchor_matrix(p, weight), p.channels);
-    solve(p, grad, out, &shifted_taps(p, weight, true, false), &anchor, true);
+    solve(
+        p,
+        grad,
+        out,
+        &shifted_taps(p, weight, true, false),
+        &anchor,
+        true,
+    );
     Ok(())
 }
 

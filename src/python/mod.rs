@@ -31,16 +31,23 @@ impl From<Error> for PyErr {
         match e {
             Error::Shape(_) | Error::Order(_) => PyValueError::new_err(e.to_string()),
             Error::Dtype(_) => PyTypeError::new_err(e.to_string()),
-            Error::Device(_) | Error::Cuda(_) | Error::Nvrtc(_) => CudaError::new_err(e.to_string()),
+            Error::Device(_) | Error::Cuda(_) | Error::Nvrtc(_) => {
+                CudaError::new_err(e.to_string())
+            }
         }
     }
 }
 
 /// Runs `work` without the GIL and turns a panic (a bug, never expected) into a RuntimeError
 /// instead of letting PyO3 raise `PanicException`.
-pub(crate) fn detached<R: Send>(py: Python<'_>, work: impl FnOnce() -> crate::Result<R> + Send) -> PyResult<R> {
+pub(crate) fn detached<R: Send>(
+    py: Python<'_>,
+    work: impl FnOnce() -> crate::Result<R> + Send,
+) -> PyResult<R> {
     py.detach(|| catch_unwind(AssertUnwindSafe(work)))
-        .map_err(|_| PyRuntimeError::new_err("inv_conv internal error (a Rust panic); please report it"))?
+        .map_err(|_| {
+            PyRuntimeError::new_err("inv_conv internal error (a Rust panic); please report it")
+        })?
         .map_err(PyErr::from)
 }
 
@@ -55,7 +62,10 @@ enum Dtype {
 }
 
 fn describe(obj: &Bound<'_, PyAny>) -> String {
-    obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into())
+    obj.get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "?".into())
 }
 
 /// The dtype of a numpy array argument, or a TypeError naming the argument.
@@ -79,7 +89,13 @@ fn same_dtype(names: [&str; 2], objs: [&Bound<'_, PyAny>; 2]) -> PyResult<Dtype>
     let a = dtype_of(names[0], objs[0])?;
     let b = dtype_of(names[1], objs[1])?;
     if a != b {
-        let n = |d| if d == Dtype::F32 { "float32" } else { "float64" };
+        let n = |d| {
+            if d == Dtype::F32 {
+                "float32"
+            } else {
+                "float64"
+            }
+        };
         return Err(PyTypeError::new_err(format!(
             "{} and {} must have the same dtype; got {} and {}",
             names[0],
@@ -94,9 +110,10 @@ fn same_dtype(names: [&str; 2], objs: [&Bound<'_, PyAny>; 2]) -> PyResult<Dtype>
 /// The data of a numpy array argument as one contiguous slice: borrowed when the array is
 /// C-contiguous, else a copy (non-contiguous inputs are accepted).
 fn contiguous<'a, T: Real + Element>(arr: &'a PyReadonlyArrayDyn<'_, T>) -> Cow<'a, [T]> {
+    // `as_slice` also accepts Fortran order, whose element order is not the one we index by.
     match arr.as_slice() {
-        Ok(s) => Cow::Borrowed(s),
-        Err(_) => Cow::Owned(arr.as_array().iter().copied().collect()),
+        Ok(s) if arr.is_c_contiguous() => Cow::Borrowed(s),
+        _ => Cow::Owned(arr.as_array().iter().copied().collect()),
     }
 }
 
@@ -145,7 +162,9 @@ fn image_op<'py, T: Real + Element>(
     let problem = Problem::new(input_name, &in_shape, weight.shape(), order)?;
     let (in_data, w_data) = (contiguous(&input), contiguous(&weight));
     let out = output::<T>(py, out, &in_shape)?;
-    let mut rw = out.try_readwrite().map_err(|e| PyValueError::new_err(format!("out is not writeable: {e}")))?;
+    let mut rw = out
+        .try_readwrite()
+        .map_err(|e| PyValueError::new_err(format!("out is not writeable: {e}")))?;
     let out_slice = rw
         .as_slice_mut()
         .map_err(|_| PyValueError::new_err("out must be C-contiguous"))?;
@@ -216,11 +235,15 @@ fn weight_grad_typed<'py, T: Real + Element>(
     problem.expect_image("grad", grad.shape())?;
     let (x_data, g_data) = (contiguous(&x), contiguous(&grad));
     let out = output::<T>(py, out, &w_shape)?;
-    let mut rw = out.try_readwrite().map_err(|e| PyValueError::new_err(format!("out is not writeable: {e}")))?;
+    let mut rw = out
+        .try_readwrite()
+        .map_err(|e| PyValueError::new_err(format!("out is not writeable: {e}")))?;
     let out_slice = rw
         .as_slice_mut()
         .map_err(|_| PyValueError::new_err("out must be C-contiguous"))?;
-    detached(py, || cpu::weight_grad(&problem, &x_data, &g_data, out_slice))?;
+    detached(py, || {
+        cpu::weight_grad(&problem, &x_data, &g_data, out_slice)
+    })?;
     drop(rw);
     Ok(out.into_any())
 }

@@ -1,0 +1,31 @@
+import pytest
+import torch
+
+ORDERS = ("TL", "TR", "BL", "BR")
+
+# (B, C, H, W, KH, KW): odd and non-square images and kernels, C = 1, C not a multiple of 4, K = 1.
+SHAPES = [
+    (2, 3, 5, 7, 3, 3),
+    (1, 1, 4, 3, 3, 3),
+    (3, 5, 6, 4, 2, 3),
+    (2, 4, 3, 5, 1, 1),
+    (1, 2, 7, 2, 5, 2),
+]
+
+
+def random_problem(shape, dtype=torch.float64, weight_scale=0.3, generator=None):
+    b, c, h, w, kh, kw = shape
+    x = torch.randn(b, c, h, w, dtype=dtype, generator=generator)
+    weight = torch.randn(c, c, kh, kw, dtype=dtype, generator=generator) * weight_scale
+    return x, weight
+
+
+def pytest_collection_modifyitems(config, items):
+    from inv_conv import cuda_available
+
+    if cuda_available() and torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs an NVIDIA GPU with a driver and NVRTC")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)

@@ -1,0 +1,113 @@
+"""Bad input raises a clear ValueError/TypeError naming the argument, never a crash or panic."""
+
+import numpy as np
+import pytest
+import torch
+
+import inv_conv
+
+
+def good(dtype=torch.float32):
+    return torch.randn(2, 3, 5, 5, dtype=dtype), torch.randn(3, 3, 3, 3, dtype=dtype)
+
+
+FUNCS = [inv_conv.conv2d, inv_conv.inv_conv2d, inv_conv.conv2d_transpose, inv_conv.inv_conv2d_transpose]
+
+
+@pytest.mark.parametrize("fn", FUNCS)
+def test_wrong_ndim(fn):
+    x, w = good()
+    with pytest.raises(ValueError, match=r"must be a 4-D tensor .*got 3-D with shape \(3, 5, 5\)"):
+        fn(x[0], w)
+    with pytest.raises(ValueError, match=r"weight must be a 4-D tensor"):
+        fn(x, w[..., 0])
+
+
+@pytest.mark.parametrize("fn", FUNCS)
+def test_channel_mismatch(fn):
+    x, _ = good()
+    w = torch.randn(4, 4, 3, 3)
+    with pytest.raises(ValueError, match=r"has 3 channels but weight expects 4"):
+        fn(x, w)
+
+
+def test_non_square_weight_channels():
+    x, _ = good()
+    with pytest.raises(ValueError, match=r"weight must be square in channels .*got 3 output and 2 input"):
+        inv_conv.inv_conv2d(x, torch.randn(3, 2, 3, 3))
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.complex64, torch.bool])
+def test_bad_dtypes(dtype):
+    x, w = good()
+    with pytest.raises(TypeError, match=r"y must be a floating-point tensor .*got dtype"):
+        inv_conv.inv_conv2d(x.to(dtype), w)
+    with pytest.raises(TypeError, match=r"weight must be a floating-point tensor"):
+        inv_conv.conv2d(x, w.to(dtype))
+
+
+def test_mixed_dtypes():
+    x, w = good()
+    with pytest.raises(TypeError, match=r"y and weight must have the same dtype; got torch.float32 and torch.float64"):
+        inv_conv.inv_conv2d(x, w.double())
+
+
+def test_unknown_order():
+    x, w = good()
+    with pytest.raises(ValueError, match=r"order must be one of 'TL', 'TR', 'BL', 'BR'; got 'XY'"):
+        inv_conv.conv2d(x, w, "XY")
+    with pytest.raises(ValueError, match="order"):
+        inv_conv.InvConv2d(3, order="up")
+
+
+@pytest.mark.parametrize("shape", [(0, 3, 5, 5), (2, 3, 0, 5), (2, 3, 5, 0)])
+def test_zero_sized_dimensions(shape):
+    _, w = good()
+    with pytest.raises(ValueError, match=r"must have every dimension >= 1"):
+        inv_conv.inv_conv2d(torch.randn(shape), w)
+
+
+def test_zero_sized_kernel():
+    x, _ = good()
+    with pytest.raises(ValueError, match=r"weight must have every dimension >= 1"):
+        inv_conv.conv2d(x, torch.randn(3, 3, 0, 3))
+
+
+def test_not_a_tensor():
+    _, w = good()
+    with pytest.raises(TypeError, match=r"x must be a torch.Tensor or numpy.ndarray; got list"):
+        inv_conv.conv2d([[1.0]], w)
+
+
+def test_numpy_bad_input():
+    x, w = good()
+    with pytest.raises(TypeError, match=r"x must be a numpy array of dtype float32 or float64; got dtype int64"):
+        inv_conv.conv2d(x.numpy().astype(np.int64), w.numpy())
+    with pytest.raises(TypeError, match=r"same dtype"):
+        inv_conv.conv2d(x.numpy(), w.numpy().astype(np.float64))
+    with pytest.raises(ValueError, match=r"has 3 channels but weight expects 2"):
+        inv_conv.inv_conv2d(x.numpy(), np.zeros((2, 2, 3, 3), np.float32))
+    with pytest.raises(ValueError, match=r"out must have shape"):
+        inv_conv._native.forward(x.numpy(), w.numpy(), "TL", np.empty((1, 3, 5, 5), np.float32))
+    with pytest.raises(TypeError, match=r"out must be a numpy array"):
+        inv_conv._native.forward(x.numpy(), w.numpy(), "TL", np.empty((2, 3, 5, 5), np.float64))
+
+
+def test_layer_bad_arguments():
+    with pytest.raises(ValueError, match="channels"):
+        inv_conv.InvConv2d(0)
+    with pytest.raises(ValueError, match="direction"):
+        inv_conv.InvConv2d(3, direction="sideways")
+    with pytest.raises(ValueError, match="kernel_size"):
+        inv_conv.InvConv2d(3, kernel_size=0)
+
+
+def test_weight_grad_bad_shapes():
+    x, _ = good()
+    with pytest.raises(ValueError, match=r"grad must have the shape of x"):
+        inv_conv.conv2d_weight_grad(x, x[:1], 3)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only error path")
+def test_cuda_errors_are_clear_without_gpu():
+    assert inv_conv.cuda_available() is False
