@@ -1,2 +1,563 @@
-//! CUDA backend: kernels from `kernels/*.cu` compiled at first use by NVRTC and launched through
-//! `cudarc` on a stream borrowed from the caller. (Filled in by the CUDA issue.)
+//! CUDA backend: kernels from `kernels/*.cu`, compiled at first use per device by NVRTC for the
+//! device's compute capability, launched through `cudarc` on a stream the caller owns.
+//!
+//! Contract with the caller (the Python layer): every pointer is a device address on device
+//! `ordinal`, of `dtype`, contiguous, sized for the [`Problem`]; outputs and scratch are
+//! allocated by the caller (torch's caching allocator). An op enqueues its kernels on `stream`
+//! and returns: no device allocation, no synchronization, so ops can be captured in CUDA graphs.
+//! Launch errors come back as [`Error::Cuda`] with the CUDA error name.
+//!
+//! Per op (see the kernel files for the maths):
+//! - forward / forward_adjoint: `prepare_taps` (ŵ or ŵᵀ, 4-channel padded), then `conv`.
+//! - inverse / inverse_adjoint: `prepare_inverse` (L⁻¹ and P), `prepare_taps` (Q_t = P·M_t),
+//!   `channel_mix` (z = P·rhs into the output), then `sweep` (one block per sample, wavefront
+//!   over anti-diagonals, the solution kept in shared memory where it fits).
+//! - weight_grad: `wgrad_partial` (split-K partial sums into caller scratch), `wgrad_reduce`.
+
+// The ops take a problem, a dtype, a target and raw buffers: more than seven arguments is
+// their nature.
+#![allow(clippy::too_many_arguments)]
+
+mod device;
+mod kernels;
+pub mod nvrtc;
+
+use crate::error::{Error, Result};
+use crate::geometry::Problem;
+
+pub use device::{device, device_count, driver, Device};
+use device::{launch, Args};
+
+/// Element type of the buffers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dtype {
+    F32,
+    F64,
+}
+
+impl Dtype {
+    pub fn size(self) -> usize {
+        match self {
+            Dtype::F32 => 4,
+            Dtype::F64 => 8,
+        }
+    }
+    fn suffix(self) -> &'static str {
+        match self {
+            Dtype::F32 => "f32",
+            Dtype::F64 => "f64",
+        }
+    }
+}
+
+impl std::str::FromStr for Dtype {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Dtype> {
+        match s {
+            "float32" | "f32" | "torch.float32" => Ok(Dtype::F32),
+            "float64" | "f64" | "torch.float64" => Ok(Dtype::F64),
+            _ => Err(Error::Dtype(format!(
+                "the CUDA ops take float32 or float64; got {s}"
+            ))),
+        }
+    }
+}
+
+/// Where an op runs: the device ordinal and the raw `CUstream` handle to enqueue on.
+#[derive(Clone, Copy, Debug)]
+pub struct Target {
+    pub device: usize,
+    pub stream: u64,
+}
+
+const THREADS: u32 = 256;
+
+fn padded(c: usize) -> usize {
+    c.div_ceil(4) * 4
+}
+
+/// Elements of the coefficient scratch every op but weight_grad needs (see kernels/common.cu).
+pub fn prep_len(p: &Problem) -> usize {
+    (2 + p.kernel_h * p.kernel_w) * p.channels * padded(p.channels)
+}
+
+fn int(name: &str, v: usize) -> Result<i32> {
+    i32::try_from(v).map_err(|_| {
+        Error::Shape(format!(
+            "{name} = {v} is too large for the CUDA kernels (max {})",
+            i32::MAX
+        ))
+    })
+}
+
+/// The problem's integers for the kernels, range-checked once.
+struct Dims {
+    b: i32,
+    c: i32,
+    h: i32,
+    w: i32,
+    kh: i32,
+    kw: i32,
+    ai: i32,
+    aj: i32,
+    kk: i32,
+    anchor_t: i32,
+    pixels: u64,
+}
+
+fn dims(p: &Problem) -> Result<Dims> {
+    let (ai, aj) = p.anchor();
+    let kk = p
+        .kernel_h
+        .checked_mul(p.kernel_w)
+        .ok_or_else(|| Error::Shape("kernel too large".into()))?;
+    // Every index the kernels form fits in 64 bits; these bounds keep the 32-bit ones exact.
+    let cp = padded(p.channels);
+    int(
+        "C·Cp·KH·KW",
+        kk.saturating_mul(p.channels).saturating_mul(cp),
+    )?;
+    int("H + W", p.height.saturating_add(p.width))?;
+    Ok(Dims {
+        b: int("batch", p.batch)?,
+        c: int("channels", p.channels)?,
+        h: int("height", p.height)?,
+        w: int("width", p.width)?,
+        kh: int("kernel_h", p.kernel_h)?,
+        kw: int("kernel_w", p.kernel_w)?,
+        ai: ai as i32,
+        aj: aj as i32,
+        kk: kk as i32,
+        anchor_t: (ai * p.kernel_w + aj) as i32,
+        pixels: (p.batch as u64) * (p.pixels() as u64),
+    })
+}
+
+fn check_scratch(name: &str, have: usize, want: usize) -> Result<()> {
+    if have < want {
+        return Err(Error::Shape(format!(
+            "{name} scratch holds {have} elements; the op needs {want}"
+        )));
+    }
+    Ok(())
+}
+
+fn grid_1d(n: u64, per_block: u32) -> Result<u32> {
+    let blocks = n.div_ceil(per_block as u64);
+    u32::try_from(blocks)
+        .ok()
+        .filter(|&b| b <= i32::MAX as u32)
+        .ok_or_else(|| {
+            Error::Shape(format!(
+                "the problem has {n} work items, more than one launch can cover"
+            ))
+        })
+}
+
+/// prepare_taps: Q_t for mode 0 forward, 1 forward adjoint, 2 inverse, 3 inverse adjoint.
+fn prepare_taps(
+    dev: &Device,
+    t: Target,
+    dt: Dtype,
+    d: &Dims,
+    p: &Problem,
+    w: u64,
+    prep: u64,
+    mode: i32,
+) -> Result<()> {
+    let n = (d.kk as u64) * (p.channels as u64) * (padded(p.channels) as u64);
+    let grid = grid_1d(n, THREADS)?.min(4096);
+    let args = Args::default()
+        .ptr(w)
+        .ptr(prep)
+        .int(d.c)
+        .int(d.kk)
+        .int(d.anchor_t)
+        .int(mode);
+    launch(
+        dev,
+        &format!("prepare_taps_{}", dt.suffix()),
+        (grid, 1, 1),
+        THREADS,
+        0,
+        t.stream,
+        args,
+    )
+}
+
+fn conv(
+    p: &Problem,
+    dt: Dtype,
+    t: Target,
+    input: u64,
+    weight: u64,
+    out: u64,
+    prep: u64,
+    prep_elems: usize,
+    adjoint: bool,
+) -> Result<()> {
+    check_scratch("coefficient", prep_elems, prep_len(p))?;
+    let d = dims(p)?;
+    let dev = device(t.device)?;
+    prepare_taps(
+        &dev,
+        t,
+        dt,
+        &d,
+        p,
+        weight,
+        prep,
+        if adjoint { 1 } else { 0 },
+    )?;
+    let groups = padded(p.channels) / 4;
+    // One group's coefficients (KK·C quads) in shared memory when they fit in the default 48 KB.
+    let q_bytes = (d.kk as usize) * p.channels * 4 * dt.size();
+    let q_in_smem = q_bytes <= 48 * 1024;
+    let smem = if q_in_smem { q_bytes as u32 } else { 0 };
+    let grid = (
+        grid_1d(d.pixels, THREADS)?,
+        u32::try_from(groups).unwrap_or(u32::MAX),
+        1,
+    );
+    let args = Args::default()
+        .ptr(input)
+        .ptr(out)
+        .ptr(prep)
+        .int(d.b)
+        .int(d.c)
+        .int(d.h)
+        .int(d.w)
+        .int(d.kh)
+        .int(d.kw)
+        .int(d.ai)
+        .int(d.aj)
+        .int(if adjoint { -1 } else { 1 })
+        .int(q_in_smem as i32);
+    launch(
+        &dev,
+        &format!("conv_{}", dt.suffix()),
+        grid,
+        THREADS,
+        smem,
+        t.stream,
+        args,
+    )
+}
+
+/// Forward map `y = conv2d(pad(x), ŵ)`. `prep` is caller scratch of [`prep_len`] elements.
+pub fn forward(
+    p: &Problem,
+    dt: Dtype,
+    t: Target,
+    x: u64,
+    weight: u64,
+    y: u64,
+    prep: u64,
+    prep_elems: usize,
+) -> Result<()> {
+    conv(p, dt, t, x, weight, y, prep, prep_elems, false)
+}
+
+/// The forward map's adjoint `Aᵀ g` (the forward op's input-gradient).
+pub fn forward_adjoint(
+    p: &Problem,
+    dt: Dtype,
+    t: Target,
+    g: u64,
+    weight: u64,
+    out: u64,
+    prep: u64,
+    prep_elems: usize,
+) -> Result<()> {
+    conv(p, dt, t, g, weight, out, prep, prep_elems, true)
+}
+
+/// Where the sweep keeps the solution while later diagonals need it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Window {
+    Full,
+    Ring,
+    Global,
+}
+
+/// The sweep's shared-memory plan: window kind, coefficients in shared memory or not, bytes.
+pub fn sweep_plan(p: &Problem, dt: Dtype, max_smem: usize) -> (Window, bool, usize) {
+    let sz = dt.size();
+    let q = p.kernel_h * p.kernel_w * p.channels * padded(p.channels) * sz;
+    let full = p.channels * p.pixels() * sz;
+    let ring = (p.kernel_h + p.kernel_w - 1) * p.channels * p.height * sz;
+    let options = [
+        (Window::Full, true, q + full),
+        (Window::Ring, true, q + ring),
+        (Window::Full, false, full),
+        (Window::Ring, false, ring),
+        (Window::Global, true, q),
+        (Window::Global, false, 0),
+    ];
+    options
+        .into_iter()
+        .find(|o| o.2 <= max_smem)
+        .unwrap_or((Window::Global, false, 0))
+}
+
+fn solve(
+    p: &Problem,
+    dt: Dtype,
+    t: Target,
+    rhs: u64,
+    weight: u64,
+    out: u64,
+    prep: u64,
+    prep_elems: usize,
+    adjoint: bool,
+) -> Result<()> {
+    check_scratch("coefficient", prep_elems, prep_len(p))?;
+    let d = dims(p)?;
+    let dev = device(t.device)?;
+    let sfx = dt.suffix();
+    // L⁻¹ and P (one block), then Q_t = P·M_t, then z = P·rhs into the output.
+    let args = Args::default()
+        .ptr(weight)
+        .ptr(prep)
+        .int(d.c)
+        .int(d.kk)
+        .int(d.anchor_t)
+        .int(adjoint as i32);
+    launch(
+        &dev,
+        &format!("prepare_inverse_{sfx}"),
+        (1, 1, 1),
+        THREADS,
+        0,
+        t.stream,
+        args,
+    )?;
+    prepare_taps(
+        &dev,
+        t,
+        dt,
+        &d,
+        p,
+        weight,
+        prep,
+        if adjoint { 3 } else { 2 },
+    )?;
+    let args = Args::default()
+        .ptr(rhs)
+        .ptr(out)
+        .ptr(prep)
+        .int(d.b)
+        .int(d.c)
+        .long(p.pixels() as i64);
+    launch(
+        &dev,
+        &format!("channel_mix_{sfx}"),
+        (grid_1d(d.pixels, THREADS)?, 1, 1),
+        THREADS,
+        0,
+        t.stream,
+        args,
+    )?;
+
+    // Canonical coordinates: flip the axes so that the sweep starts at the corner that depends
+    // on nothing (the order's start for the inverse, the opposite corner for the adjoint).
+    let sign = if adjoint { -1 } else { 1 };
+    let flip_h = p.order.pads_top() == adjoint;
+    let flip_w = p.order.pads_left() == adjoint;
+    let th = sign * if flip_h { -1 } else { 1 };
+    let tw = sign * if flip_w { -1 } else { 1 };
+    let (window, q_in_smem, smem) = sweep_plan(p, dt, dev.max_smem as usize);
+    let kernel = match window {
+        Window::Full => "sweep_full",
+        Window::Ring => "sweep_ring",
+        Window::Global => "sweep_global",
+    };
+    let items = p.height.min(p.width) * padded(p.channels) / 4;
+    let block = (items.div_ceil(32) * 32).clamp(64, 512) as u32;
+    let batch = u32::try_from(p.batch).map_err(|_| Error::Shape("batch too large".into()))?;
+    let args = Args::default()
+        .ptr(out)
+        .ptr(prep)
+        .int(d.c)
+        .int(d.h)
+        .int(d.w)
+        .int(d.kh)
+        .int(d.kw)
+        .int(d.ai)
+        .int(d.aj)
+        .int(th)
+        .int(tw)
+        .int(flip_h as i32)
+        .int(flip_w as i32)
+        .int(d.kh + d.kw - 1)
+        .int(q_in_smem as i32);
+    launch(
+        &dev,
+        &format!("{kernel}_{sfx}"),
+        (batch, 1, 1),
+        block,
+        smem as u32,
+        t.stream,
+        args,
+    )
+}
+
+/// Density direction `x = A⁻¹ y`.
+pub fn inverse(
+    p: &Problem,
+    dt: Dtype,
+    t: Target,
+    y: u64,
+    weight: u64,
+    x: u64,
+    prep: u64,
+    prep_elems: usize,
+) -> Result<()> {
+    solve(p, dt, t, y, weight, x, prep, prep_elems, false)
+}
+
+/// The inverse's input-gradient `u = A⁻ᵀ g`.
+pub fn inverse_adjoint(
+    p: &Problem,
+    dt: Dtype,
+    t: Target,
+    g: u64,
+    weight: u64,
+    u: u64,
+    prep: u64,
+    prep_elems: usize,
+) -> Result<()> {
+    solve(p, dt, t, g, weight, u, prep, prep_elems, true)
+}
+
+/// The weight-gradient launch plan: pixels per chunk, blocks per tap, shared bytes.
+struct WgradPlan {
+    chunk: u32,
+    nblk: u32,
+    smem: u32,
+}
+
+fn wgrad_plan(p: &Problem, dt: Dtype, dev: &Device) -> Result<WgradPlan> {
+    let cs = padded(p.channels) + 4;
+    let budget = (dev.max_smem as usize).min(100 * 1024);
+    let bytes = |chunk: usize| (2 * chunk * cs + THREADS as usize * 16) * dt.size();
+    let mut chunk = 256usize;
+    while chunk > 8 && bytes(chunk) > budget {
+        chunk /= 2;
+    }
+    if bytes(chunk) > dev.max_smem as usize {
+        return Err(Error::Device(format!(
+            "weight_grad: C = {} is too large for the kernel's shared-memory plan ({} bytes needed, {} available)",
+            p.channels,
+            bytes(chunk),
+            dev.max_smem
+        )));
+    }
+    let kk = (p.kernel_h * p.kernel_w) as u64;
+    let nchunks = ((p.batch as u64) * (p.pixels() as u64)).div_ceil(chunk as u64);
+    // About two blocks per SM in all, split over the taps (grid.y).
+    let per_tap = (2 * dev.sm_count as u64).div_ceil(kk).max(1);
+    let nblk = nchunks.min(per_tap).max(1) as u32;
+    Ok(WgradPlan {
+        chunk: chunk as u32,
+        nblk,
+        smem: bytes(chunk) as u32,
+    })
+}
+
+/// Elements of scratch [`weight_grad`] needs on device `ordinal` (compiles the kernels if this
+/// is the device's first use).
+pub fn weight_grad_scratch_len(p: &Problem, dt: Dtype, ordinal: usize) -> Result<usize> {
+    let dev = device(ordinal)?;
+    let plan = wgrad_plan(p, dt, &dev)?;
+    Ok(plan.nblk as usize * p.kernel_h * p.kernel_w * p.channels * p.channels)
+}
+
+/// `out[co, ci, i, j] = Σ g[b,co,h,w] · pad(x)[b,ci,h+i,w+j]`, masked at the anchor.
+pub fn weight_grad(
+    p: &Problem,
+    dt: Dtype,
+    t: Target,
+    x: u64,
+    g: u64,
+    out: u64,
+    scratch: u64,
+    scratch_elems: usize,
+) -> Result<()> {
+    let d = dims(p)?;
+    let dev = device(t.device)?;
+    let plan = wgrad_plan(p, dt, &dev)?;
+    let kk = p.kernel_h * p.kernel_w;
+    check_scratch(
+        "weight_grad",
+        scratch_elems,
+        plan.nblk as usize * kk * p.channels * p.channels,
+    )?;
+    let sfx = dt.suffix();
+    let args = Args::default()
+        .ptr(x)
+        .ptr(g)
+        .ptr(scratch)
+        .int(d.b)
+        .int(d.c)
+        .int(d.h)
+        .int(d.w)
+        .int(d.kh)
+        .int(d.kw)
+        .int(d.ai)
+        .int(d.aj)
+        .int(plan.chunk as i32);
+    let taps = u32::try_from(kk)
+        .ok()
+        .filter(|&k| k <= 65535)
+        .ok_or_else(|| Error::Shape("kernel too large".into()))?;
+    launch(
+        &dev,
+        &format!("wgrad_partial_{sfx}"),
+        (plan.nblk, taps, 1),
+        THREADS,
+        plan.smem,
+        t.stream,
+        args,
+    )?;
+    let n = (kk * p.channels * p.channels) as u64;
+    let args = Args::default()
+        .ptr(scratch)
+        .ptr(out)
+        .int(d.c)
+        .int(d.kk)
+        .int(d.anchor_t)
+        .int(plan.nblk as i32);
+    launch(
+        &dev,
+        &format!("wgrad_reduce_{sfx}"),
+        (grid_1d(n, THREADS)?.min(4096), 1, 1),
+        THREADS,
+        0,
+        t.stream,
+        args,
+    )
+}
+
+/// What [`compile_check`] reports.
+pub struct CompileReport {
+    pub millis: f64,
+    pub cubin_bytes: usize,
+    pub nvrtc_path: String,
+    pub nvrtc_version: (i32, i32),
+    pub log: String,
+}
+
+/// Compiles every kernel for `arch` with NVRTC; no driver or GPU needed.
+pub fn compile_check(arch: &str) -> Result<CompileReport> {
+    let lib = nvrtc::library()?;
+    let t0 = std::time::Instant::now();
+    let (cubin, log) = lib.compile(&kernels::program_source(), "inv_conv.cu", arch, &[])?;
+    Ok(CompileReport {
+        millis: t0.elapsed().as_secs_f64() * 1e3,
+        cubin_bytes: cubin.len(),
+        nvrtc_path: lib.path.clone(),
+        nvrtc_version: lib.version,
+        log,
+    })
+}

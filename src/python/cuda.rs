@@ -1,7 +1,195 @@
-//! Bindings of the CUDA backend. (Filled in by the CUDA issue.)
+//! Bindings of the CUDA backend: raw device addresses and a stream handle in, errors out.
+//! `python/inv_conv/_cuda.py` does everything torch-specific (validation, allocation with
+//! torch's allocator, the current stream) and calls these.
 
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 
-pub(crate) fn register(_m: &Bound<'_, PyModule>) -> PyResult<()> {
+use super::{detached, parse_order};
+use crate::cuda::{self, Dtype, Target};
+use crate::error::Result;
+use crate::geometry::Problem;
+
+fn problem(shape: (usize, usize, usize, usize), kernel: (usize, usize), order: &str) -> PyResult<Problem> {
+    let order = parse_order(order)?;
+    let (b, c, h, w) = shape;
+    Ok(Problem::new("input", &[b, c, h, w], &[c, c, kernel.0, kernel.1], order)?)
+}
+
+fn dtype(name: &str) -> PyResult<Dtype> {
+    Ok(name.parse::<Dtype>()?)
+}
+
+/// Sets the NVRTC library path to try first (the Python layer finds torch's).
+#[pyfunction]
+#[pyo3(signature = (path=None))]
+fn cuda_set_nvrtc_path(path: Option<String>) {
+    cuda::nvrtc::set_library_hint(path);
+}
+
+/// None when the driver, a GPU and NVRTC are all usable; otherwise what is missing.
+#[pyfunction]
+fn cuda_unavailable_reason(py: Python<'_>) -> PyResult<Option<String>> {
+    let r: Result<Option<String>> = (|| {
+        if let Err(e) = cuda::driver() {
+            return Ok(Some(e.to_string()));
+        }
+        match cuda::device_count() {
+            Ok(0) => return Ok(Some("the CUDA driver sees no GPU".into())),
+            Err(e) => return Ok(Some(e.to_string())),
+            Ok(_) => {}
+        }
+        if let Err(e) = cuda::nvrtc::library() {
+            return Ok(Some(e.to_string()));
+        }
+        Ok(None)
+    })();
+    let _ = py;
+    Ok(r?)
+}
+
+/// Compiles (at first use) and describes the kernels on `device`: arch, SM count, shared
+/// memory, NVRTC, compile and load milliseconds.
+#[pyfunction]
+fn cuda_device_info<'py>(py: Python<'py>, device: usize) -> PyResult<Bound<'py, PyDict>> {
+    let d = detached(py, || cuda::device(device))?;
+    let out = PyDict::new(py);
+    out.set_item("device", d.ordinal)?;
+    out.set_item("arch", d.arch.clone())?;
+    out.set_item("sm_count", d.sm_count)?;
+    out.set_item("max_shared_memory", d.max_smem)?;
+    out.set_item("nvrtc_path", d.nvrtc_path.clone())?;
+    out.set_item("nvrtc_version", d.nvrtc_version)?;
+    out.set_item("compile_ms", d.compile_ms)?;
+    out.set_item("load_ms", d.load_ms)?;
+    Ok(out)
+}
+
+/// Elements of coefficient scratch the four image ops need.
+#[pyfunction]
+fn cuda_prep_len(channels: usize, kernel_h: usize, kernel_w: usize) -> PyResult<usize> {
+    let p = problem((1, channels, 1, 1), (kernel_h, kernel_w), "TL")?;
+    Ok(cuda::prep_len(&p))
+}
+
+/// Elements of scratch weight_grad needs for this problem on `device`.
+#[pyfunction]
+fn cuda_weight_grad_scratch_len(
+    py: Python<'_>,
+    device: usize,
+    dtype_name: &str,
+    shape: (usize, usize, usize, usize),
+    kernel: (usize, usize),
+    order: &str,
+) -> PyResult<usize> {
+    let p = problem(shape, kernel, order)?;
+    let dt = dtype(dtype_name)?;
+    detached(py, || cuda::weight_grad_scratch_len(&p, dt, device))
+}
+
+type ImageOp = fn(&Problem, Dtype, Target, u64, u64, u64, u64, usize) -> Result<()>;
+
+#[allow(clippy::too_many_arguments)]
+fn image_op(
+    py: Python<'_>,
+    op: ImageOp,
+    device: usize,
+    stream: u64,
+    dtype_name: &str,
+    shape: (usize, usize, usize, usize),
+    kernel: (usize, usize),
+    order: &str,
+    input: u64,
+    weight: u64,
+    out: u64,
+    prep: u64,
+    prep_len: usize,
+) -> PyResult<()> {
+    let p = problem(shape, kernel, order)?;
+    let dt = dtype(dtype_name)?;
+    let t = Target { device, stream };
+    detached(py, || op(&p, dt, t, input, weight, out, prep, prep_len))
+}
+
+macro_rules! image_binding {
+    ($name:ident, $op:path, $doc:literal) => {
+        #[doc = $doc]
+        #[pyfunction]
+        #[allow(clippy::too_many_arguments)]
+        fn $name(
+            py: Python<'_>,
+            device: usize,
+            stream: u64,
+            dtype_name: &str,
+            shape: (usize, usize, usize, usize),
+            kernel: (usize, usize),
+            order: &str,
+            input: u64,
+            weight: u64,
+            out: u64,
+            prep: u64,
+            prep_len: usize,
+        ) -> PyResult<()> {
+            image_op(py, $op, device, stream, dtype_name, shape, kernel, order, input, weight, out, prep, prep_len)
+        }
+    };
+}
+
+image_binding!(cuda_forward, cuda::forward, "y = A x on the GPU (addresses of contiguous tensors).");
+image_binding!(cuda_forward_adjoint, cuda::forward_adjoint, "Aᵀ g on the GPU.");
+image_binding!(cuda_inverse, cuda::inverse, "x = A⁻¹ y on the GPU.");
+image_binding!(cuda_inverse_adjoint, cuda::inverse_adjoint, "A⁻ᵀ g on the GPU.");
+
+/// Σ g·pad(x), masked, into `out` (C, C, KH, KW); `scratch` of cuda_weight_grad_scratch_len.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn cuda_weight_grad(
+    py: Python<'_>,
+    device: usize,
+    stream: u64,
+    dtype_name: &str,
+    shape: (usize, usize, usize, usize),
+    kernel: (usize, usize),
+    order: &str,
+    x: u64,
+    grad: u64,
+    out: u64,
+    scratch: u64,
+    scratch_len: usize,
+) -> PyResult<()> {
+    let p = problem(shape, kernel, order)?;
+    let dt = dtype(dtype_name)?;
+    let t = Target { device, stream };
+    detached(py, || cuda::weight_grad(&p, dt, t, x, grad, out, scratch, scratch_len))
+}
+
+/// Compiles every kernel with NVRTC for `arch` (no driver or GPU needed): a syntax error in a
+/// .cu file fails here. Returns {compile_ms, cubin_bytes, nvrtc_path, nvrtc_version, log}.
+#[pyfunction]
+#[pyo3(signature = (arch="sm_90"))]
+fn compile_kernels_check<'py>(py: Python<'py>, arch: &str) -> PyResult<Bound<'py, PyDict>> {
+    let arch = arch.to_string();
+    let r = detached(py, move || cuda::compile_check(&arch))?;
+    let out = PyDict::new(py);
+    out.set_item("compile_ms", r.millis)?;
+    out.set_item("cubin_bytes", r.cubin_bytes)?;
+    out.set_item("nvrtc_path", r.nvrtc_path)?;
+    out.set_item("nvrtc_version", r.nvrtc_version)?;
+    out.set_item("log", r.log)?;
+    Ok(out)
+}
+
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(cuda_set_nvrtc_path, m)?)?;
+    m.add_function(wrap_pyfunction!(cuda_unavailable_reason, m)?)?;
+    m.add_function(wrap_pyfunction!(cuda_device_info, m)?)?;
+    m.add_function(wrap_pyfunction!(cuda_prep_len, m)?)?;
+    m.add_function(wrap_pyfunction!(cuda_weight_grad_scratch_len, m)?)?;
+    m.add_function(wrap_pyfunction!(cuda_forward, m)?)?;
+    m.add_function(wrap_pyfunction!(cuda_forward_adjoint, m)?)?;
+    m.add_function(wrap_pyfunction!(cuda_inverse, m)?)?;
+    m.add_function(wrap_pyfunction!(cuda_inverse_adjoint, m)?)?;
+    m.add_function(wrap_pyfunction!(cuda_weight_grad, m)?)?;
+    m.add_function(wrap_pyfunction!(compile_kernels_check, m)?)?;
     Ok(())
 }

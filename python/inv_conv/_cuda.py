@@ -1,0 +1,184 @@
+"""CUDA backend of inv_conv: torch-side glue for the NVRTC-compiled kernels in ``_native``.
+
+The functions take already-validated, contiguous CUDA tensors of one dtype (float32 or
+float64) on one device. They allocate outputs and scratch with torch (so CUDA-graph capture
+and torch's caching allocator just work) and enqueue the kernels on
+``torch.cuda.current_stream(device)``; nothing here synchronizes.
+
+NVRTC: the Rust side loads it with ``dlopen``. We point it at the library that torch's own pip
+dependencies bring (``site-packages/nvidia/*/lib/libnvrtc.so.*``) before the first use, and it
+falls back to the system's ``libnvrtc.so`` (a CUDA toolkit) or ``$INV_CONV_NVRTC``.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import threading
+from typing import Optional
+
+import torch
+
+from . import _native
+
+__all__ = [
+    "is_available",
+    "unavailable_reason",
+    "device_info",
+    "find_nvrtc",
+    "forward",
+    "inverse",
+    "forward_adjoint",
+    "inverse_adjoint",
+    "weight_grad",
+]
+
+_lock = threading.Lock()
+_checked = False
+_reason: Optional[str] = None
+
+
+def _nvrtc_candidates() -> list[str]:
+    """libnvrtc shared libraries shipped inside Python packages (torch's CUDA wheels)."""
+    roots: list[str] = []
+    try:
+        import nvidia  # namespace package of the nvidia-* wheels
+
+        roots.extend(list(nvidia.__path__))
+    except ImportError:
+        pass
+    found: list[str] = []
+    for root in roots:
+        found += glob.glob(os.path.join(root, "*", "lib", "libnvrtc.so*"))
+        found += glob.glob(os.path.join(root, "*", "lib", "libnvrtc-*.so*"))
+    torch_lib = os.path.join(os.path.dirname(torch.__file__), "lib")
+    found += glob.glob(os.path.join(torch_lib, "libnvrtc*.so*"))
+    return [p for p in found if "builtins" not in os.path.basename(p) and "alt" not in os.path.basename(p)]
+
+
+def find_nvrtc() -> Optional[str]:
+    """Path of the NVRTC library that matches torch's CUDA major version, if any is installed
+    as a Python package (``$INV_CONV_NVRTC`` wins)."""
+    env = os.environ.get("INV_CONV_NVRTC")
+    if env:
+        return env
+    candidates = _nvrtc_candidates()
+    if not candidates:
+        return None
+    major = (torch.version.cuda or "").split(".")[0]
+
+    def rank(path: str) -> tuple[int, str]:
+        m = re.search(r"\.so\.(\d+)", os.path.basename(path))
+        return (0 if (m and m.group(1) == major) else 1, path)
+
+    return sorted(candidates, key=rank)[0]
+
+
+def _check() -> Optional[str]:
+    if not hasattr(_native, "cuda_forward"):
+        return "inv_conv was built without the `cuda` feature"
+    if not torch.cuda.is_available():
+        return "torch sees no CUDA GPU (torch.cuda.is_available() is False)"
+    _native.cuda_set_nvrtc_path(find_nvrtc())
+    return _native.cuda_unavailable_reason()
+
+
+def unavailable_reason() -> Optional[str]:
+    """None when the CUDA backend can run; otherwise what is missing (driver, GPU, NVRTC)."""
+    global _checked, _reason
+    with _lock:
+        if not _checked:
+            _reason = _check()
+            _checked = True
+        return _reason
+
+
+def is_available() -> bool:
+    return unavailable_reason() is None
+
+
+def _require() -> None:
+    reason = unavailable_reason()
+    if reason is not None:
+        raise _native.CudaError(f"the inv_conv CUDA backend is unavailable: {reason}")
+
+
+def _device_index(t: torch.Tensor) -> int:
+    return t.device.index if t.device.index is not None else torch.cuda.current_device()
+
+
+def device_info(device: int | torch.device | None = None) -> dict:
+    """Compiles the kernels for ``device`` if not done yet and describes them (arch, SM count,
+    NVRTC used, first-use compile and load milliseconds)."""
+    _require()
+    if device is None:
+        index = torch.cuda.current_device()
+    else:
+        index = torch.device("cuda", device).index if isinstance(device, int) else torch.device(device).index
+        index = torch.cuda.current_device() if index is None else index
+    return dict(_native.cuda_device_info(index))
+
+
+def _common(inp: torch.Tensor, weight: torch.Tensor) -> tuple[int, int]:
+    _require()
+    if inp.device != weight.device:
+        raise ValueError(f"input and weight must be on the same device; got {inp.device} and {weight.device}")
+    if inp.dtype != weight.dtype or inp.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"CUDA ops take float32 or float64 tensors of one dtype; got {inp.dtype} and {weight.dtype}")
+    index = _device_index(inp)
+    stream = torch.cuda.current_stream(inp.device).cuda_stream
+    return index, stream
+
+
+def _image_op(native, inp: torch.Tensor, weight: torch.Tensor, order: str) -> torch.Tensor:
+    index, stream = _common(inp, weight)
+    inp = inp.contiguous()
+    weight = weight.contiguous()
+    b, c, h, w = inp.shape
+    kh, kw = weight.shape[2], weight.shape[3]
+    out = torch.empty_like(inp, memory_format=torch.contiguous_format)
+    prep = torch.empty(_native.cuda_prep_len(c, kh, kw), dtype=inp.dtype, device=inp.device)
+    native(
+        index, stream, str(inp.dtype), (b, c, h, w), (kh, kw), order,
+        inp.data_ptr(), weight.data_ptr(), out.data_ptr(), prep.data_ptr(), prep.numel(),
+    )
+    return out
+
+
+def forward(x: torch.Tensor, weight: torch.Tensor, order: str) -> torch.Tensor:
+    """y = conv2d(pad(x, PAD[order]), ŵ)."""
+    return _image_op(_native.cuda_forward, x, weight, order)
+
+
+def inverse(y: torch.Tensor, weight: torch.Tensor, order: str) -> torch.Tensor:
+    """x = A⁻¹ y (wavefront substitution)."""
+    return _image_op(_native.cuda_inverse, y, weight, order)
+
+
+def forward_adjoint(grad: torch.Tensor, weight: torch.Tensor, order: str) -> torch.Tensor:
+    """Aᵀ grad (the forward op's input-gradient)."""
+    return _image_op(_native.cuda_forward_adjoint, grad, weight, order)
+
+
+def inverse_adjoint(grad: torch.Tensor, weight: torch.Tensor, order: str) -> torch.Tensor:
+    """A⁻ᵀ grad (the inverse's input-gradient)."""
+    return _image_op(_native.cuda_inverse_adjoint, grad, weight, order)
+
+
+def weight_grad(x: torch.Tensor, grad: torch.Tensor, order: str, kernel_h: int, kernel_w: int) -> torch.Tensor:
+    """Σ_{b,h,w} grad[b,c,h,w]·pad(x)[b,c',h+i,w+j] as a (C, C, KH, KW) tensor, zero at the
+    anchor's masked entries."""
+    index, stream = _common(x, grad)
+    x = x.contiguous()
+    grad = grad.contiguous()
+    b, c, h, w = x.shape
+    shape, kernel = (b, c, h, w), (int(kernel_h), int(kernel_w))
+    out = torch.empty((c, c, kernel[0], kernel[1]), dtype=x.dtype, device=x.device)
+    n = _native.cuda_weight_grad_scratch_len(index, str(x.dtype), shape, kernel, order)
+    scratch = torch.empty(max(int(n), 1), dtype=x.dtype, device=x.device)
+    _native.cuda_weight_grad(
+        index, stream, str(x.dtype), shape, kernel, order,
+        x.data_ptr(), grad.data_ptr(), out.data_ptr(), scratch.data_ptr(), scratch.numel(),
+    )
+    return out
