@@ -221,6 +221,12 @@ def test_actnorm_initialized_flag_survives_state_dict():
     assert bool(fresh.initialized)
     x = torch.randn(8, 3, 2, 2)
     torch.testing.assert_close(fresh(x)[0], layer(x)[0])
+    # loading an uninitialised state makes the next forward initialise again
+    layer.load_state_dict(ActNorm(3).state_dict())
+    assert not bool(layer.initialized)
+    y, _ = layer(x * 3 + 5)
+    assert bool(layer.initialized)
+    torch.testing.assert_close(y.mean((0, 2, 3)), torch.zeros(3), atol=1e-5, rtol=0)
 
 
 def test_initialize_actnorm_on_a_model():

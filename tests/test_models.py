@@ -105,12 +105,17 @@ MODEL_CASES = [
 ]
 
 
-@pytest.mark.parametrize("kind", [inv_conv_param(k) for k in ("conv1x1", "unit", "single")])
-@pytest.mark.parametrize("case", range(len(MODEL_CASES)))
+MODEL_CASE_PARAMS = [
+    pytest.param(case, kind.values[0], marks=kind.marks, id=f"{case}-{kind.id}")
+    for case in range(len(MODEL_CASES))
+    for kind in ([inv_conv_param("conv1x1")] if MODEL_CASES[case][0]["model"] == "fc"
+                 else [inv_conv_param(k) for k in ("conv1x1", "unit", "single")])
+]
+
+
+@pytest.mark.parametrize("case, kind", MODEL_CASE_PARAMS)
 def test_model_log_prob_matches_dense_jacobian(case, kind):
     cfg, shape = MODEL_CASES[case]
-    if cfg["model"] == "fc" and kind != "conv1x1":
-        pytest.skip("fc has no convolutions")
     cfg = {**cfg, "inv_conv": kind, "num_levels": 256}
     torch.manual_seed(1000 + case)
     x_int = torch.randint(0, 256, (2,) + shape).to(DTYPE)

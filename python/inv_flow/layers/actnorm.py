@@ -30,6 +30,13 @@ class ActNorm(FlowLayer):
         self.bias = nn.Parameter(torch.zeros(num_channels))
         self.log_scale = nn.Parameter(torch.zeros(num_channels))
         self.register_buffer("initialized", torch.tensor(0, dtype=torch.uint8))
+        # Python-side mirror of the buffer so forward does not read a device tensor (a GPU
+        # sync) on every call; reset whenever a state_dict is loaded.
+        self._known_initialized = False
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._known_initialized = False
+        super()._load_from_state_dict(*args, **kwargs)
 
     @torch.no_grad()
     def initialize_from(self, x: torch.Tensor) -> None:
@@ -43,10 +50,14 @@ class ActNorm(FlowLayer):
         self.bias.copy_(-mean)
         self.log_scale.copy_(-torch.log(std + self.eps))
         self.initialized.fill_(1)
+        self._known_initialized = True
 
     def forward(self, x, context=None):
-        if not bool(self.initialized):
-            self.initialize_from(x)
+        if not self._known_initialized:
+            if bool(self.initialized):
+                self._known_initialized = True
+            else:
+                self.initialize_from(x)
         spatial = x[0, 0].numel()
         y = (x + channel_view(self.bias, x)) * channel_view(self.log_scale.exp(), x)
         logdet = (spatial * self.log_scale.sum()).expand(x.shape[0])
