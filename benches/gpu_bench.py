@@ -1,0 +1,171 @@
+"""GPU benchmark of the inv_conv CUDA ops next to cuDNN / cuBLAS baselines.
+
+    python benches/gpu_bench.py [--json out.json] [--reps 50]
+
+CUDA events around each call, median after warm-up. Scenarios S1..S4 (see BENCHMARKS.md).
+cuDNN runs both in its default float32 mode (TF32 tensor cores allowed for convolutions, as
+PyTorch ships) and in strict float32 (allow_tf32 = False, the same arithmetic as ours).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+import inv_conv
+from inv_conv import _cuda
+
+SCENARIOS = {
+    "S1": (64, 12, 32, 32, 3),
+    "S2": (64, 48, 64, 64, 3),
+    "S3": (16, 12, 128, 128, 3),
+    "S4": (1, 12, 32, 32, 3),
+}
+ORDER = "TL"
+
+
+def timed(fn, reps, warmup=5):
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    for s, e in zip(starts, ends):
+        s.record()
+        fn()
+        e.record()
+    torch.cuda.synchronize()
+    return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends))
+
+
+def cudnn(tf32: bool):
+    class Ctx:
+        def __enter__(self):
+            self.old = torch.backends.cudnn.allow_tf32
+            torch.backends.cudnn.allow_tf32 = tf32
+
+        def __exit__(self, *a):
+            torch.backends.cudnn.allow_tf32 = self.old
+
+    return Ctx()
+
+
+def dense_triangular_solve_ms(y, w, reps):
+    """x = A⁻¹y with A as a dense D×D unit lower-triangular matrix (pixel-major order from the
+    TL corner, channels ascending), the batch as right-hand sides: cuBLAS trsm."""
+    b, c, h, wd = y.shape
+    d = c * h * wd
+    basis = torch.eye(d, device=y.device, dtype=y.dtype).reshape(d, c, h, wd)
+    cols = torch.cat([_cuda.forward(basis[i : i + 2048].contiguous(), w, ORDER) for i in range(0, d, 2048)])
+    a = cols.reshape(d, d).T  # A[:, k] = A e_k
+    perm = torch.arange(d, device=y.device).reshape(c, h, wd).permute(1, 2, 0).reshape(-1)
+    a_p = a[perm][:, perm].contiguous()
+    rhs = y.reshape(b, d)[:, perm].T.contiguous()
+    assert torch.allclose(torch.triu(a_p, 1), torch.zeros_like(a_p)), "A is not lower-triangular in this order"
+    sol = torch.linalg.solve_triangular(a_p, rhs, upper=False, unitriangular=True)
+    x = torch.empty_like(sol)
+    x[perm] = sol
+    err = ((x.T.reshape(y.shape) - _cuda.inverse(y, w, ORDER)).norm() / x.norm()).item()
+    ms = timed(lambda: torch.linalg.solve_triangular(a_p, rhs, upper=False, unitriangular=True), reps)
+    del a, a_p, cols, basis
+    torch.cuda.empty_cache()
+    return ms, err
+
+
+def run(reps: int):
+    dev = torch.device("cuda")
+    torch.manual_seed(0)
+    t0 = time.perf_counter()
+    info = _cuda.device_info(0)
+    first_use_s = time.perf_counter() - t0
+    rows = []
+    for name, (b, c, h, wd, k) in SCENARIOS.items():
+        x = torch.randn(b, c, h, wd, device=dev)
+        w = torch.randn(c, c, k, k, device=dev) / (2 * (c * k * k) ** 0.5)
+        g = torch.randn_like(x)
+        y = _cuda.forward(x, w, ORDER)
+        xpad = F.pad(x, (k - 1, 0, k - 1, 0))
+        r = {"scenario": name, "shape": [b, c, h, wd, k]}
+        r["forward"] = timed(lambda: _cuda.forward(x, w, ORDER), reps)
+        r["inverse"] = timed(lambda: _cuda.inverse(y, w, ORDER), reps)
+        r["dy"] = timed(lambda: _cuda.inverse_adjoint(g, w, ORDER), reps)
+        r["dw"] = timed(lambda: _cuda.weight_grad(x, g, ORDER, k, k), reps)
+        r["fwd_adjoint"] = timed(lambda: _cuda.forward_adjoint(g, w, ORDER), reps)
+        for tf32 in (True, False):
+            tag = "tf32" if tf32 else "fp32"
+            with cudnn(tf32):
+                r[f"cudnn_conv_{tag}"] = timed(lambda: F.conv2d(xpad, w), reps)
+                r[f"cudnn_wgrad_{tag}"] = timed(lambda: torch.nn.grad.conv2d_weight(xpad, w.shape, g), reps)
+        r["inverse_rel_err"] = ((_cuda.forward(_cuda.inverse(y, w, ORDER), w, ORDER) - y).norm() / y.norm()).item()
+        if c * h * wd <= 12288:
+            r["dense_trsm"], r["dense_trsm_err"] = dense_triangular_solve_ms(y, w, max(5, reps // 5))
+        if name == "S1":
+            def ours_step():
+                xs = _cuda.inverse(y, w, ORDER)
+                u = _cuda.inverse_adjoint(g, w, ORDER)
+                return _cuda.weight_grad(xs, u, ORDER, k, k).neg_()
+
+            yr = y.clone().requires_grad_()
+            wr = w.clone().requires_grad_()
+
+            def ours_autograd_step():
+                inv_conv.inv_conv2d(yr, wr, ORDER).backward(g)
+
+            xr = xpad.clone().requires_grad_()
+
+            def cudnn_step():
+                F.conv2d(xr, wr).backward(g)
+
+            r["step_ours"] = timed(ours_step, reps)
+            r["step_ours_autograd"] = timed(ours_autograd_step, reps)
+            for tf32 in (True, False):
+                with cudnn(tf32):
+                    r[f"step_cudnn_{'tf32' if tf32 else 'fp32'}"] = timed(cudnn_step, reps)
+        rows.append(r)
+    return info, first_use_s, rows
+
+
+def table(info, first_use_s, rows):
+    lines = [
+        f"GPU: {torch.cuda.get_device_name(0)} ({info['arch']}, {info['sm_count']} SMs); torch {torch.__version__}; "
+        f"NVRTC {info['nvrtc_version'][0]}.{info['nvrtc_version'][1]} ({info['nvrtc_path']})",
+        f"first use: NVRTC compile {info['compile_ms']:.0f} ms, module load {info['load_ms']:.1f} ms "
+        f"(device_info call {first_use_s * 1e3:.0f} ms)",
+        "times in ms (median of CUDA-event timings)",
+        "| scenario | forward | cuDNN conv tf32/fp32 | inverse | dense trsm | dy | dw | cuDNN wgrad tf32/fp32 | Aᵀg | inv rel err |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        trsm = f"{r['dense_trsm']:.3f}" if "dense_trsm" in r else "—"
+        lines.append(
+            f"| {r['scenario']} {tuple(r['shape'])} | {r['forward']:.4f} | {r['cudnn_conv_tf32']:.4f} / {r['cudnn_conv_fp32']:.4f} "
+            f"| {r['inverse']:.4f} | {trsm} | {r['dy']:.4f} | {r['dw']:.4f} | {r['cudnn_wgrad_tf32']:.4f} / {r['cudnn_wgrad_fp32']:.4f} "
+            f"| {r['fwd_adjoint']:.4f} | {r['inverse_rel_err']:.1e} |"
+        )
+    s1 = rows[0]
+    lines.append(
+        f"S1 training step: ours {s1['step_ours']:.4f} ms (raw ops), {s1['step_ours_autograd']:.4f} ms (autograd through "
+        f"inv_conv.inv_conv2d); cuDNN conv layer {s1['step_cudnn_tf32']:.4f} ms tf32 / {s1['step_cudnn_fp32']:.4f} ms fp32"
+    )
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--reps", type=int, default=50)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    info, first, rows = run(args.reps)
+    print(table(info, first, rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"info": info, "first_use_s": first, "rows": rows, "date": time.strftime("%Y-%m-%d")}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
