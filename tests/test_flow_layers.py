@@ -166,6 +166,16 @@ def test_dequantization_round_trip_and_range():
                        torch.tensor([0.0, 255.0, 255.0]))
 
 
+def test_dequantization_midpoint_mode():
+    layer = Dequantization(17)
+    layer.midpoint = True
+    x = torch.randint(0, 17, (3, 1, 4, 4)).float()
+    y, _ = layer(x)
+    assert torch.equal(y, x + 0.5)
+    # re-quantization tolerates round-trip errors below half a level
+    assert torch.equal(layer.reverse(y + 0.49 * (2 * torch.rand_like(y) - 1)), x)
+
+
 def test_dequantization_warns_on_unit_scaled_input():
     with pytest.warns(UserWarning, match="scaled to"):
         Dequantization()(torch.rand(2, 1, 4, 4))

@@ -228,6 +228,7 @@ def test_fc_and_cnn_sample_and_reconstruct():
         model = build_model(cfg, shape).to(DTYPE)
         x_int = torch.randint(0, 256, (5,) + shape).to(DTYPE)
         torch.testing.assert_close(model.reconstruct(x_int), x_int)
+        assert model.layers[0].midpoint is False  # reconstruct restores random dequantization
         assert model.sample(2).shape == (2,) + shape
 
 

@@ -10,6 +10,7 @@ from torch import nn
 
 from .distributions import DiagonalGaussian
 from .layers.base import FlowLayer
+from .layers.dequantize import Dequantization
 from .layers.split import SplitPrior
 
 _LN2 = math.log(2.0)
@@ -134,9 +135,18 @@ class FlowSequential(nn.Module):
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, context: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """``reverse(encode(x))`` using the exact split-off tensors (≈ x up to numerics;
-        for image models the dequantization noise is removed by re-quantization)."""
-        z, _, splits = self.encode(x, context)
+        """``reverse(encode(x))`` using the exact split-off tensors. For image models the
+        dequantization uses the bin midpoints (u = 0.5) and ``reverse`` re-quantizes, so the
+        result equals ``x`` exactly unless the flow's round-trip error reaches half a level."""
+        dequantizers = [m for m in self.layers if isinstance(m, Dequantization)]
+        previous = [m.midpoint for m in dequantizers]
+        for m in dequantizers:
+            m.midpoint = True
+        try:
+            z, _, splits = self.encode(x, context)
+        finally:
+            for m, flag in zip(dequantizers, previous):
+                m.midpoint = flag
         return self.reverse(z, splits, context=context)
 
     def bits_per_dim(self, log_prob: torch.Tensor) -> torch.Tensor:
