@@ -12,17 +12,20 @@ __device__ void conv_impl(const T* __restrict__ in, T* __restrict__ out, const T
                           int q_in_smem) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     const int Cp = round_up4(C), G = Cp / 4, KK = KH * KW;
-    const T* q = prep + 2 * (i64)C * Cp;
+    const int g = blockIdx.y;
+    // This block's 4 output channels: quad (t, ci) at q_base[(t*C + ci) * q_stride].
+    const Quad<T>* q_base = reinterpret_cast<const Quad<T>*>(prep + 2 * (i64)C * Cp) + g;
+    i64 q_stride = G;
     if (q_in_smem) {
-        T* s = reinterpret_cast<T*>(smem_raw);
-        for (i64 e = threadIdx.x; e < (i64)KK * C * Cp; e += blockDim.x) s[e] = q[e];
+        Quad<T>* s = reinterpret_cast<Quad<T>*>(smem_raw);
+        for (i64 e = threadIdx.x; e < (i64)KK * C; e += blockDim.x) s[e] = q_base[e * G];
         __syncthreads();
-        q = s;
+        q_base = s;
+        q_stride = 1;
     }
     const i64 HW = (i64)H * W, CHW = C * HW;
     const i64 pix = blockIdx.x * (i64)blockDim.x + threadIdx.x;
     if (pix >= (i64)B * HW) return;
-    const int g = blockIdx.y;
     const i64 b = pix / HW, hw = pix % HW;
     const int h = (int)(hw / W), w = (int)(hw % W);
     const T* img = in + b * CHW;
@@ -32,11 +35,11 @@ __device__ void conv_impl(const T* __restrict__ in, T* __restrict__ out, const T
         const int hs = h + sign * (i - ai), ws = w + sign * (j - aj);
         if (hs < 0 || hs >= H || ws < 0 || ws >= W) continue;
         const T* src = img + (i64)hs * W + ws;
-        const Quad<T>* qt = reinterpret_cast<const Quad<T>*>(q + (i64)t * C * Cp) + g;
+        const Quad<T>* qt = q_base + (i64)t * C * q_stride;
 #pragma unroll 4
         for (int ci = 0; ci < C; ++ci) {
             const T v = src[ci * HW];
-            const Quad<T> c = qt[(i64)ci * G];
+            const Quad<T> c = qt[ci * q_stride];
 #pragma unroll
             for (int k = 0; k < 4; ++k) acc[k] += c.v[k] * v;
         }
