@@ -3,7 +3,6 @@ dense Jacobian, in float64, on fresh random inputs and random parameters."""
 
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch

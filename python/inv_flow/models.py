@@ -10,7 +10,6 @@ scikit-learn digits), shape ``(B, C, H, W)``. The first layers dequantize (+U[0,
 from __future__ import annotations
 
 import copy
-import math
 import warnings
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 

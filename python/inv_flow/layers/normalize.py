@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 
 from .base import FlowLayer, sum_except_batch
 
