@@ -18,6 +18,7 @@
 //! an image, O(B·C·H·W), plus O(C²·KH·KW) for the tap matrices.
 
 mod layout;
+mod pool;
 mod real;
 
 use rayon::prelude::*;
@@ -25,6 +26,7 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::geometry::Problem;
 
+pub use pool::install;
 pub use real::Real;
 
 use layout::{from_pixel_major, to_pixel_major};
@@ -295,10 +297,12 @@ fn batch_chunk(p: &Problem) -> usize {
 }
 
 fn convolve<T: Real>(p: &Problem, src: &[T], out: &mut [T], taps: &[ShiftedTap<T>]) {
-    let src_pm = to_pixel_major(src, p.batch, p.channels, p.height, p.width);
-    let mut out_pm = vec![T::ZERO; p.image_len()];
-    convolve_pixel_major(&src_pm, &mut out_pm, p, taps, p.batch);
-    from_pixel_major(&out_pm, out, p.batch, p.channels, p.height, p.width);
+    install(|| {
+        let src_pm = to_pixel_major(src, p.batch, p.channels, p.height, p.width);
+        let mut out_pm = vec![T::ZERO; p.image_len()];
+        convolve_pixel_major(&src_pm, &mut out_pm, p, taps, p.batch);
+        from_pixel_major(&out_pm, out, p.batch, p.channels, p.height, p.width);
+    });
 }
 
 fn solve<T: Real>(
@@ -313,23 +317,25 @@ fn solve<T: Real>(
     let cols_ascending = p.order.pads_left() != adjoint;
     let per_sample = p.channels * p.pixels();
     let chunk = batch_chunk(p);
-    out.par_chunks_mut(chunk * per_sample)
-        .zip(rhs.par_chunks(chunk * per_sample))
-        .for_each(|(out_chunk, rhs_chunk)| {
-            let b = rhs_chunk.len() / per_sample;
-            let sub = Problem { batch: b, ..*p };
-            let mut buf = to_pixel_major(rhs_chunk, b, p.channels, p.height, p.width);
-            wavefront_pixel_major(
-                &mut buf,
-                &sub,
-                taps,
-                anchor,
-                b,
-                rows_ascending,
-                cols_ascending,
-            );
-            from_pixel_major(&buf, out_chunk, b, p.channels, p.height, p.width);
-        });
+    install(|| {
+        out.par_chunks_mut(chunk * per_sample)
+            .zip(rhs.par_chunks(chunk * per_sample))
+            .for_each(|(out_chunk, rhs_chunk)| {
+                let b = rhs_chunk.len() / per_sample;
+                let sub = Problem { batch: b, ..*p };
+                let mut buf = to_pixel_major(rhs_chunk, b, p.channels, p.height, p.width);
+                wavefront_pixel_major(
+                    &mut buf,
+                    &sub,
+                    taps,
+                    anchor,
+                    b,
+                    rows_ascending,
+                    cols_ascending,
+                );
+                from_pixel_major(&buf, out_chunk, b, p.channels, p.height, p.width);
+            })
+    });
 }
 
 /// Sampling direction: `y = conv2d(pad(x, PAD[order]), ŵ)`. All buffers are NCHW / OIHW,
@@ -395,6 +401,11 @@ pub fn weight_grad<T: Real>(p: &Problem, x: &[T], grad: &[T], out: &mut [T]) -> 
     check_len("x", x.len(), p.image_len())?;
     check_len("grad", grad.len(), p.image_len())?;
     check_len("output", out.len(), p.weight_len())?;
+    install(|| weight_grad_unchecked(p, x, grad, out));
+    Ok(())
+}
+
+fn weight_grad_unchecked<T: Real>(p: &Problem, x: &[T], grad: &[T], out: &mut [T]) {
     let (h, w, c, bsz) = (p.height, p.width, p.channels, p.batch);
     let taps = p.taps();
     let x_pm = to_pixel_major(x, bsz, c, h, w);
@@ -455,5 +466,4 @@ pub fn weight_grad<T: Real>(p: &Problem, x: &[T], grad: &[T], out: &mut [T]) -> 
         }
     }
     p.mask_gradient(out);
-    Ok(())
 }
