@@ -144,7 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return handlers[args.command](args)
-    except (ConfigError, DatasetNotFoundError, CheckpointError) as err:
+    except (ConfigError, DatasetNotFoundError, CheckpointError, ImportError) as err:
+        # ImportError: an optional dependency the run asked for (torchvision, wandb, inv_conv).
         print(f"inv-flow {args.command}: error: {err}", file=sys.stderr)
         return 2
     except Exception as err:  # noqa: BLE001 - diverged training: message, no traceback
