@@ -9,8 +9,9 @@
 // both directions by index mapping alone.
 //
 // One block per sample sweeps the H+W−1 anti-diagonals hc + wc = d; the pixels of a diagonal
-// are independent, and each (pixel, 4 output channels) is one thread's dot product over the
-// earlier diagonals, followed by one block barrier per diagonal. Where the solution is kept
+// are independent, and each (pixel, 4 output channels) is a dot product over the earlier
+// diagonals, shared by `split` lanes of a warp, followed by one block barrier per diagonal.
+// Where the solution is kept
 // while the sweep needs it:
 //   WINDOW_FULL:   the whole sample in shared memory (loaded and stored coalesced);
 //   WINDOW_RING:   the last KH+KW−1 diagonals in a shared ring [slot][c][hc]; z is read from and
@@ -25,7 +26,7 @@
 template <typename T, int WINDOW>
 __device__ void sweep_impl(T* data, const T* __restrict__ prep, int C, int H, int W, int KH,
                            int KW, int ai, int aj, int th, int tw, int flip_h, int flip_w,
-                           int ring, int q_in_smem) {
+                           int ring, int q_in_smem, int split) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     T* smem = reinterpret_cast<T*>(smem_raw);
     const int Cp = round_up4(C), G = Cp / 4, KK = KH * KW, anchor_t = ai * KW + aj;
@@ -43,57 +44,65 @@ __device__ void sweep_impl(T* data, const T* __restrict__ prep, int C, int H, in
     }
     __syncthreads();
 
+    // Thread = (item, lane): `split` consecutive lanes (a power of two <= 32, inside one warp)
+    // share one item's dot product over the (tap, ci) pairs and add up with shuffles, so that
+    // short diagonals still keep many threads busy.
+    const int lane = threadIdx.x & (split - 1);
+    const int pairs = (KK - 1) * C;  // (off-anchor tap, input channel) pairs
+    const i64 cstride = WINDOW == WINDOW_RING ? (i64)H : HW;
     for (int d = 0; d < H + W - 1; ++d) {
         const int h_lo = max(0, d - (W - 1)), h_hi = min(d, H - 1);
         const int npix = h_hi - h_lo + 1;
-        for (int item = threadIdx.x; item < npix * G; item += blockDim.x) {
+        const int nthreads = npix * G * split;
+        for (int base = 0; base < nthreads; base += blockDim.x) {
+            const int idx = base + threadIdx.x;
+            const bool active = idx < nthreads;
+            const int item = idx / split;
             const int g = item / npix;
             const int hc = h_lo + (item - g * npix), wc = d - hc;
-            const int hr = flip_h ? H - 1 - hc : hc, wr = flip_w ? W - 1 - wc : wc;
-            const i64 pix = (i64)hr * W + wr;
-            // Start the loads of z first; the sum below does not wait for them.
-            T z[4];
-#pragma unroll
-            for (int k = 0; k < 4; ++k) {
-                const int co = 4 * g + k;
-                z[k] = T(0);
-                if (co < C) z[k] = (WINDOW == WINDOW_FULL ? win : img)[co * HW + pix];
-            }
             T acc[4] = {T(0), T(0), T(0), T(0)};
-            for (int t = 0; t < KK; ++t) {
-                if (t == anchor_t) continue;
-                const int i = t / KW, j = t - (t / KW) * KW;
-                const int hs = hc + th * (i - ai), ws = wc + tw * (j - aj);
-                if (hs < 0 || ws < 0) continue;
-                const T* src;
-                i64 cstride;
-                if (WINDOW == WINDOW_RING) {
-                    src = win + (i64)((hs + ws) % ring) * C * H + hs;
-                    cstride = H;
-                } else {
-                    const int hsr = flip_h ? H - 1 - hs : hs, wsr = flip_w ? W - 1 - ws : ws;
-                    src = (WINDOW == WINDOW_FULL ? win : img) + (i64)hsr * W + wsr;
-                    cstride = HW;
-                }
-                const Quad<T>* qt = reinterpret_cast<const Quad<T>*>(q + (i64)t * C * Cp) + g;
-#pragma unroll 4
-                for (int ci = 0; ci < C; ++ci) {
-                    const T v = src[ci * cstride];
-                    const Quad<T> c = qt[(i64)ci * G];
+            if (active) {
+                // Pair r = lane, lane + split, ...: tap index tn among the off-anchor taps,
+                // input channel ci.
+                int tn = lane / C, ci = lane - (lane / C) * C;
+                for (int r = lane; r < pairs; r += split) {
+                    const int t = tn + (tn >= anchor_t);
+                    const int i = t / KW, j = t - (t / KW) * KW;
+                    const int hs = hc + th * (i - ai), ws = wc + tw * (j - aj);
+                    if (hs >= 0 && ws >= 0) {
+                        T v;
+                        if (WINDOW == WINDOW_RING) {
+                            v = win[((i64)((hs + ws) % ring) * C + ci) * H + hs];
+                        } else {
+                            const int hsr = flip_h ? H - 1 - hs : hs, wsr = flip_w ? W - 1 - ws : ws;
+                            v = (WINDOW == WINDOW_FULL ? win : img)[ci * cstride + (i64)hsr * W + wsr];
+                        }
+                        const Quad<T> c = reinterpret_cast<const Quad<T>*>(q)[((i64)t * C + ci) * G + g];
 #pragma unroll
-                    for (int k = 0; k < 4; ++k) acc[k] += c.v[k] * v;
+                        for (int k = 0; k < 4; ++k) acc[k] += c.v[k] * v;
+                    }
+                    ci += split;
+                    while (ci >= C) {
+                        ci -= C;
+                        ++tn;
+                    }
                 }
             }
+            for (int off = split >> 1; off > 0; off >>= 1) {
 #pragma unroll
-            for (int k = 0; k < 4; ++k) {
-                const int co = 4 * g + k;
-                if (co >= C) continue;
-                const T s = z[k] - acc[k];
-                if (WINDOW == WINDOW_FULL) {
-                    win[co * HW + pix] = s;
-                } else {
+                for (int k = 0; k < 4; ++k) acc[k] += __shfl_xor_sync(0xffffffffu, acc[k], off);
+            }
+            if (active && lane == 0) {
+                const int hr = flip_h ? H - 1 - hc : hc, wr = flip_w ? W - 1 - wc : wc;
+                const i64 pix = (i64)hr * W + wr;
+#pragma unroll
+                for (int k = 0; k < 4; ++k) {
+                    const int co = 4 * g + k;
+                    if (co >= C) continue;
+                    T* at = (WINDOW == WINDOW_FULL ? win : img) + co * HW + pix;
+                    const T s = *at - acc[k];  // z − Σ Q x
+                    *at = s;
                     if (WINDOW == WINDOW_RING) win[((i64)(d % ring) * C + co) * H + hc] = s;
-                    img[co * HW + pix] = s;
                 }
             }
         }
@@ -105,11 +114,11 @@ __device__ void sweep_impl(T* data, const T* __restrict__ prep, int C, int H, in
 }
 
 #define INV_CONV_SWEEP_ENTRY(NAME, T, WINDOW)                                                  \
-    extern "C" __global__ void NAME(T* data, const T* prep, int C, int H, int W, int KH,       \
+    extern "C" __global__ void __launch_bounds__(1024) NAME(T* data, const T* prep, int C, int H, int W, int KH,       \
                                     int KW, int ai, int aj, int th, int tw, int flip_h,        \
-                                    int flip_w, int ring, int q_in_smem) {                     \
+                                    int flip_w, int ring, int q_in_smem, int split) {          \
         sweep_impl<T, WINDOW>(data, prep, C, H, W, KH, KW, ai, aj, th, tw, flip_h, flip_w,     \
-                              ring, q_in_smem);                                                \
+                              ring, q_in_smem, split);                                         \
     }
 INV_CONV_SWEEP_ENTRY(sweep_full_f32, float, WINDOW_FULL)
 INV_CONV_SWEEP_ENTRY(sweep_full_f64, double, WINDOW_FULL)

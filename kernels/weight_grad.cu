@@ -29,6 +29,8 @@ __device__ void wgrad_partial_impl(const T* __restrict__ x, const T* __restrict_
         gs[nl * Cs + c] = T(0);
         xs[nl * Cs + c] = T(0);
     }
+    const int nl_fixed = threadIdx.x & (chunk - 1);
+    const int c_first = threadIdx.x / chunk, c_step = blockDim.x / chunk;
     const int tiles = G * G;
     const int per_pass = min(tiles, (int)blockDim.x);
     const int nsplit = blockDim.x / per_pass;
@@ -44,19 +46,21 @@ __device__ void wgrad_partial_impl(const T* __restrict__ x, const T* __restrict_
             const i64 n0 = ch * chunk;
             const int cnt = (int)min((i64)chunk, N - n0);
             __syncthreads();  // the previous chunk has been consumed
-            for (int e = threadIdx.x; e < C * chunk; e += blockDim.x) {
-                const int c = e / chunk, nl = e % chunk;
-                T gv = T(0), xv = T(0);
-                if (nl < cnt) {
-                    const i64 n = n0 + nl, b = n / HW, hw = n % HW;
-                    const int h = (int)(hw / W), w = (int)(hw % W);
-                    const T* base = x + b * CHW + (i64)c * HW;
-                    gv = g[b * CHW + (i64)c * HW + hw];
-                    const int hs = h + di, ws = w + dj;
-                    if (hs >= 0 && hs < H && ws >= 0 && ws < W) xv = base[(i64)hs * W + ws];
-                }
-                gs[nl * Cs + c] = gv;
-                xs[nl * Cs + c] = xv;
+            // `chunk` divides blockDim.x: each thread stages one pixel (fixed per chunk, so its
+            // position is worked out once) for channels c_first, c_first + c_step, ...
+            const i64 n = n0 + nl_fixed;
+            const bool valid = nl_fixed < cnt;
+            i64 g_at = 0, x_at = -1;
+            if (valid) {
+                const i64 b = n / HW, hw = n - b * HW;
+                const int h = (int)(hw / W), w = (int)(hw - (i64)(hw / W) * W);
+                g_at = b * CHW + hw;
+                const int hs = h + di, ws = w + dj;
+                if (hs >= 0 && hs < H && ws >= 0 && ws < W) x_at = b * CHW + (i64)hs * W + ws;
+            }
+            for (int c = c_first; c < C; c += c_step) {
+                gs[nl_fixed * Cs + c] = valid ? g[g_at + c * HW] : T(0);
+                xs[nl_fixed * Cs + c] = x_at >= 0 ? x[x_at + c * HW] : T(0);
             }
             __syncthreads();
             if (active) {

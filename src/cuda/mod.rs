@@ -372,8 +372,16 @@ fn solve(
         Window::Ring => "sweep_ring",
         Window::Global => "sweep_global",
     };
+    // Threads per block: (pixels on the longest diagonal) × (4-channel groups) × split, where
+    // `split` lanes share one dot product; aim at ~768 threads so short diagonals still fill
+    // the SM's schedulers.
     let items = p.height.min(p.width) * padded(p.channels) / 4;
-    let block = (items.div_ceil(32) * 32).clamp(64, 512) as u32;
+    let pairs = (p.kernel_h * p.kernel_w - 1) * p.channels;
+    let mut split = 1usize;
+    while split < 32 && items * split * 2 <= 768 && split < pairs {
+        split *= 2;
+    }
+    let block = (items * split).div_ceil(32).clamp(2, 32) as u32 * 32;
     let batch = u32::try_from(p.batch).map_err(|_| Error::Shape("batch too large".into()))?;
     let args = Args::default()
         .ptr(out)
@@ -390,7 +398,8 @@ fn solve(
         .int(flip_h as i32)
         .int(flip_w as i32)
         .int(d.kh + d.kw - 1)
-        .int(q_in_smem as i32);
+        .int(q_in_smem as i32)
+        .int(split as i32);
     launch(
         &dev,
         &format!("{kernel}_{sfx}"),
@@ -455,8 +464,9 @@ fn wgrad_plan(p: &Problem, dt: Dtype, dev: &Device) -> Result<WgradPlan> {
     }
     let kk = (p.kernel_h * p.kernel_w) as u64;
     let nchunks = ((p.batch as u64) * (p.pixels() as u64)).div_ceil(chunk as u64);
-    // About two blocks per SM in all, split over the taps (grid.y).
-    let per_tap = (2 * dev.sm_count as u64).div_ceil(kk).max(1);
+    // About four blocks per SM in all, split over the taps (grid.y). `chunk` is a power of two
+    // no larger than THREADS, which the kernel's staging loop relies on.
+    let per_tap = (4 * dev.sm_count as u64).div_ceil(kk).max(1);
     let nblk = nchunks.min(per_tap).max(1) as u32;
     Ok(WgradPlan {
         chunk: chunk as u32,
