@@ -26,7 +26,7 @@
 template <typename T, int WINDOW>
 __device__ void sweep_impl(T* data, const T* __restrict__ prep, int C, int H, int W, int KH,
                            int KW, int ai, int aj, int th, int tw, int flip_h, int flip_w,
-                           int ring, int q_in_smem, int split) {
+                           int ring, int q_in_smem, int split, int ci_lanes) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     T* smem = reinterpret_cast<T*>(smem_raw);
     const int Cp = round_up4(C), G = Cp / 4, KK = KH * KW, anchor_t = ai * KW + aj;
@@ -48,7 +48,6 @@ __device__ void sweep_impl(T* data, const T* __restrict__ prep, int C, int H, in
     // share one item's dot product over the (tap, ci) pairs and add up with shuffles, so that
     // short diagonals still keep many threads busy.
     const int lane = threadIdx.x & (split - 1);
-    const int pairs = (KK - 1) * C;  // (off-anchor tap, input channel) pairs
     const i64 cstride = WINDOW == WINDOW_RING ? (i64)H : HW;
     for (int d = 0; d < H + W - 1; ++d) {
         const int h_lo = max(0, d - (W - 1)), h_hi = min(d, H - 1);
@@ -62,29 +61,28 @@ __device__ void sweep_impl(T* data, const T* __restrict__ prep, int C, int H, in
             const int hc = h_lo + (item - g * npix), wc = d - hc;
             T acc[4] = {T(0), T(0), T(0), T(0)};
             if (active) {
-                // Pair r = lane, lane + split, ...: tap index tn among the off-anchor taps,
-                // input channel ci.
-                int tn = lane / C, ci = lane - (lane / C) * C;
-                for (int r = lane; r < pairs; r += split) {
+                // Lane = (tap lane, channel lane): taps tn = tap_lane, tap_lane + tap_lanes, ...
+                // among the off-anchor taps; for each, channels ci = ci_lane + k·ci_lanes.
+                // Per-tap index work stays outside the channel loop.
+                for (int tn = lane / ci_lanes; tn < KK - 1; tn += split / ci_lanes) {
                     const int t = tn + (tn >= anchor_t);
                     const int i = t / KW, j = t - (t / KW) * KW;
                     const int hs = hc + th * (i - ai), ws = wc + tw * (j - aj);
-                    if (hs >= 0 && ws >= 0) {
-                        T v;
-                        if (WINDOW == WINDOW_RING) {
-                            v = win[((i64)((hs + ws) % ring) * C + ci) * H + hs];
-                        } else {
-                            const int hsr = flip_h ? H - 1 - hs : hs, wsr = flip_w ? W - 1 - ws : ws;
-                            v = (WINDOW == WINDOW_FULL ? win : img)[ci * cstride + (i64)hsr * W + wsr];
-                        }
-                        const Quad<T> c = reinterpret_cast<const Quad<T>*>(q)[((i64)t * C + ci) * G + g];
+                    if (hs < 0 || ws < 0) continue;
+                    const T* src;
+                    if (WINDOW == WINDOW_RING) {
+                        src = win + (i64)((hs + ws) % ring) * C * H + hs;
+                    } else {
+                        const int hsr = flip_h ? H - 1 - hs : hs, wsr = flip_w ? W - 1 - ws : ws;
+                        src = (WINDOW == WINDOW_FULL ? win : img) + (i64)hsr * W + wsr;
+                    }
+                    const Quad<T>* qt = reinterpret_cast<const Quad<T>*>(q) + (i64)t * C * G + g;
+#pragma unroll 4
+                    for (int ci = lane & (ci_lanes - 1); ci < C; ci += ci_lanes) {
+                        const T v = src[ci * cstride];
+                        const Quad<T> c = qt[ci * G];
 #pragma unroll
                         for (int k = 0; k < 4; ++k) acc[k] += c.v[k] * v;
-                    }
-                    ci += split;
-                    while (ci >= C) {
-                        ci -= C;
-                        ++tn;
                     }
                 }
             }
@@ -116,9 +114,10 @@ __device__ void sweep_impl(T* data, const T* __restrict__ prep, int C, int H, in
 #define INV_CONV_SWEEP_ENTRY(NAME, T, WINDOW)                                                  \
     extern "C" __global__ void __launch_bounds__(1024) NAME(T* data, const T* prep, int C, int H, int W, int KH,       \
                                     int KW, int ai, int aj, int th, int tw, int flip_h,        \
-                                    int flip_w, int ring, int q_in_smem, int split) {          \
+                                    int flip_w, int ring, int q_in_smem, int split,            \
+                                    int ci_lanes) {                                            \
         sweep_impl<T, WINDOW>(data, prep, C, H, W, KH, KW, ai, aj, th, tw, flip_h, flip_w,     \
-                              ring, q_in_smem, split);                                         \
+                              ring, q_in_smem, split, ci_lanes);                               \
     }
 INV_CONV_SWEEP_ENTRY(sweep_full_f32, float, WINDOW_FULL)
 INV_CONV_SWEEP_ENTRY(sweep_full_f64, double, WINDOW_FULL)

@@ -382,6 +382,12 @@ fn solve(
         split *= 2;
     }
     let block = (items * split).div_ceil(32).clamp(2, 32) as u32 * 32;
+    // Lanes split first over input channels (a power of two dividing both C and split, so the
+    // channel loop is balanced), the rest over taps.
+    let mut ci_lanes = 1usize;
+    while ci_lanes < split && p.channels % (ci_lanes * 2) == 0 {
+        ci_lanes *= 2;
+    }
     let batch = u32::try_from(p.batch).map_err(|_| Error::Shape("batch too large".into()))?;
     let args = Args::default()
         .ptr(out)
@@ -399,7 +405,8 @@ fn solve(
         .int(flip_w as i32)
         .int(d.kh + d.kw - 1)
         .int(q_in_smem as i32)
-        .int(split as i32);
+        .int(split as i32)
+        .int(ci_lanes as i32);
     launch(
         &dev,
         &format!("{kernel}_{sfx}"),
