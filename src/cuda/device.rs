@@ -83,7 +83,7 @@ unsafe impl Sync for Function {}
 pub struct Device {
     pub ordinal: usize,
     pub(crate) ctx: Arc<CudaContext>,
-    functions: HashMap<&'static str, Function>,
+    functions: HashMap<&'static str, (Function, usize)>,
     pub arch: String,
     pub sm_count: u32,
     /// Largest dynamic shared memory a block may use (after opting in).
@@ -95,7 +95,7 @@ pub struct Device {
 }
 
 impl Device {
-    pub(crate) fn function(&self, name: &str) -> Result<Function> {
+    pub(crate) fn function(&self, name: &str) -> Result<(Function, usize)> {
         self.functions
             .get(name)
             .copied()
@@ -146,7 +146,7 @@ impl Device {
         let module = unsafe { result::module::load_data(cubin.as_ptr() as *const c_void) }
             .map_err(|e| cuda_err("cuModuleLoadData", e))?;
         let mut functions = HashMap::new();
-        for name in kernels::ENTRY_POINTS {
+        for (name, nargs) in kernels::ENTRY_POINTS {
             let cname = CString::new(name).unwrap();
             let f = unsafe { result::module::get_function(module, cname) }
                 .map_err(|e| cuda_err(&format!("cuModuleGetFunction({name})"), e))?;
@@ -160,7 +160,7 @@ impl Device {
                 )
             }
             .map_err(|e| cuda_err(&format!("cuFuncSetAttribute({name})"), e))?;
-            functions.insert(name, Function(f));
+            functions.insert(name, (Function(f), nargs));
         }
         let load_ms = t1.elapsed().as_secs_f64() * 1e3;
         Ok(Device {
@@ -223,7 +223,13 @@ pub(crate) fn launch(
     stream: u64,
     args: Args,
 ) -> Result<()> {
-    let f = dev.function(name)?;
+    let (f, nargs) = dev.function(name)?;
+    if args.slots.len() != nargs {
+        return Err(Error::Cuda(format!(
+            "internal error: {name} takes {nargs} arguments, the launch passed {}",
+            args.slots.len()
+        )));
+    }
     if grid.0 == 0
         || grid.1 == 0
         || grid.2 == 0

@@ -13,26 +13,27 @@ pub const SOURCES: [(&str, &str); 5] = [
     ),
 ];
 
-/// Every `extern "C"` entry point the backend launches.
-pub const ENTRY_POINTS: [&str; 18] = [
-    "prepare_inverse_f32",
-    "prepare_inverse_f64",
-    "prepare_taps_f32",
-    "prepare_taps_f64",
-    "conv_f32",
-    "conv_f64",
-    "channel_mix_f32",
-    "channel_mix_f64",
-    "sweep_full_f32",
-    "sweep_full_f64",
-    "sweep_ring_f32",
-    "sweep_ring_f64",
-    "sweep_global_f32",
-    "sweep_global_f64",
-    "wgrad_partial_f32",
-    "wgrad_partial_f64",
-    "wgrad_reduce_f32",
-    "wgrad_reduce_f64",
+/// Every `extern "C"` entry point the backend launches, with its number of parameters (checked
+/// at each launch: the driver cannot tell when a launch passes too few).
+pub const ENTRY_POINTS: [(&str, usize); 18] = [
+    ("prepare_inverse_f32", 7),
+    ("prepare_inverse_f64", 7),
+    ("prepare_taps_f32", 6),
+    ("prepare_taps_f64", 6),
+    ("conv_f32", 13),
+    ("conv_f64", 13),
+    ("channel_mix_f32", 6),
+    ("channel_mix_f64", 6),
+    ("sweep_full_f32", 17),
+    ("sweep_full_f64", 17),
+    ("sweep_ring_f32", 17),
+    ("sweep_ring_f64", 17),
+    ("sweep_global_f32", 17),
+    ("sweep_global_f64", 17),
+    ("wgrad_partial_f32", 12),
+    ("wgrad_partial_f64", 12),
+    ("wgrad_reduce_f32", 6),
+    ("wgrad_reduce_f64", 6),
 ];
 
 /// The program text: the files concatenated, each preceded by a `#line` directive so that

@@ -316,22 +316,18 @@ fn solve(
     let dev = device(t.device)?;
     let sfx = dt.suffix();
     // L⁻¹ and P (one block), then Q_t = P·M_t, then z = P·rhs into the output.
+    let subst_bytes = (padded(p.channels) + p.channels) * p.channels * dt.size();
+    let subst_in_smem = subst_bytes <= dev.max_smem as usize;
     let args = Args::default()
         .ptr(weight)
         .ptr(prep)
         .int(d.c)
         .int(d.kk)
         .int(d.anchor_t)
-        .int(adjoint as i32);
-    launch(
-        &dev,
-        &format!("prepare_inverse_{sfx}"),
-        (1, 1, 1),
-        THREADS,
-        0,
-        t.stream,
-        args,
-    )?;
+        .int(adjoint as i32)
+        .int(subst_in_smem as i32);
+    let smem = if subst_in_smem { subst_bytes as u32 } else { 0 };
+    launch(&dev, &format!("prepare_inverse_{sfx}"), (1, 1, 1), THREADS, smem, t.stream, args)?;
     prepare_taps(
         &dev,
         t,
