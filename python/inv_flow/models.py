@@ -13,17 +13,24 @@ import copy
 import warnings
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+import torch
+
 from .distributions import DiagonalGaussian
 from .flows import FlowSequential
-from .layers import (ActNorm, AffineCoupling, Dequantization, Flatten, FlowLayer, InvConv,
-                     InvFlowUnit, InvertibleConv1x1, LogitTransform, LULinear, Normalization,
-                     SplitPrior, Squeeze, build_activation)
+from .layers import (ActNorm, AffineCoupling, Dequantization, FInCFlowUnit, Flatten, FlowLayer,
+                     InvConv, InvFlowUnit, InvertibleConv1x1, LogitTransform, LULinear,
+                     Normalization, SelfNormConv2d, SplitPrior, Squeeze, build_activation)
 from .layers.activations import ACTIVATIONS
 from .layers.invconv import DIRECTIONS, ORDERS
+from .layers.snf import recon_loss_scale
 
 MODELS = ("glow", "cnn", "fc")
 INV_CONV_KINDS = ("unit", "single", "conv1x1")
 PREPROCESSING = ("logit", "center")
+#: Flow families (``cfg["family"]``): which invertible convolution each step of flow uses.
+#: "auto" keeps the behaviour of ``inv_conv`` / ``direction`` alone (the original keys).
+FAMILIES = ("auto", "inverse_flow", "finc_flow", "glow", "snf")
+FINC_UNITS = ("grouped", "unit")
 
 #: Defaults for every model key ``build_model`` reads (a missing key takes this value).
 MODEL_DEFAULTS: Dict[str, Any] = {
@@ -39,6 +46,7 @@ MODEL_DEFAULTS: Dict[str, Any] = {
                               # cycling TL,TR,BL,BR over steps) | "conv1x1" (Glow's 1x1 conv, LU)
     "coupling_hidden": 512,   # hidden channels of the coupling CNN (glow)
     "modified_grad": True,    # True: inv_conv's fast exact backward; False: dense autograd reference
+                              # (snf: True = self-normalized gradient, False = exact dense gradient)
     "direction": "inverse",   # "inverse" (Inverse-Flow) | "conv" (FInC Flow)
     "num_levels": 256,        # number of discrete pixel values of the data
     "preprocess": "logit",    # "logit": x/num_levels -> logit(alpha + (1-2 alpha) x); "center": x/num_levels - 0.5
@@ -47,6 +55,18 @@ MODEL_DEFAULTS: Dict[str, Any] = {
     "spline_tail_bound": 10.0,
     "slr_alpha": 0.3,
     "learn_base": False,      # learnable mean/log-std of the Gaussian base
+    # --- flow family (baselines); see _mixing_layers ---------------------------------------
+    "family": "auto",         # "auto" (from inv_conv/direction) | "inverse_flow" | "finc_flow" |
+                              # "glow" | "snf"; anything but "auto" overrides inv_conv/direction
+                              # (inverse_flow/finc_flow still honour inv_conv "unit"/"single")
+    "finc_unit": "grouped",   # finc_flow: "grouped" (FInC Flow's unit: 4 channel groups, one order
+                              # each, then Glow's 1x1 conv to mix them) | "unit" (Inverse-Flow's
+                              # TL,TR,BL,BR unit, convolution in the density direction)
+    "recon_loss_weight": 1.0, # snf: initial weight of the reconstruction loss ||R(Wx) - x||^2
+    "recon_loss_lr": 0.0,     # snf: adaptive weight step (0 = fixed), see layers/snf.py
+    "sym_recon_grad": False,  # snf: also train W with ||W(R z) - z||^2
+    "sample_true_inv": False, # snf: sample with the exact inverse (dense solve), not R
+    "snf_max_dense_dims": 4096,  # snf: largest C*H*W for the exact (dense) log-determinant
 }
 
 # Architecture follows the Inverse-Flow README: MNIST n_blocks=3, block_size=32;
@@ -131,6 +151,7 @@ def _validate(cfg: Dict[str, Any], image_shape: Sequence[int]) -> Tuple[int, int
         raise ValueError(f"unknown direction {cfg['direction']!r}; expected one of {DIRECTIONS}")
     if cfg["preprocess"] not in PREPROCESSING:
         raise ValueError(f"unknown preprocess {cfg['preprocess']!r}; expected one of {PREPROCESSING}")
+    _validate_family(cfg, channels, height, width)
 
     model, num_blocks = cfg["model"], int(cfg["num_blocks"])
     squeezes = num_blocks if model == "glow" else (num_blocks - 1 if model == "cnn" else 0)
@@ -153,16 +174,79 @@ def _preprocessing(cfg) -> List[FlowLayer]:
     return layers
 
 
-def _mixing_layer(cfg, channels: int, step: int) -> FlowLayer:
-    """The invertible convolution of one step of flow."""
-    kind = cfg["inv_conv"]
+def _validate_family(cfg: Dict[str, Any], channels: int, height: int, width: int) -> None:
+    family = cfg["family"]
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; expected one of {FAMILIES}")
+    if family == "auto":
+        return
+    if cfg["model"] == "fc":
+        raise ValueError(f"family {family!r} selects the convolution of glow/cnn models; the fc "
+                         "model has none (use family='auto')")
+    if family in ("inverse_flow", "finc_flow") and cfg["inv_conv"] == "conv1x1":
+        raise ValueError(f"family {family!r} uses k x k masked convolutions, but inv_conv="
+                         "'conv1x1'; set inv_conv to 'unit' or 'single' (or family='glow')")
+    if cfg["finc_unit"] not in FINC_UNITS:
+        raise ValueError(f"unknown finc_unit {cfg['finc_unit']!r}; expected one of {FINC_UNITS}")
+    if family == "snf":
+        if int(cfg["kernel_size"]) % 2 == 0:
+            raise ValueError(f"family 'snf' needs an odd kernel_size ('same' padding), got "
+                             f"{cfg['kernel_size']}")
+        for key in ("recon_loss_weight", "recon_loss_lr"):
+            if float(cfg[key]) < 0:
+                raise ValueError(f"{key} must be >= 0, got {cfg[key]!r}")
+        # Every SNF convolution sees C*H*W dims (squeeze and split never increase it).
+        dims, limit = channels * height * width, _positive_int(cfg, "snf_max_dense_dims")
+        if dims > limit:
+            raise ValueError(
+                f"family 'snf' evaluates its exact log-likelihood through the dense DxD matrix of "
+                f"each convolution; these images have D = {dims} > snf_max_dense_dims = {limit}. "
+                "Use smaller images or raise snf_max_dense_dims.")
+        if float(cfg["recon_loss_weight"]) == 0 and float(cfg["recon_loss_lr"]) == 0:
+            warnings.warn("family 'snf' with recon_loss_weight=0 and recon_loss_lr=0: the "
+                          "approximate inverse R is never trained, so the self-normalized "
+                          "gradient and sampling through R are wrong (Keller et al. use 1).",
+                          stacklevel=3)
+
+
+def mixing_kind(cfg: Mapping[str, Any]) -> str:
+    """What the invertible convolution of a step is, for a resolved config: "inverse_unit",
+    "inverse_single", "conv_unit", "conv_single", "finc_grouped", "conv1x1" or "snf"."""
+    family = cfg["family"]
+    if family == "glow" or (family == "auto" and cfg["inv_conv"] == "conv1x1"):
+        return "conv1x1"
+    if family == "snf":
+        return "snf"
+    if family == "finc_flow" and cfg["finc_unit"] == "grouped":
+        return "finc_grouped"
+    direction = {"inverse_flow": "inverse", "finc_flow": "conv"}.get(family, cfg["direction"])
+    return f"{direction}_{cfg['inv_conv']}"
+
+
+def _mixing_layers(cfg, channels: int, step: int) -> List[FlowLayer]:
+    """The invertible convolution(s) of one step of flow, by family (``mixing_kind``)."""
+    kind = mixing_kind(cfg)
     if kind == "conv1x1":
-        return InvertibleConv1x1(channels, lu=True)
-    common = dict(kernel_size=int(cfg["kernel_size"]), direction=cfg["direction"],
-                  dense_reference=not bool(cfg["modified_grad"]))
-    if kind == "unit":
-        return InvFlowUnit(channels, **common)
-    return InvConv(channels, order=ORDERS[step % len(ORDERS)], **common)
+        return [InvertibleConv1x1(channels, lu=True)]
+    kernel_size = int(cfg["kernel_size"])
+    if kind == "snf":
+        return [SelfNormConv2d(channels, kernel_size, modified_grad=bool(cfg["modified_grad"]),
+                               sym_recon_grad=bool(cfg["sym_recon_grad"]),
+                               sample_true_inv=bool(cfg["sample_true_inv"]),
+                               recon_loss_weight=float(cfg["recon_loss_weight"]),
+                               recon_loss_lr=float(cfg["recon_loss_lr"]),
+                               max_dense_dims=int(cfg["snf_max_dense_dims"]))]
+    dense_reference = not bool(cfg["modified_grad"])
+    if kind == "finc_grouped":
+        # FInC Flow's unit leaves its four channel groups unmixed: Glow's 1x1 conv mixes them.
+        return [FInCFlowUnit(channels, kernel_size, direction="conv",
+                             dense_reference=dense_reference),
+                InvertibleConv1x1(channels, lu=True)]
+    direction, shape = kind.split("_")
+    common = dict(kernel_size=kernel_size, direction=direction, dense_reference=dense_reference)
+    if shape == "unit":
+        return [InvFlowUnit(channels, **common)]
+    return [InvConv(channels, order=ORDERS[step % len(ORDERS)], **common)]
 
 
 def _activation(cfg, channels: int) -> Optional[FlowLayer]:
@@ -180,7 +264,7 @@ def _build_glow(cfg, channels, height, width):
         for step in range(block_size):
             if cfg["actnorm"]:
                 layers.append(ActNorm(channels))
-            layers.append(_mixing_layer(cfg, channels, step))
+            layers.extend(_mixing_layers(cfg, channels, step))
             activation = _activation(cfg, channels)
             if activation is not None:
                 layers.append(activation)
@@ -200,7 +284,7 @@ def _build_cnn(cfg, channels, height, width):
         for step in range(block_size):
             if cfg["actnorm"]:
                 layers.append(ActNorm(channels))
-            layers.append(_mixing_layer(cfg, channels, step))
+            layers.extend(_mixing_layers(cfg, channels, step))
             last = block == num_blocks - 1 and step == block_size - 1
             activation = None if last else _activation(cfg, channels)
             if activation is not None:
@@ -227,15 +311,50 @@ def _build_fc(cfg, channels, height, width):
     return layers, (num_features,)
 
 
+class FlowModel(FlowSequential):
+    """The :class:`FlowSequential` that :func:`build_model` returns, plus the training-loss
+    terms some flow families need besides the negative log-likelihood.
+
+    **Contract for training loops**: after each training-mode forward pass (``model.train()``,
+    gradients enabled), add ``model.extra_loss()`` to the mean bits/dim loss before
+    ``backward()``::
+
+        _, log_prob = model(batch)
+        loss = bits_per_dim(log_prob, D).mean() + model.extra_loss()
+
+    It returns a 0-dim tensor in the units of that loss (bits/dim): 0 for every family except
+    ``snf``, where it is ``Σ_layers λ_l e_l / (D ln 2)`` — the reconstruction losses that train
+    the approximate inverses R (see :mod:`inv_flow.layers.snf`). It consumes what the last
+    forward stored (a second call returns 0) and, with ``recon_loss_lr > 0``, takes one step of
+    the adaptive weights, so call it exactly once per optimizer step. Evaluation needs nothing.
+    """
+
+    def extra_loss(self) -> torch.Tensor:
+        terms = [loss for module in self.modules() if isinstance(module, SelfNormConv2d)
+                 for loss in (module.pop_recon_loss(),) if loss is not None]
+        if not terms:
+            return self.base.mean.new_zeros(())
+        return torch.stack(terms).sum() * recon_loss_scale(self.num_dims)
+
+
 def build_model(cfg: Optional[Mapping[str, Any]], image_shape: Tuple[int, int, int]
-                ) -> FlowSequential:
+                ) -> FlowModel:
     """Build a flow for images of shape ``image_shape = (C, H, W)`` from a config dict.
 
     Keys read (others are ignored; missing ones take :data:`MODEL_DEFAULTS`): ``model``
     ("glow" | "cnn" | "fc"), ``num_blocks``, ``block_size``, ``num_layers`` (fc),
     ``actnorm``, ``split_prior`` (glow), ``activation``, ``kernel_size``, ``inv_conv``,
     ``coupling_hidden``, ``modified_grad``, ``direction``, ``num_levels``, ``preprocess``,
-    ``logit_alpha``, ``spline_bins``, ``spline_tail_bound``, ``slr_alpha``, ``learn_base``.
+    ``logit_alpha``, ``spline_bins``, ``spline_tail_bound``, ``slr_alpha``, ``learn_base``,
+    and the family keys ``family``, ``finc_unit``, ``recon_loss_weight``, ``recon_loss_lr``,
+    ``sym_recon_grad``, ``sample_true_inv``, ``snf_max_dense_dims``.
+
+    ``family`` swaps the invertible convolution of every step of flow in the same
+    architecture: "inverse_flow" (inverse of a masked k×k conv in the density direction),
+    "finc_flow" (the masked conv itself in the density direction; wavefront inverse to
+    sample), "glow" (1×1 convs), "snf" (self-normalizing k×k conv with a learned inverse);
+    "auto" (default) derives it from ``inv_conv`` / ``direction`` as before. Training an
+    ``snf`` model needs :meth:`FlowModel.extra_loss` in the loss.
 
     Raises ``ValueError`` (before any training) for an unknown option or an image the model
     cannot take, e.g. H or W not divisible by ``2**num_blocks`` for glow.
@@ -245,10 +364,11 @@ def build_model(cfg: Optional[Mapping[str, Any]], image_shape: Tuple[int, int, i
     channels, height, width = _validate(cfg, image_shape)
     builder = {"glow": _build_glow, "cnn": _build_cnn, "fc": _build_fc}[cfg["model"]]
     layers, latent_shape = builder(cfg, channels, height, width)
-    if not cfg["modified_grad"] and cfg["inv_conv"] != "conv1x1" and \
-            channels * height * width > 4096:
+    dense_kinds = ("conv1x1", "snf")  # no inv_conv dense reference in these
+    if not cfg["modified_grad"] and cfg["model"] != "fc" and \
+            mixing_kind(cfg) not in dense_kinds and channels * height * width > 4096:
         warnings.warn("modified_grad=False uses inv_conv's dense reference implementation, "
                       f"which is meant for small images; this one has {channels * height * width} "
                       "dims and will be slow and memory hungry.", stacklevel=2)
     base = DiagonalGaussian(latent_shape, learnable=bool(cfg["learn_base"]))
-    return FlowSequential(layers, base, input_shape=(channels, height, width))
+    return FlowModel(layers, base, input_shape=(channels, height, width))
