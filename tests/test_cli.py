@@ -175,3 +175,14 @@ def test_python_dash_m_entry_point(tmp_path):
                             text=True, env=env, cwd=tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "val_bpd" in result.stdout and (tmp_path / "best.tar").is_file()
+
+
+def test_wandb_is_optional_and_only_imported_when_asked(tmp_path, capsys):
+    import importlib.util
+
+    if importlib.util.find_spec("wandb") is not None:
+        pytest.skip("wandb is installed here")
+    args = tiny_train_args(tmp_path) + ["--set", "wandb=true"]
+    assert main(args) == 2
+    assert "wandb is not installed" in capsys.readouterr().err
+    assert not (tmp_path / "best.tar").exists()

@@ -123,3 +123,29 @@ def test_impossible_shapes_are_config_errors():
         check_image_shape("mnist", (1, 24, 24), pad_to=(24, 24))
     assert check_image_shape("celeba64", (3, 48, 48)) == (3, 48, 48)  # resized by the loader
     assert check_image_shape("mnist", (1, 32, 32), pad_to=(32, 32)) == (1, 32, 32)
+
+
+def _write_fake_mnist(root: Path, count: int) -> np.ndarray:
+    """Tiny MNIST in torchvision's raw idx format (uncompressed)."""
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    images = np.random.default_rng(0).integers(0, 256, (count, 28, 28), dtype=np.uint8)
+    labels = np.zeros(count, dtype=np.uint8)
+    for prefix in ("train", "t10k"):
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(
+            np.array([2051, count, 28, 28], dtype=">i4").tobytes() + images.tobytes())
+        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(
+            np.array([2049, count], dtype=">i4").tobytes() + labels.tobytes())
+    return images
+
+
+def test_mnist_through_torchvision_is_padded_to_32(tmp_path):
+    pytest.importorskip("torchvision")
+    images = _write_fake_mnist(tmp_path, count=20)
+    splits = load_datasets(data_config(tmp_path, dataset="mnist", image_shape=(1, 32, 32),
+                                       pad_to=(32, 32), val_fraction=0.25))
+    assert len(splits.train) == 15 and len(splits.val) == 5 and len(splits.test) == 20
+    first = splits.test[0]
+    assert first.shape == (1, 32, 32) and first.dtype == torch.float32
+    assert torch.equal(first[0, 2:30, 2:30], torch.from_numpy(images[0]).float())
+    assert first[0, :2].sum() == 0 and first[0, :, 30:].sum() == 0

@@ -13,6 +13,7 @@ Distributed training (a later issue) plugs in at three seams: :func:`select_devi
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import time
 from pathlib import Path
@@ -116,7 +117,10 @@ class Experiment:
         seed_everything(self.config["seed"])
         self.device = select_device(self.config["device"])
 
-        # Cheap checks first: shape vs dataset, then shape vs model, then files on disk.
+        # Cheap checks first: optional packages, shape vs dataset, shape vs model, files on disk.
+        if self.config["wandb"] and importlib.util.find_spec("wandb") is None:
+            raise ImportError("wandb=true but wandb is not installed; `pip install wandb` or "
+                              "leave wandb=false")
         if datasets is not None:
             self.image_shape = tuple(int(s) for s in datasets.image_shape)
         else:
