@@ -22,6 +22,8 @@
 #define WINDOW_FULL 0
 #define WINDOW_RING 1
 #define WINDOW_GLOBAL 2
+// Taps whose offsets are tabled in static shared memory (larger kernels compute the rest).
+#define MAX_TABLE_TAPS 64
 
 template <typename T, int WINDOW>
 __device__ void sweep_impl(T* data, const T* __restrict__ prep, int C, int H, int W, int KH,
@@ -44,30 +46,48 @@ __device__ void sweep_impl(T* data, const T* __restrict__ prep, int C, int H, in
     }
     __syncthreads();
 
-    // Thread = (item, lane): `split` consecutive lanes (a power of two <= 32, inside one warp)
-    // share one item's dot product over the (tap, ci) pairs and add up with shuffles, so that
-    // short diagonals still keep many threads busy.
+    // Thread = (pixel slot, channel group g, lane): `split` consecutive lanes (a power of two
+    // <= 32, inside one warp) share one dot product over the (tap, ci) pairs and add up with
+    // shuffles, so that short diagonals still keep many threads busy. The thread's role is
+    // fixed for the whole sweep: all index divisions happen here, once.
     const int lane = threadIdx.x & (split - 1);
+    const int slot = threadIdx.x / split;
+    const int g = slot % G;
+    const int k0 = slot / G;
+    const int kstep = blockDim.x / (split * G);  // pixels of a diagonal per pass (>= 1)
+    const bool has_role = k0 < kstep;
+    const int tap_first = lane / ci_lanes, tap_step = split / ci_lanes;
+    const int ci_first = lane & (ci_lanes - 1);
     const i64 cstride = WINDOW == WINDOW_RING ? (i64)H : HW;
+    // Off-anchor taps: weight index and canonical offset, computed once per block.
+    __shared__ int tap_t[MAX_TABLE_TAPS], tap_dh[MAX_TABLE_TAPS], tap_dw[MAX_TABLE_TAPS];
+    for (int tn = threadIdx.x; tn < KK - 1 && tn < MAX_TABLE_TAPS; tn += blockDim.x) {
+        const int t = tn + (tn >= anchor_t);
+        tap_t[tn] = t;
+        tap_dh[tn] = th * (t / KW - ai);
+        tap_dw[tn] = tw * (t % KW - aj);
+    }
+    __syncthreads();
     for (int d = 0; d < H + W - 1; ++d) {
         const int h_lo = max(0, d - (W - 1)), h_hi = min(d, H - 1);
         const int npix = h_hi - h_lo + 1;
-        const int nthreads = npix * G * split;
-        for (int base = 0; base < nthreads; base += blockDim.x) {
-            const int idx = base + threadIdx.x;
-            const bool active = idx < nthreads;
-            const int item = idx / split;
-            const int g = item / npix;
-            const int hc = h_lo + (item - g * npix), wc = d - hc;
+        for (int kb = 0; kb < npix; kb += kstep) {  // uniform trip count: shuffles below
+            const int k = kb + k0;
+            const bool active = has_role && k < npix;
+            const int hc = h_lo + k, wc = d - hc;
             T acc[4] = {T(0), T(0), T(0), T(0)};
             if (active) {
-                // Lane = (tap lane, channel lane): taps tn = tap_lane, tap_lane + tap_lanes, ...
-                // among the off-anchor taps; for each, channels ci = ci_lane + k·ci_lanes.
-                // Per-tap index work stays outside the channel loop.
-                for (int tn = lane / ci_lanes; tn < KK - 1; tn += split / ci_lanes) {
-                    const int t = tn + (tn >= anchor_t);
-                    const int i = t / KW, j = t - (t / KW) * KW;
-                    const int hs = hc + th * (i - ai), ws = wc + tw * (j - aj);
+                for (int tn = tap_first; tn < KK - 1; tn += tap_step) {
+                    int t, hs, ws;
+                    if (tn < MAX_TABLE_TAPS) {
+                        t = tap_t[tn];
+                        hs = hc + tap_dh[tn];
+                        ws = wc + tap_dw[tn];
+                    } else {
+                        t = tn + (tn >= anchor_t);
+                        hs = hc + th * (t / KW - ai);
+                        ws = wc + tw * (t % KW - aj);
+                    }
                     if (hs < 0 || ws < 0) continue;
                     const T* src;
                     if (WINDOW == WINDOW_RING) {
@@ -78,27 +98,27 @@ __device__ void sweep_impl(T* data, const T* __restrict__ prep, int C, int H, in
                     }
                     const Quad<T>* qt = reinterpret_cast<const Quad<T>*>(q) + (i64)t * C * G + g;
 #pragma unroll 4
-                    for (int ci = lane & (ci_lanes - 1); ci < C; ci += ci_lanes) {
+                    for (int ci = ci_first; ci < C; ci += ci_lanes) {
                         const T v = src[ci * cstride];
                         const Quad<T> c = qt[ci * G];
 #pragma unroll
-                        for (int k = 0; k < 4; ++k) acc[k] += c.v[k] * v;
+                        for (int kq = 0; kq < 4; ++kq) acc[kq] += c.v[kq] * v;
                     }
                 }
             }
             for (int off = split >> 1; off > 0; off >>= 1) {
 #pragma unroll
-                for (int k = 0; k < 4; ++k) acc[k] += __shfl_xor_sync(0xffffffffu, acc[k], off);
+                for (int kq = 0; kq < 4; ++kq) acc[kq] += __shfl_xor_sync(0xffffffffu, acc[kq], off);
             }
             if (active && lane == 0) {
                 const int hr = flip_h ? H - 1 - hc : hc, wr = flip_w ? W - 1 - wc : wc;
                 const i64 pix = (i64)hr * W + wr;
 #pragma unroll
-                for (int k = 0; k < 4; ++k) {
-                    const int co = 4 * g + k;
+                for (int kq = 0; kq < 4; ++kq) {
+                    const int co = 4 * g + kq;
                     if (co >= C) continue;
                     T* at = (WINDOW == WINDOW_FULL ? win : img) + co * HW + pix;
-                    const T s = *at - acc[k];  // z − Σ Q x
+                    const T s = *at - acc[kq];  // z − Σ Q x
                     *at = s;
                     if (WINDOW == WINDOW_RING) win[((i64)(d % ring) * C + co) * H + hc] = s;
                 }

@@ -362,7 +362,8 @@ fn solve(
     let flip_w = p.order.pads_left() == adjoint;
     let th = sign * if flip_h { -1 } else { 1 };
     let tw = sign * if flip_w { -1 } else { 1 };
-    let (window, q_in_smem, smem) = sweep_plan(p, dt, dev.max_smem as usize);
+    // Keep 1 KB for the kernel's static shared memory (its tap table).
+    let (window, q_in_smem, smem) = sweep_plan(p, dt, dev.max_smem as usize - 1024);
     let kernel = match window {
         Window::Full => "sweep_full",
         Window::Ring => "sweep_ring",
@@ -371,13 +372,21 @@ fn solve(
     // Threads per block: (pixels on the longest diagonal) × (4-channel groups) × split, where
     // `split` lanes share one dot product; aim at ~768 threads so short diagonals still fill
     // the SM's schedulers.
-    let items = p.height.min(p.width) * padded(p.channels) / 4;
+    let groups = padded(p.channels) / 4;
+    let items = p.height.min(p.width) * groups;
     let pairs = (p.kernel_h * p.kernel_w - 1) * p.channels;
     let mut split = 1usize;
     while split < 32 && items * split * 2 <= 768 && split < pairs {
         split *= 2;
     }
-    let block = (items * split).div_ceil(32).clamp(2, 32) as u32 * 32;
+    // A block holds whole pixels (split × groups threads each), at least one.
+    if split * groups > 1024 {
+        return Err(Error::Device(format!(
+            "C = {} is too large for the CUDA wavefront kernel (at most 4096 channels)",
+            p.channels
+        )));
+    }
+    let block = ((items * split).min(1024).max(split * groups).div_ceil(32) * 32).max(64) as u32;
     // Lanes split first over input channels (a power of two dividing both C and split, so the
     // channel loop is balanced), the rest over taps.
     let mut ci_lanes = 1usize;
