@@ -150,13 +150,17 @@ impl Device {
             let cname = CString::new(name).unwrap();
             let f = unsafe { result::module::get_function(module, cname) }
                 .map_err(|e| cuda_err(&format!("cuModuleGetFunction({name})"), e))?;
-            // Let every kernel use the device's full shared memory; each launch asks for what
-            // its plan needs.
+            // Let every kernel use the device's full shared memory, less its static part; each
+            // launch asks for what its plan needs.
+            let static_smem = unsafe {
+                result::function::get_function_attribute(f, CUfunction_attribute::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES)
+            }
+            .map_err(|e| cuda_err(&format!("cuFuncGetAttribute({name})"), e))?;
             unsafe {
                 result::function::set_function_attribute(
                     f,
                     CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                    max_smem,
+                    (max_smem - static_smem).max(0),
                 )
             }
             .map_err(|e| cuda_err(&format!("cuFuncSetAttribute({name})"), e))?;
