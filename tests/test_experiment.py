@@ -331,3 +331,25 @@ def test_short_training_beats_per_pixel_gaussian(tmp_path):
     as_array = lambda ds: torch.stack([ds[i] for i in range(len(ds))]).double().numpy()  # noqa: E731
     baseline = gaussian_baseline_bpd(as_array(splits.train), as_array(splits.val))
     assert 0 < record["val_bpd"] < baseline, (record["val_bpd"], baseline)
+
+
+def test_extra_loss_is_added_once_per_step(tmp_path):
+    """Families with extra training terms (snf) expose model.extra_loss(); the loop adds it."""
+    calls = []
+
+    def builder(config, shape):
+        model = tiny_flow(config, shape)
+        model.pull = nn.Parameter(torch.zeros(()))
+
+        def extra_loss():
+            calls.append(1)
+            return (model.pull - 3.0) ** 2
+
+        model.extra_loss = extra_loss
+        return model
+
+    experiment = Experiment(make_config(tmp_path, epochs=1), model_builder=builder,
+                            datasets=random_splits())
+    experiment.train()
+    assert len(calls) == experiment.step > 0
+    assert float(experiment.model.pull) > 0  # only the extra term moves it (towards 3)

@@ -41,6 +41,7 @@ def atomic_save(payload: Any, path: str | os.PathLike) -> Path:
             torch.save(payload, handle)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(temp_name, default_file_mode())  # mkstemp makes 0600; use the usual umask
         os.replace(temp_name, destination)
     except BaseException:
         # BaseException too: a KeyboardInterrupt mid-write must not leave a stray temp file.
@@ -51,6 +52,13 @@ def atomic_save(payload: Any, path: str | os.PathLike) -> Path:
         raise
     _fsync_directory(destination.parent)
     return destination
+
+
+def default_file_mode() -> int:
+    """Permissions a plain ``open(path, "w")`` would give under the current umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -86,9 +86,13 @@ DEFAULTS: dict[str, Any] = {
     "spline_tail_bound": 10.0,   # activation=Spline: tails beyond this are the identity
     "slr_alpha": 0.3,            # activation=SLR: slope of the negative side
     "learn_base": False,         # learnable mean/log-std of the Gaussian base
-    "recon_loss_weight": 0.0,    # self-normalizing layers (later issue): reconstruction loss weight
-    "sym_recon_grad": False,     # self-normalizing layers: symmetric reconstruction gradient
-    "sample_true_inv": False,    # self-normalizing layers: sample with the exact inverse
+    "family": "auto",            # "auto" (from inv_conv/direction) | inverse_flow | finc_flow | glow | snf
+    "finc_unit": "grouped",      # finc_flow: "grouped" (FInC Flow's unit) | "unit"
+    "recon_loss_weight": 1.0,    # snf (self-normalizing layers): initial reconstruction loss weight
+    "recon_loss_lr": 0.0,        # snf: step of the adaptive reconstruction weight (0 = fixed)
+    "sym_recon_grad": False,     # snf: also train W with the symmetric reconstruction loss
+    "sample_true_inv": False,    # snf: sample with the exact inverse (dense solve), not R
+    "snf_max_dense_dims": 4096,  # snf: largest C*H*W for the exact (dense) log-determinant
 }
 
 #: Settings fixed by the data pipeline, applied after the preset (user overrides still win).
@@ -213,6 +217,14 @@ def load_presets() -> dict[str, dict[str, Any]]:
     return {name: dict(values) for name, values in PRESETS.items()}
 
 
+def load_model_defaults() -> dict[str, Any]:
+    """``inv_flow.models.MODEL_DEFAULTS``: every key build_model reads is a valid config key,
+    even one added there after :data:`DEFAULTS` was last updated."""
+    from inv_flow.models import MODEL_DEFAULTS  # noqa: PLC0415
+
+    return dict(MODEL_DEFAULTS)
+
+
 def resolve_config(
     preset: str | None = None,
     overrides: Mapping[str, Any] | None = None,
@@ -229,9 +241,11 @@ def resolve_config(
     Raises :class:`ConfigError` for an unknown preset, unknown key or badly typed value.
     """
     overrides = dict(overrides or {})
+    model_defaults: dict[str, Any] = {}
     if presets is None:
         presets = load_presets()
-    keys = valid_keys(presets)
+        model_defaults = load_model_defaults()
+    keys = sorted(set(valid_keys(presets)) | set(model_defaults))
     for key in overrides:
         if key not in keys:
             raise _unknown_key_error(key, keys)
@@ -240,7 +254,10 @@ def resolve_config(
     # Types come from DEFAULTS, or from the preset for model keys only presets know.
     reference_types: dict[str, Any] = dict(DEFAULTS)
 
-    # Model keys that only presets declare take their type from the (first) preset holding them.
+    # Model keys missing from DEFAULTS take their type from MODEL_DEFAULTS or a preset.
+    for key, value in model_defaults.items():
+        reference_types.setdefault(key, value)
+        config.setdefault(key, value)
     for values in presets.values():
         for key, value in values.items():
             reference_types.setdefault(key, value)

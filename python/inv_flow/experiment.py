@@ -295,6 +295,11 @@ class Experiment:
         self.optimizer.zero_grad(set_to_none=True)
         _, log_prob = self.model(batch)
         loss = flow_bits_per_dim(log_prob, self.num_dims).mean()  # mean bits/dim
+        # Families with extra training terms (snf reconstruction losses) expose them here;
+        # the contract is one call per optimizer step, after the training forward.
+        extra_loss = getattr(self.model, "extra_loss", None)
+        if callable(extra_loss):
+            loss = loss + extra_loss()
         if not torch.isfinite(loss):
             self._diverged(f"the loss is {loss.item()}", epoch)
         loss.backward()

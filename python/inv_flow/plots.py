@@ -11,6 +11,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from inv_flow.checkpoint import default_file_mode
+
 
 def to_uint8_images(images: torch.Tensor) -> np.ndarray:
     """Float pixel values (N, C, H, W) in [0, 256) → uint8 (N, H, W, C), clamped and floored."""
@@ -56,6 +58,7 @@ def _save_png_atomically(array: np.ndarray, path: str | os.PathLike) -> Path:
     try:
         with os.fdopen(fd, "wb") as handle:
             Image.fromarray(mode_array).save(handle, format="PNG")
+        os.chmod(temp, default_file_mode())
         os.replace(temp, path)
     except BaseException:
         if os.path.exists(temp):
