@@ -10,10 +10,19 @@ use crate::cuda::{self, Dtype, Target};
 use crate::error::Result;
 use crate::geometry::Problem;
 
-fn problem(shape: (usize, usize, usize, usize), kernel: (usize, usize), order: &str) -> PyResult<Problem> {
+fn problem(
+    shape: (usize, usize, usize, usize),
+    kernel: (usize, usize),
+    order: &str,
+) -> PyResult<Problem> {
     let order = parse_order(order)?;
     let (b, c, h, w) = shape;
-    Ok(Problem::new("input", &[b, c, h, w], &[c, c, kernel.0, kernel.1], order)?)
+    Ok(Problem::new(
+        "input",
+        &[b, c, h, w],
+        &[c, c, kernel.0, kernel.1],
+        order,
+    )?)
 }
 
 fn dtype(name: &str) -> PyResult<Dtype> {
@@ -130,15 +139,30 @@ macro_rules! image_binding {
             prep: u64,
             prep_len: usize,
         ) -> PyResult<()> {
-            image_op(py, $op, device, stream, dtype_name, shape, kernel, order, input, weight, out, prep, prep_len)
+            image_op(
+                py, $op, device, stream, dtype_name, shape, kernel, order, input, weight, out,
+                prep, prep_len,
+            )
         }
     };
 }
 
-image_binding!(cuda_forward, cuda::forward, "y = A x on the GPU (addresses of contiguous tensors).");
-image_binding!(cuda_forward_adjoint, cuda::forward_adjoint, "Aᵀ g on the GPU.");
+image_binding!(
+    cuda_forward,
+    cuda::forward,
+    "y = A x on the GPU (addresses of contiguous tensors)."
+);
+image_binding!(
+    cuda_forward_adjoint,
+    cuda::forward_adjoint,
+    "Aᵀ g on the GPU."
+);
 image_binding!(cuda_inverse, cuda::inverse, "x = A⁻¹ y on the GPU.");
-image_binding!(cuda_inverse_adjoint, cuda::inverse_adjoint, "A⁻ᵀ g on the GPU.");
+image_binding!(
+    cuda_inverse_adjoint,
+    cuda::inverse_adjoint,
+    "A⁻ᵀ g on the GPU."
+);
 
 /// Σ g·pad(x), masked, into `out` (C, C, KH, KW); `scratch` of cuda_weight_grad_scratch_len.
 #[pyfunction]
@@ -160,7 +184,9 @@ fn cuda_weight_grad(
     let p = problem(shape, kernel, order)?;
     let dt = dtype(dtype_name)?;
     let t = Target { device, stream };
-    detached(py, || cuda::weight_grad(&p, dt, t, x, grad, out, scratch, scratch_len))
+    detached(py, || {
+        cuda::weight_grad(&p, dt, t, x, grad, out, scratch, scratch_len)
+    })
 }
 
 /// Compiles every kernel with NVRTC for `arch` (no driver or GPU needed): a syntax error in a
