@@ -96,7 +96,6 @@ DEFAULTS: dict[str, Any] = {
 }
 
 #: Settings fixed by the data pipeline, applied after the preset (user overrides still win).
-DATA_IMPLIED: dict[str, Any] = {"num_levels": 256}
 
 #: Keys whose values are paths/templates that may mention other keys ({name}, {output_dir}).
 TEMPLATE_KEYS = ("output_dir", "sample_dir", "checkpoint_path", "last_checkpoint_path")
@@ -273,10 +272,6 @@ def resolve_config(
         for key, value in presets[preset_name].items():
             config[key] = coerce_value(key, value, reference_types[key])
         config["preset"] = preset_name
-        # The data loaders serve 8-bit pixel values 0..255 for every dataset (digits are
-        # rescaled from 0..16), so the model must quantize at 256 levels whatever the preset
-        # says; `--set num_levels=17` serves the raw digit values instead (see data.py).
-        config.update(DATA_IMPLIED)
 
     for key, value in overrides.items():
         if key == "preset":
