@@ -103,7 +103,7 @@ PRESETS: Dict[str, Dict[str, Any]] = {
                "block_size": 3, "actnorm": True, "split_prior": True, "activation": None,
                "inv_conv": "unit", "kernel_size": 3, "coupling_hidden": 32,
                "modified_grad": True, "direction": "inverse", "logit_alpha": 0.05,
-               "lr": 1e-3, "batch_size": 64, "epochs": 10},
+               "lr": 2e-3, "batch_size": 64, "epochs": 60},
 }
 
 
