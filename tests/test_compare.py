@@ -78,3 +78,10 @@ def test_median_ms_and_budget_matching():
         {"coupling_hidden": 8}, "glow", (1, 8, 8), target=1234,
         builder=lambda cfg, shape: Fake(counts[cfg["coupling_hidden"]]))
     assert (width, params) == (12, 1200)
+
+
+def test_compare_is_an_inv_flow_subcommand(capsys, tmp_path):
+    from inv_flow import cli
+
+    assert cli.main(["compare", "--models", "inverse_flow,realnvp", "--out-dir", str(tmp_path)]) == 2
+    assert "unknown model" in capsys.readouterr().err

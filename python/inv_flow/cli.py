@@ -9,6 +9,9 @@
 
 Configuration errors, missing datasets and a diverged training exit with status 2 / 1 and a
 one-line message (no traceback).
+
+Distributed data-parallel training: start ``train`` (or ``eval``) under torchrun, e.g.
+``torchrun --nproc_per_node=4 -m inv_flow train --preset cifar10``; see inv_flow.distributed.
 """
 
 from __future__ import annotations
@@ -59,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("metrics", metavar="METRICS_JSONL")
     plot.add_argument("--out", required=True, metavar="PNG")
 
+    from inv_flow import compare  # noqa: PLC0415 - keeps `inv-flow --help` light
+
+    compare.add_arguments(
+        commands.add_parser("compare", help="train Inverse-Flow and baselines side by side, write tables and a plot")
+    )
     commands.add_parser("options", help="list every config option with its default")
     commands.add_parser("presets", help="list the model presets")
     return parser
@@ -77,8 +85,12 @@ def _train(args: argparse.Namespace) -> int:
     config = experiment.config
     try:
         record = experiment.train()
-    finally:
-        experiment.close()
+    except BaseException as err:
+        if experiment.distributed:
+            _report_rank_failure(experiment, err)
+        experiment.close(failed=True)
+        raise
+    experiment.close()
     if experiment.is_main:
         summary = {k: record[k] for k in ("epoch", "train_bpd", "val_bpd", "best_val_bpd") if k in record}
         print(f"done: {json.dumps(summary)}")
@@ -88,12 +100,29 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_rank_failure(experiment, err: BaseException) -> None:
+    """One line naming the failing rank (torchrun then stops the other ranks), and the error in
+    torchrun's failure summary."""
+    from inv_flow.distributed import record_error  # noqa: PLC0415
+
+    if isinstance(err, (KeyboardInterrupt, SystemExit)):
+        return
+    print(f"inv-flow train: rank {experiment.rank} of {experiment.world_size} failed: "
+          f"{type(err).__name__}: {err}; shutting down this rank (torchrun stops the others)",
+          file=sys.stderr, flush=True)
+    record_error(err)
+
+
 def _eval(args: argparse.Namespace) -> int:
     from inv_flow.experiment import Experiment  # noqa: PLC0415
 
     overrides = parse_overrides(args.overrides)
     experiment = Experiment.from_checkpoint(args.checkpoint, overrides, training_state=False)
-    metrics = experiment.evaluate(args.split)
+    with experiment:
+        # Under torchrun every rank evaluates its shard; the sums are all-reduced.
+        metrics = experiment.evaluate(args.split)
+    if not experiment.is_main:
+        return 0
     prefix = "train_eval" if args.split == "train" else args.split
     print(f"{args.split}: {metrics[f'{prefix}_bpd']:.4f} bits/dim, "
           f"log-likelihood {metrics[f'{prefix}_log_likelihood']:.2f} nats/image over "
@@ -112,8 +141,10 @@ def _sample(args: argparse.Namespace) -> int:
         raise ConfigError(f"-n must be positive, got {args.num_samples}")
     experiment = Experiment.from_checkpoint(args.checkpoint, overrides, load_data=False,
                                             training_state=False)
-    path = experiment.save_samples(args.out, n=args.num_samples, temperature=args.temperature)
-    print(f"wrote {args.num_samples} samples to {path}")
+    with experiment:
+        path = experiment.save_samples(args.out, n=args.num_samples, temperature=args.temperature)
+    if experiment.is_main:
+        print(f"wrote {args.num_samples} samples to {path}")
     return 0
 
 
@@ -137,7 +168,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``inv-flow``; returns the exit status (0 ok, 1 diverged/runtime, 2 usage)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"train": _train, "eval": _eval, "sample": _sample, "plot": _plot,
+    from inv_flow import compare  # noqa: PLC0415
+
+    handlers = {"train": _train, "eval": _eval, "sample": _sample, "plot": _plot, "compare": compare.run,
                 "options": lambda _: print(describe_options()) or 0, "presets": _presets}
     from inv_flow.checkpoint import CheckpointError  # noqa: PLC0415
     from inv_flow.data import DatasetNotFoundError  # noqa: PLC0415
