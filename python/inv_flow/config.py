@@ -35,6 +35,10 @@ DEFAULTS: dict[str, Any] = {
     # --- reproducibility / hardware -------------------------------------------------------------
     "seed": 0,                   # seeds torch, numpy, random and the data shuffling
     "device": "auto",            # "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1"
+    # --- distributed (torchrun; see inv_flow/distributed.py) -------------------------------------
+    "dist_backend": "auto",      # "auto" (nccl on GPUs, gloo on the CPU) | "nccl" | "gloo"
+    "dist_timeout": 600.0,       # seconds any collective may wait for the other ranks
+    "ddp_find_unused_parameters": False,  # DDP option, for models with parameters a step may skip
     # --- optimisation -----------------------------------------------------------------------
     "lr": 1e-3,                  # Adam learning rate after warm-up
     "epochs": 100,               # total number of training epochs
@@ -311,6 +315,10 @@ def validate_config(config: Mapping[str, Any]) -> None:
     for key in non_negative:
         if key in config and config[key] < 0:
             raise ConfigError(f"{key} must be >= 0, got {config[key]!r}")
+    if config.get("dist_backend", "auto") not in ("auto", "nccl", "gloo"):
+        raise ConfigError(f"dist_backend must be auto, nccl or gloo, got {config['dist_backend']!r}")
+    if config.get("dist_timeout", 1.0) <= 0:
+        raise ConfigError(f"dist_timeout must be positive (seconds), got {config['dist_timeout']!r}")
     if not 0.0 < config["val_fraction"] < 1.0:
         raise ConfigError(f"val_fraction must be in (0, 1), got {config['val_fraction']!r}")
     if config["lr"] <= 0:

@@ -11,8 +11,8 @@ in [0, 255]; dequantization and scaling happen inside the model.
 
 torchvision is imported only for the real datasets, never for digits.  The train/validation
 split is drawn with a fixed seed (``split_seed``), independent of the training seed.  Sampler
-creation lives in :func:`make_sampler` so distributed training can swap in a
-``DistributedSampler`` in one place.
+creation lives in :func:`make_sampler`: ``DistributedSampler`` / :class:`ShardSampler` in a
+distributed run, with a data order that does not depend on the number of ranks.
 """
 
 from __future__ import annotations
@@ -348,19 +348,65 @@ class EpochShuffleSampler(Sampler[int]):
         return self.length
 
 
-def make_sampler(dataset: Dataset, shuffle: bool, seed: int) -> Sampler[int]:
-    """The one place samplers are created (distributed training replaces this)."""
+class ShardSampler(Sampler[int]):
+    """Rank ``rank`` of ``world_size`` takes indices ``rank, rank + world_size, ...`` of
+    ``range(length)`` in order: every index exactly once over all ranks, no padding (shards
+    differ in size by at most one).  Used for evaluation, whose sums are then all-reduced, so the
+    result equals a single pass over the whole split."""
+
+    def __init__(self, length: int, rank: int, world_size: int):
+        self.length, self.rank, self.world_size = length, rank, world_size
+        self.seed = 0
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.length, self.world_size))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.length, self.world_size))
+
+
+def make_sampler(dataset: Dataset, shuffle: bool, seed: int, rank: int = 0,
+                 world_size: int = 1) -> Sampler[int]:
+    """The one place samplers are created.
+
+    One process: :class:`EpochShuffleSampler` (or sequential order).  Distributed training
+    (``world_size > 1``):
+
+    * shuffled (training): ``torch.utils.data.DistributedSampler(shuffle=True, seed=seed,
+      drop_last=True)``.  Its permutation of epoch ``e`` is ``randperm(N, seed + e)`` — the
+      same as :class:`EpochShuffleSampler` — truncated to a multiple of ``world_size``, and rank
+      ``r`` takes positions ``r, r + W, r + 2W, ...``.  With a per-rank batch ``b = B / W``,
+      the k-th batch of rank r holds positions ``kB + r + W·j`` (j < b), so the union of the
+      ranks' k-th batches is exactly positions ``kB .. kB + B - 1``: the k-th batch of the
+      single-process run with batch B, and the number of steps per epoch is the same
+      ``floor(N / B)``.  The data order therefore depends on ``(seed, epoch, B)`` only, not on
+      the number of ranks.
+    * not shuffled (evaluation): :class:`ShardSampler` (no padding, every item once).
+    """
+    if world_size > 1:
+        if shuffle:
+            from torch.utils.data.distributed import DistributedSampler  # noqa: PLC0415
+
+            return DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True,
+                                      seed=seed, drop_last=True)
+        return ShardSampler(len(dataset), rank, world_size)
     return EpochShuffleSampler(len(dataset), shuffle=shuffle, seed=seed)
 
 
 def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int,
-                num_workers: int = 0, drop_last: bool = False) -> DataLoader:
+                num_workers: int = 0, drop_last: bool = False, rank: int = 0,
+                world_size: int = 1) -> DataLoader:
     """A DataLoader whose shuffling and worker seeds depend only on (seed, epoch); call
-    :func:`set_loader_epoch` before iterating each epoch."""
+    :func:`set_loader_epoch` before iterating each epoch.  ``batch_size`` is per process; in a
+    distributed run (``world_size > 1``) the loader serves rank ``rank``'s shard."""
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        sampler=make_sampler(dataset, shuffle, seed),
+        sampler=make_sampler(dataset, shuffle, seed, rank=rank, world_size=world_size),
         num_workers=num_workers,
         drop_last=drop_last,
         # Own generator: the loader's base seed must not consume (or depend on) global RNG.

@@ -6,13 +6,18 @@ constructor, before any training step.  Checkpoints are written atomically; a Na
 raises :class:`TrainingDiverged` before the optimizer touches the weights, and no checkpoint is
 written after it, so the last good checkpoints stay as they were.
 
-Distributed training (a later issue) plugs in at three seams: :func:`select_device`,
-:func:`inv_flow.logging_utils.is_main_process` (who writes files) and
-:func:`inv_flow.data.make_sampler` (how the data is sharded).
+Distributed data-parallel training: run any training command under torchrun
+(``torchrun --nproc_per_node=N -m inv_flow train ...``).  The constructor then joins the process
+group (:func:`inv_flow.distributed.setup`: one device per rank, NCCL on GPUs, gloo on the CPU),
+``batch_size`` is the global batch split evenly over the ranks, the data are sharded by
+:func:`inv_flow.data.make_sampler`, ActNorm initialises from statistics reduced over all ranks,
+the model is wrapped in ``DistributedDataParallel`` for training steps, evaluation sums are
+all-reduced, and only rank 0 writes files.  See :mod:`inv_flow.distributed`.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import math
 import time
@@ -21,7 +26,9 @@ from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
+from torch.utils.data import Subset
 
+from inv_flow import distributed as distributed_utils
 from inv_flow.checkpoint import (
     CHECKPOINT_FORMAT,
     atomic_save,
@@ -83,11 +90,12 @@ def bits_per_dim(mean_log_prob: float, num_dims: int) -> float:
     return float(flow_bits_per_dim(mean_log_prob, num_dims))
 
 
-def _initialize_actnorm(model: nn.Module, batch: torch.Tensor) -> None:
-    """Data-dependent ActNorm init on one batch (no-op for models without ActNorm)."""
+def _initialize_actnorm(model: nn.Module, batch: torch.Tensor, all_reduce=None) -> None:
+    """Data-dependent ActNorm init on one batch (no-op for models without ActNorm); with
+    ``all_reduce`` (distributed), from the statistics of every rank's batch together."""
     from inv_flow.layers.actnorm import initialize_actnorm  # noqa: PLC0415
 
-    initialize_actnorm(model, batch)
+    initialize_actnorm(model, batch, all_reduce=all_reduce)
 
 
 def _cuda_sync(device: torch.device) -> None:
@@ -113,9 +121,28 @@ class Experiment:
                  datasets: DataSplits | None = None, load_data: bool = True,
                  main_process: bool | None = None):
         self.config = dict(config)
-        self.is_main = is_main_process() if main_process is None else main_process
         seed_everything(self.config["seed"])
-        self.device = select_device(self.config["device"])
+        # Under torchrun: join the process group and take this rank's device (None otherwise).
+        self.dist = distributed_utils.setup(self.config)
+        try:
+            self._build(model_builder, datasets, load_data, main_process)
+        except BaseException:
+            self.close(failed=True)
+            raise
+
+    def _build(self, model_builder: ModelBuilder | None, datasets: DataSplits | None,
+               load_data: bool, main_process: bool | None) -> None:
+        self._logger: RunLogger | None = None
+        self._ddp_model: nn.Module | None = None
+        self.rank = self.dist.rank if self.dist is not None else 0
+        self.world_size = self.dist.world_size if self.dist is not None else 1
+        self.is_main = is_main_process() if main_process is None else main_process
+        self.device = self.dist.device if self.dist is not None else select_device(self.config["device"])
+        if self.config["batch_size"] % self.world_size:
+            raise ConfigError(
+                f"batch_size={self.config['batch_size']} is the global batch and must be "
+                f"divisible by the number of processes ({self.world_size})")
+        self.local_batch_size = self.config["batch_size"] // self.world_size
 
         # Cheap checks first: optional packages, shape vs dataset, shape vs model, files on disk.
         if self.config["wandb"] and importlib.util.find_spec("wandb") is None:
@@ -129,6 +156,11 @@ class Experiment:
             check_num_levels(self.config["dataset"], int(self.config.get("num_levels", 256)))
         self.num_dims = math.prod(self.image_shape)
         self.model = build_checked_model(self.config, self.image_shape, model_builder).to(self.device)
+        if self.rank > 0:
+            # Same model on every rank (built from `seed`); from here on each rank draws its own
+            # dequantization noise.  Rank 0 keeps `seed`, so a world of one is a plain run.
+            seed_everything(distributed_utils.rank_seed(self.config["seed"], self.rank))
+        self._fault_step = distributed_utils.injected_fault(self.dist)
         self._data = datasets
         if load_data and self._data is None:
             self._data = load_datasets(self.config)
@@ -140,7 +172,6 @@ class Experiment:
         self.epoch = 0          # completed epochs
         self.step = 0           # completed optimizer steps
         self.best_val_bpd = math.inf
-        self._logger: RunLogger | None = None
 
     # ----------------------------------------------------------------------------- plumbing
     @property
@@ -162,10 +193,10 @@ class Experiment:
             train = self.data.train
             batch_size = self.config["batch_size"]
             self._train_loader = make_loader(
-                train, batch_size, shuffle=True, seed=self.config["seed"],
+                train, self.local_batch_size, shuffle=True, seed=self.config["seed"],
                 num_workers=self.config["num_workers"],
                 # Drop a ragged last batch (noisy gradient) unless the set is smaller than a batch.
-                drop_last=len(train) > batch_size)
+                drop_last=len(train) > batch_size, rank=self.rank, world_size=self.world_size)
             self.steps_per_epoch = len(self._train_loader)
         return self._train_loader
 
@@ -179,8 +210,30 @@ class Experiment:
         return min(1.0, (step + 1) / warmup_steps)
 
     def _eval_loader(self, dataset):
-        return make_loader(dataset, self.config["batch_size"], shuffle=False,
-                           seed=self.config["seed"], num_workers=self.config["num_workers"])
+        return make_loader(dataset, self.local_batch_size, shuffle=False,
+                           seed=self.config["seed"], num_workers=self.config["num_workers"],
+                           rank=self.rank, world_size=self.world_size)
+
+    @property
+    def distributed(self) -> bool:
+        """True when running in a torch.distributed process group (also a world of one)."""
+        return self.dist is not None and self.dist.enabled
+
+    def _training_model(self) -> nn.Module:
+        """The model that training steps call: ``DistributedDataParallel(self.model)`` in a
+        distributed run (created at the first step, after ActNorm init and any resume, which
+        broadcasts rank 0's weights), else ``self.model``.  Evaluation, sampling and checkpoints
+        use ``self.model`` directly (no collectives, no ``module.`` prefix)."""
+        if not self.distributed:
+            return self.model
+        if self._ddp_model is None:
+            from torch.nn.parallel import DistributedDataParallel  # noqa: PLC0415
+
+            self._ddp_model = DistributedDataParallel(
+                self.model,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=bool(self.config.get("ddp_find_unused_parameters", False)))
+        return self._ddp_model
 
     @property
     def last_checkpoint_path(self) -> Path:
@@ -206,10 +259,17 @@ class Experiment:
         if self.step == 0:
             set_loader_epoch(loader, 0)
             first_batch = next(iter(loader)).to(self.device)
-            _initialize_actnorm(self.model, first_batch)
+            # Distributed: each rank holds its share of the first global batch, and ActNorm
+            # initialises from the statistics summed over all ranks.
+            _initialize_actnorm(self.model, first_batch, all_reduce=functools.partial(
+                distributed_utils.all_reduce_sum, context=self.dist) if self.distributed else None)
+            where = f"device {self.device}"
+            if self.distributed:
+                where = (f"{self.world_size} process(es) ({self.dist.backend}, rank 0 on "
+                         f"{self.device}), {self.local_batch_size} images per process and step")
             logger.message(f"{self.config['name']}: {sum(p.numel() for p in self.model.parameters()):,} "
                            f"parameters, {len(self.data.train)} training images of shape "
-                           f"{self.image_shape}, device {self.device}")
+                           f"{self.image_shape}, {where}")
         record: dict[str, Any] = {}
         for epoch in logger.progress(range(self.epoch, stop), desc="epochs", initial=self.epoch,
                                      total=total_epochs):
@@ -235,7 +295,7 @@ class Experiment:
             record["best_val_bpd"] = self.best_val_bpd
 
         sample_every = self.config["sample_epochs"]
-        if sample_every > 0 and (completed % sample_every == 0 or is_final):
+        if self.is_main and sample_every > 0 and (completed % sample_every == 0 or is_final):
             path = self.save_samples(Path(self.config["sample_dir"]) / f"samples_epoch{completed:04d}.png")
             self.logger.log_image("samples", path, step=self.step)
             if self.config["plot_recon"]:
@@ -245,7 +305,8 @@ class Experiment:
         record["epoch_seconds"] = time.perf_counter() - started
         self.epoch = completed
         self.logger.log(record)
-        # Saved last, so the RNG state stored is the one the next epoch starts from.
+        # Saved last, so the RNG state stored is the one the next epoch starts from.  `improved`
+        # comes from all-reduced metrics, so every rank takes the same branch (save is collective).
         if improved:
             self.save(self.best_checkpoint_path)
         self.save(self.last_checkpoint_path)
@@ -274,13 +335,18 @@ class Experiment:
             batch_bpd = bits_per_dim(batch_sum / batch.shape[0], self.num_dims)
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(bpd=f"{batch_bpd:.3f}")
-            if self.step % self.config["log_interval"] == 0:
+            if self.is_main and self.step % self.config["log_interval"] == 0:
+                # Distributed: rank 0's share of the batch (the epoch records are global).
                 step_record = {"event": "train_step", "epoch": epoch + (batch_index + 1) / len(loader),
                                "step": self.step, "train_bpd": batch_bpd,
                                "lr": self.optimizer.param_groups[0]["lr"]}
                 if self.config["verbose"]:
                     step_record.update(self.layer_logdets(batch))
                 self.logger.log(step_record)
+        if self.distributed:
+            totals = distributed_utils.all_reduce_sum(
+                torch.tensor([total_log_prob, float(total_count)], dtype=torch.float64), self.dist)
+            total_log_prob, total_count = float(totals[0]), int(totals[1])
         stats = {"train_bpd": bits_per_dim(total_log_prob / max(total_count, 1), self.num_dims)}
         if self.config["log_timing"]:
             stats["time_per_batch_mean"], stats["time_per_batch_std"] = batch_timer.summary()
@@ -291,17 +357,28 @@ class Experiment:
         """One optimizer step on ``batch``; returns the per-sample log-densities [B].
 
         Raises :class:`TrainingDiverged` (weights untouched) on a non-finite loss or gradient.
+        Distributed: ``batch`` is this rank's share of the global batch; DDP averages the
+        gradients over the ranks, and a non-finite loss on any rank stops every rank.
         """
+        if self._fault_step is not None and self.step == self._fault_step:
+            raise RuntimeError(f"injected fault ({distributed_utils.FAULT_ENV}) in rank {self.rank} "
+                               f"at step {self.step}")
         self.optimizer.zero_grad(set_to_none=True)
-        _, log_prob = self.model(batch)
+        _, log_prob = self._training_model()(batch)
         loss = flow_bits_per_dim(log_prob, self.num_dims).mean()  # mean bits/dim
         # Families with extra training terms (snf reconstruction losses) expose them here;
         # the contract is one call per optimizer step, after the training forward.
         extra_loss = getattr(self.model, "extra_loss", None)
         if callable(extra_loss):
             loss = loss + extra_loss()
-        if not torch.isfinite(loss):
-            self._diverged(f"the loss is {loss.item()}", epoch)
+        finite = bool(torch.isfinite(loss))
+        # Distributed: every rank takes part in the vote, so all of them stop together.
+        any_bad = distributed_utils.all_reduce_any(not finite, self.dist) if self.distributed \
+            else not finite
+        if any_bad:
+            where = "" if not self.distributed else \
+                f" on rank {self.rank}" if not finite else " on another rank"
+            self._diverged(f"the loss is {loss.item() if not finite else 'not finite'}{where}", epoch)
         loss.backward()
         max_norm = self.config["grad_clip_norm"]
         grad_norm = torch.nn.utils.clip_grad_norm_(
@@ -345,6 +422,11 @@ class Experiment:
         nats per image, density over [0, 256)^D) and ``{split}_examples``.
 
         The training split is reported as ``train_eval_*`` (eval mode, no updates).
+
+        Distributed: a collective — every rank must call it.  Each rank evaluates every
+        ``world_size``-th image of the (capped) split and the float64 sums of log-densities and
+        the counts are all-reduced, so the result is the single-process value over the same
+        images, on every rank.
         """
         datasets = {"val": self.data.val, "test": self.data.test, "train": self.data.train}
         if split not in datasets:
@@ -352,20 +434,25 @@ class Experiment:
         dataset = datasets[split]
         if dataset is None:
             raise ValueError(f"the {self.data.name} dataset has no {split!r} split")
-        limit = self.config["max_eval_ex"] or len(dataset)
+        limit = min(self.config["max_eval_ex"] or len(dataset), len(dataset))
+        if limit < len(dataset):
+            dataset = Subset(dataset, range(limit))  # the first `limit` images, as before
         was_training = self.model.training
         self.model.eval()
-        total_log_prob, count = 0.0, 0
+        total_log_prob = torch.zeros((), dtype=torch.float64, device=self.device)
+        count = 0
         try:
             for batch in self._eval_loader(dataset):
-                if count >= limit:
-                    break
-                batch = batch[: limit - count].to(self.device, non_blocking=True)
+                batch = batch.to(self.device, non_blocking=True)
                 _, log_prob = self.model(batch)
-                total_log_prob += float(log_prob.double().sum())
+                total_log_prob += log_prob.double().sum()
                 count += batch.shape[0]
         finally:
             self.model.train(was_training)
+        totals = torch.stack([total_log_prob.cpu(), torch.tensor(float(count), dtype=torch.float64)])
+        if self.distributed:
+            totals = distributed_utils.all_reduce_sum(totals, self.dist)
+        total_log_prob, count = float(totals[0]), int(totals[1])
         mean_log_prob = total_log_prob / max(count, 1)
         prefix = "train_eval" if split == "train" else split
         return {f"{prefix}_bpd": bits_per_dim(mean_log_prob, self.num_dims),
@@ -387,15 +474,18 @@ class Experiment:
 
     def save_samples(self, path: str | Path, n: int | None = None,
                      temperature: float | None = None) -> Path:
-        """Sample and write a PNG grid (main process only); returns the path."""
-        images = self.sample(n, temperature)
+        """Sample and write a PNG grid (main process only; other ranks do nothing); returns the
+        path."""
         if self.is_main:
-            save_image_grid(images, path)
+            save_image_grid(self.sample(n, temperature), path)
         return Path(path)
 
     @torch.no_grad()
     def save_reconstructions(self, path: str | Path, count: int = 8) -> Path:
-        """PNG of validation images, their reconstructions and the amplified difference."""
+        """PNG of validation images, their reconstructions and the amplified difference (main
+        process only)."""
+        if not self.is_main:
+            return Path(path)
         dataset = self.data.val
         originals = torch.stack([dataset[i] for i in range(min(count, len(dataset)))])
         was_training = self.model.training
@@ -411,7 +501,9 @@ class Experiment:
     # -------------------------------------------------------------------------- checkpoints
     def state(self) -> dict[str, Any]:
         """Everything needed to continue exactly: weights, optimizer, scheduler, counters and
-        the global RNG states (data order is a function of (seed, epoch), see data.py)."""
+        the global RNG states (data order is a function of (seed, epoch), see data.py).
+        ``rng`` is this process's state; :meth:`save` adds ``rng_ranks`` (every rank's) and
+        ``world_size`` in a distributed run."""
         return {
             "format": CHECKPOINT_FORMAT,
             "config": self.config,
@@ -426,10 +518,22 @@ class Experiment:
         }
 
     def save(self, path: str | Path) -> Path:
-        """Write a checkpoint atomically (main process only)."""
+        """Write a checkpoint atomically (main process only).
+
+        Distributed: a collective — every rank must call it; the RNG states of all ranks are
+        gathered and stored as ``rng_ranks`` so that a resume with the same number of processes
+        continues every rank's random stream exactly.  Only rank 0 writes.
+        """
         path = Path(path)
+        rng_ranks = None
+        if self.distributed and self.world_size > 1:
+            rng_ranks = distributed_utils.all_gather_object(capture_rng_state(), self.dist)
         if self.is_main:
-            atomic_save(self.state(), path)
+            payload = self.state()
+            if rng_ranks is not None:
+                payload["rng_ranks"] = rng_ranks
+            payload["world_size"] = self.world_size
+            atomic_save(payload, path)
         return path
 
     def load_state(self, payload: Mapping[str, Any], training_state: bool = True) -> None:
@@ -442,7 +546,16 @@ class Experiment:
         self.epoch = int(payload["epoch"])
         self.step = int(payload["step"])
         self.best_val_bpd = float(payload["best_val_bpd"])
-        restore_rng_state(payload["rng"])
+        rng_ranks = payload.get("rng_ranks")
+        if rng_ranks is not None and len(rng_ranks) == self.world_size:
+            restore_rng_state(rng_ranks[self.rank])   # same number of processes: exact
+        else:
+            restore_rng_state(payload["rng"])
+            if self.rank > 0:
+                # Another number of processes: rank 0 continues the saved stream, the others
+                # start fresh streams derived from (seed, step, rank).
+                seed_everything(distributed_utils.rank_seed(self.config["seed"] + self.step,
+                                                            self.rank))
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, overrides: Mapping[str, Any] | None = None, *,
@@ -458,10 +571,27 @@ class Experiment:
             config = resolve_config(overrides=overrides, presets=presets, base=config)
         experiment = cls(config, model_builder=model_builder, datasets=datasets,
                          load_data=load_data)
-        experiment.load_state(payload, training_state=training_state)
+        try:
+            # Every rank loads the (CPU-mapped) checkpoint into its own model on its device.
+            experiment.load_state(payload, training_state=training_state)
+        except BaseException:
+            experiment.close(failed=True)
+            raise
         return experiment
 
-    def close(self) -> None:
-        """Flush and close the loggers."""
-        if self._logger is not None:
-            self._logger.close()
+    def close(self, failed: bool = False) -> None:
+        """Flush and close the loggers, and end the process group if this experiment created
+        it (torchrun): after a barrier on the clean path, without waiting for the other ranks
+        when ``failed`` (an exception is propagating)."""
+        try:
+            if getattr(self, "_logger", None) is not None:
+                self._logger.close()
+        finally:
+            if getattr(self, "dist", None) is not None:
+                self.dist.shutdown(failed=failed)
+
+    def __enter__(self) -> "Experiment":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(failed=exc_type is not None)

@@ -19,7 +19,7 @@ class ActNorm(FlowLayer):
     set so that this batch's output has zero mean and unit variance per channel. The
     ``initialized`` flag is a buffer, so it is saved and restored with ``state_dict`` (a
     reloaded model is not re-initialised). For distributed training, initialise before wrapping
-    in DDP (see :func:`initialize_actnorm`): DDP broadcasts rank 0's parameters and buffers.
+    in DDP with statistics reduced over the ranks (see :func:`initialize_actnorm`).
     """
 
     def __init__(self, num_channels: int, eps: float = 1e-6):
@@ -42,10 +42,17 @@ class ActNorm(FlowLayer):
         """Set bias/scale from the per-channel mean and std of ``x`` and mark initialised."""
         if x.shape[1] != self.num_channels:
             raise ValueError(f"ActNorm expects {self.num_channels} channels, got {x.shape[1]}")
-        per_channel = x.transpose(0, 1).reshape(self.num_channels, -1)
-        mean = per_channel.mean(dim=1)
-        std = per_channel.std(dim=1, unbiased=False) if per_channel.shape[1] > 1 else \
-            torch.ones_like(mean)  # a single value per channel has no spread to normalise
+        # Two-pass float64 statistics.  ``_stats_all_reduce`` (set by initialize_actnorm for
+        # distributed training) sums each partial statistic over the ranks, so every rank
+        # initialises from the statistics of the global batch (the identity otherwise).
+        reduce = getattr(self, "_stats_all_reduce", None) or (lambda t: t)
+        per_channel = x.detach().transpose(0, 1).reshape(self.num_channels, -1).double()
+        count = float(reduce(per_channel.new_tensor(per_channel.shape[1])))
+        mean = reduce(per_channel.sum(dim=1)) / count
+        var = reduce((per_channel - mean[:, None]).square().sum(dim=1)) / count
+        # A single value per channel has no spread to normalise.
+        std = var.sqrt() if count > 1 else torch.ones_like(mean)
+        mean, std = mean.to(self.bias.dtype), std.to(self.bias.dtype)
         self.bias.copy_(-mean)
         self.log_scale.copy_(-torch.log(std + self.eps))
         self.initialized.fill_(1)
@@ -70,21 +77,28 @@ class ActNorm(FlowLayer):
 
 
 @torch.no_grad()
-def initialize_actnorm(model: nn.Module, x: torch.Tensor, context=None) -> int:
+def initialize_actnorm(model: nn.Module, x: torch.Tensor, context=None,
+                       all_reduce=None) -> int:
     """Run data-dependent initialisation of every not-yet-initialised :class:`ActNorm` in
     ``model`` with one batch ``x`` (a forward pass without gradient). Returns how many
     ActNorm layers were initialised by this call.
 
-    To get identical initialisation on all DDP ranks, call this with the same batch on every
-    rank, or on rank 0 only before wrapping the model in ``DistributedDataParallel`` (which
-    broadcasts rank 0's parameters and buffers, including the ``initialized`` flags).
+    Distributed training: pass ``all_reduce`` (a function returning the sum of a tensor over
+    all ranks, e.g. :func:`inv_flow.distributed.all_reduce_sum`) and call this on every rank
+    with its own share of the first global batch; each ActNorm then initialises from the
+    statistics of the whole global batch (the same values on every rank, and the values a
+    single process would get from that batch).
     """
     pending = [m for m in model.modules() if isinstance(m, ActNorm) and not bool(m.initialized)]
     if pending:
         was_training = model.training
         model.eval()  # no dropout etc.; ActNorm initialises in either mode
+        for layer in pending:
+            layer._stats_all_reduce = all_reduce
         try:
             model(x) if context is None else model(x, context)
         finally:
             model.train(was_training)
+            for layer in pending:
+                layer._stats_all_reduce = None
     return len(pending)
