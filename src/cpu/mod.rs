@@ -121,11 +121,26 @@ fn anchor_matrix<T: Real>(p: &Problem, weight: &[T]) -> Vec<T> {
     p.tap_matrices(weight).swap_remove(ai * p.kernel_w + aj)
 }
 
-/// Range of output columns `w` whose source column `w + dj` lies inside the image.
-fn valid_cols(width: usize, dj: isize) -> (usize, usize) {
+/// The pixels of output row `row` whose tap source `(row + di, w + dj)` lies inside the
+/// image, as flat pixel indices of the first output and first source pixel, and their count.
+struct RowSpan {
+    out_pixel: usize,
+    src_pixel: usize,
+    len: usize,
+}
+
+fn row_span(row: usize, di: isize, dj: isize, height: usize, width: usize) -> Option<RowSpan> {
+    let src_row = row as isize + di;
+    if src_row < 0 || src_row >= height as isize {
+        return None;
+    }
     let lo = (-dj).max(0) as usize;
     let hi = (width as isize - dj).clamp(0, width as isize) as usize;
-    (lo, hi.max(lo))
+    (lo < hi).then(|| RowSpan {
+        out_pixel: row * width + lo,
+        src_pixel: src_row as usize * width + (lo as isize + dj) as usize,
+        len: hi - lo,
+    })
 }
 
 /// `out_row += src[row + di] shifted by dj · k` for one output row of a pixel-major image.
@@ -144,19 +159,14 @@ unsafe fn accumulate_row<T: Real>(
     tap: &ShiftedTap<T>,
     alpha: T,
 ) {
-    let src_row = row as isize + tap.di;
-    if src_row < 0 || src_row >= height as isize {
+    let Some(span) = row_span(row, tap.di, tap.dj, height, width) else {
         return;
-    }
-    let (lo, hi) = valid_cols(width, tap.dj);
-    if lo >= hi {
-        return;
-    }
+    };
     let pixel = rows_per_pixel * c;
-    let a = src.add((src_row as usize * width + (lo as isize + tap.dj) as usize) * pixel);
-    let o = out.add((row * width + lo) * pixel);
+    let a = src.add(span.src_pixel * pixel);
+    let o = out.add(span.out_pixel * pixel);
     T::gemm(
-        (hi - lo) * rows_per_pixel,
+        span.len * rows_per_pixel,
         c,
         c,
         alpha,
@@ -417,21 +427,16 @@ fn weight_grad_unchecked<T: Real>(p: &Problem, x: &[T], grad: &[T], out: &mut [T
             || vec![T::ZERO; taps.len() * c * c],
             |mut acc, row| {
                 for (t, tap) in taps.iter().enumerate() {
-                    let src_row = row as isize + tap.di;
-                    if src_row < 0 || src_row >= h as isize {
+                    let Some(span) = row_span(row, tap.di, tap.dj, h, w) else {
                         continue;
-                    }
-                    let (lo, hi) = valid_cols(w, tap.dj);
-                    if lo >= hi {
-                        continue;
-                    }
-                    let g_at = (row * w + lo) * pixel;
-                    let x_at = (src_row as usize * w + (lo as isize + tap.dj) as usize) * pixel;
+                    };
+                    let g_at = span.out_pixel * pixel;
+                    let x_at = span.src_pixel * pixel;
                     // acc_t (C×C) += G_rowᵀ (C × n) · X_row (n × C), n = pixels · batch.
                     unsafe {
                         T::gemm(
                             c,
-                            (hi - lo) * bsz,
+                            span.len * bsz,
                             c,
                             T::ONE,
                             g_pm.as_ptr().add(g_at),

@@ -145,6 +145,24 @@ fn output<'py, T: Real + Element>(
     Ok(arr.clone())
 }
 
+/// Runs `work` on `out`'s data without the GIL and returns `out`.
+fn compute_into<'py, T: Real + Element>(
+    py: Python<'py>,
+    out: Bound<'py, PyArrayDyn<T>>,
+    work: impl FnOnce(&mut [T]) -> crate::Result<()> + Send,
+) -> PyResult<Bound<'py, PyAny>> {
+    {
+        let mut rw = out
+            .try_readwrite()
+            .map_err(|e| PyValueError::new_err(format!("out is not writeable: {e}")))?;
+        let out_slice = rw
+            .as_slice_mut()
+            .map_err(|_| PyValueError::new_err("out must be C-contiguous"))?;
+        detached(py, || work(out_slice))?;
+    }
+    Ok(out.into_any())
+}
+
 type ImageKernel<T> = fn(&Problem, &[T], &[T], &mut [T]) -> crate::Result<()>;
 
 fn image_op<'py, T: Real + Element>(
@@ -162,15 +180,7 @@ fn image_op<'py, T: Real + Element>(
     let problem = Problem::new(input_name, &in_shape, weight.shape(), order)?;
     let (in_data, w_data) = (contiguous(&input), contiguous(&weight));
     let out = output::<T>(py, out, &in_shape)?;
-    let mut rw = out
-        .try_readwrite()
-        .map_err(|e| PyValueError::new_err(format!("out is not writeable: {e}")))?;
-    let out_slice = rw
-        .as_slice_mut()
-        .map_err(|_| PyValueError::new_err("out must be C-contiguous"))?;
-    detached(py, || kernel(&problem, &in_data, &w_data, out_slice))?;
-    drop(rw);
-    Ok(out.into_any())
+    compute_into(py, out, |o| kernel(&problem, &in_data, &w_data, o))
 }
 
 macro_rules! image_binding {
@@ -235,17 +245,7 @@ fn weight_grad_typed<'py, T: Real + Element>(
     problem.expect_image("grad", grad.shape())?;
     let (x_data, g_data) = (contiguous(&x), contiguous(&grad));
     let out = output::<T>(py, out, &w_shape)?;
-    let mut rw = out
-        .try_readwrite()
-        .map_err(|e| PyValueError::new_err(format!("out is not writeable: {e}")))?;
-    let out_slice = rw
-        .as_slice_mut()
-        .map_err(|_| PyValueError::new_err("out must be C-contiguous"))?;
-    detached(py, || {
-        cpu::weight_grad(&problem, &x_data, &g_data, out_slice)
-    })?;
-    drop(rw);
-    Ok(out.into_any())
+    compute_into(py, out, |o| cpu::weight_grad(&problem, &x_data, &g_data, o))
 }
 
 /// Weight-gradient on the CPU: Σ grad · pad(x) per tap, zero at the masked anchor entries.
