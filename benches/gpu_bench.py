@@ -101,6 +101,16 @@ def run(reps: int):
             with cudnn(tf32):
                 r[f"cudnn_conv_{tag}"] = timed(lambda: F.conv2d(xpad, w), reps)
                 r[f"cudnn_wgrad_{tag}"] = timed(lambda: torch.nn.grad.conv2d_weight(xpad, w.shape, g), reps)
+        if name == "S2":  # A/B against the generic kernels (v4) in the same process
+            import os
+
+            os.environ["INV_CONV_CUDA_GENERIC"] = "1"
+            try:
+                r["forward_generic"] = timed(lambda: _cuda.forward(x, w, ORDER), reps)
+                r["inverse_generic"] = timed(lambda: _cuda.inverse(y, w, ORDER), reps)
+                r["dy_generic"] = timed(lambda: _cuda.inverse_adjoint(g, w, ORDER), reps)
+            finally:
+                del os.environ["INV_CONV_CUDA_GENERIC"]
         r["inverse_rel_err"] = ((_cuda.forward(_cuda.inverse(y, w, ORDER), w, ORDER) - y).norm() / y.norm()).item()
         if c * h * wd <= 12288:
             r["dense_trsm"], r["dense_trsm_err"] = dense_triangular_solve_ms(y, w, max(5, reps // 5))
@@ -147,6 +157,12 @@ def table(info, first_use_s, rows):
             f"| {r['inverse']:.4f} | {trsm} | {r['dy']:.4f} | {r['dw']:.4f} | {r['cudnn_wgrad_tf32']:.4f} / {r['cudnn_wgrad_fp32']:.4f} "
             f"| {r['fwd_adjoint']:.4f} | {r['inverse_rel_err']:.1e} |"
         )
+    for r in rows:
+        if "inverse_generic" in r:
+            lines.append(
+                f"{r['scenario']} generic kernels (INV_CONV_CUDA_GENERIC=1): forward {r['forward_generic']:.4f}, "
+                f"inverse {r['inverse_generic']:.4f}, dy {r['dy_generic']:.4f}"
+            )
     s1 = rows[0]
     lines.append(
         f"S1 training step: ours {s1['step_ours']:.4f} ms (raw ops), {s1['step_ours_autograd']:.4f} ms (autograd through "

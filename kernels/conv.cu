@@ -92,3 +92,98 @@ extern "C" __global__ void channel_mix_f64(const double* src, double* dst, const
                                            int B, int C, long long HW) {
     channel_mix_impl<double>(src, dst, prep, B, C, HW);
 }
+
+// ---------------------------------------------------------------------------------------------
+// conv_tile (v5, C % 16 == 0, KH, KW <= 9): block = a 32-column × 16-row output tile × 16
+// output channels (grid.y), 256 threads = 32 columns × 4 row groups × 2 channel groups. Each
+// thread computes 4 rows × 8 channels. Per chunk of 16 input channels the block stages the input
+// tile with its halo (rows stride CONV_XS) and the chunk's coefficients in shared memory; per
+// (ci, tap) a thread does 4 ring loads (consecutive across the warp) and two broadcast 16-byte
+// coefficient loads for 32 FMAs. Same sums as conv_impl in a different order (exact fp32 FMA).
+#define CONV_TC 32
+#define CONV_ROWS 4
+#define CONV_TR 16
+#define CONV_CI 16
+#define CONV_XS 40
+
+template <typename T>
+__device__ void conv_tile_impl(const T* __restrict__ in, T* __restrict__ out,
+                               const T* __restrict__ prep, int C, int H, int W, int KH, int KW,
+                               int ai, int aj, int sign, int tiles_h, int tiles_w) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    const int Cp = round_up4(C), KK = KH * KW, TRH = CONV_TR + KH - 1;
+    T* xs = reinterpret_cast<T*>(smem_raw);      // [CONV_CI][TRH][CONV_XS]
+    T* qs = xs + (i64)CONV_CI * TRH * CONV_XS;   // [KK][CONV_CI][16]
+    const i64 tiles = (i64)tiles_h * tiles_w;
+    const i64 b = blockIdx.x / tiles;
+    const int tile = (int)(blockIdx.x - b * tiles);
+    const int r0 = (tile / tiles_w) * CONV_TR, c0 = (tile % tiles_w) * CONV_TC;
+    const int co0 = blockIdx.y * 16;
+    // Offset range of the reads: sign·(i − ai) ∈ [oh, oh + KH − 1].
+    const int oh = sign > 0 ? -ai : -(KH - 1 - ai), ow = sign > 0 ? -aj : -(KW - 1 - aj);
+    const i64 HW = (i64)H * W, CHW = C * HW;
+    const T* src = in + b * CHW;
+    const int lane = threadIdx.x & 31, rg = (threadIdx.x >> 5) & 3, cg = threadIdx.x >> 7;
+    T acc[CONV_ROWS][8];
+#pragma unroll
+    for (int m = 0; m < CONV_ROWS; ++m)
+#pragma unroll
+        for (int c = 0; c < 8; ++c) acc[m][c] = T(0);
+    const T* q = prep + 2 * (i64)C * Cp;
+    const int tcw = CONV_TC + KW - 1;
+    for (int ci0 = 0; ci0 < C; ci0 += CONV_CI) {
+        __syncthreads();  // the previous chunk has been consumed
+        for (int e = threadIdx.x; e < CONV_CI * TRH * tcw; e += blockDim.x) {
+            const int cc = e % tcw, r = e / tcw, rr = r % TRH, cil = r / TRH;
+            const int hs = r0 + oh + rr, ws = c0 + ow + cc, ci = ci0 + cil;
+            T v = T(0);
+            if (ci < C && hs >= 0 && hs < H && ws >= 0 && ws < W) v = src[(i64)ci * HW + (i64)hs * W + ws];
+            xs[(cil * TRH + rr) * CONV_XS + cc] = v;
+        }
+        for (int e = threadIdx.x; e < KK * CONV_CI * 16; e += blockDim.x) {
+            const int col = e & 15, r = e >> 4, cil = r % CONV_CI, t = r / CONV_CI;
+            const int ci = ci0 + cil;
+            qs[e] = ci < C ? q[((i64)t * C + ci) * Cp + co0 + col] : T(0);
+        }
+        __syncthreads();
+        for (int cil = 0; cil < CONV_CI; ++cil) {
+            for (int i = 0; i < KH; ++i) {
+                const int lr = sign * (i - ai) - oh;
+                const T* xrow = xs + (cil * TRH + rg * CONV_ROWS + lr) * CONV_XS + lane;
+                for (int j = 0; j < KW; ++j) {
+                    const int lc = sign * (j - aj) - ow, t = i * KW + j;
+                    const Quad<T>* qq = reinterpret_cast<const Quad<T>*>(qs + (t * CONV_CI + cil) * 16 + 8 * cg);
+                    const Quad<T> q0 = qq[0], q1 = qq[1];
+#pragma unroll
+                    for (int m = 0; m < CONV_ROWS; ++m) {
+                        const T v = xrow[m * CONV_XS + lc];
+#pragma unroll
+                        for (int c = 0; c < 4; ++c) {
+                            acc[m][c] += q0.v[c] * v;
+                            acc[m][4 + c] += q1.v[c] * v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    const int w = c0 + lane;
+    if (w >= W) return;
+    T* dst = out + b * CHW;
+#pragma unroll
+    for (int m = 0; m < CONV_ROWS; ++m) {
+        const int h = r0 + rg * CONV_ROWS + m;
+        if (h >= H) continue;
+#pragma unroll
+        for (int c = 0; c < 8; ++c) dst[(i64)(co0 + 8 * cg + c) * HW + (i64)h * W + w] = acc[m][c];
+    }
+}
+
+#define INV_CONV_CONV_TILE_ENTRY(NAME, T)                                                     \
+    extern "C" __global__ void __launch_bounds__(256) NAME(                                   \
+        const T* in, T* out, const T* prep, int C, int H, int W, int KH, int KW, int ai,       \
+        int aj, int sign, int tiles_h, int tiles_w) {                                          \
+        conv_tile_impl<T>(in, out, prep, C, H, W, KH, KW, ai, aj, sign, tiles_h, tiles_w);     \
+    }
+INV_CONV_CONV_TILE_ENTRY(conv_tile_f32, float)
+INV_CONV_CONV_TILE_ENTRY(conv_tile_f64, double)

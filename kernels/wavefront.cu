@@ -145,3 +145,203 @@ INV_CONV_SWEEP_ENTRY(sweep_ring_f32, float, WINDOW_RING)
 INV_CONV_SWEEP_ENTRY(sweep_ring_f64, double, WINDOW_RING)
 INV_CONV_SWEEP_ENTRY(sweep_global_f32, float, WINDOW_GLOBAL)
 INV_CONV_SWEEP_ENTRY(sweep_global_f64, double, WINDOW_GLOBAL)
+
+// ---------------------------------------------------------------------------------------------
+// sweep_tile: the ring-window sweep, re-mapped for C % 8 == 0 (v5).
+//
+// Lanes are pixels of the diagonal (consecutive hc: conflict-free ring reads) and a warp shares
+// one (8-output-channel group, tap subset): the coefficient reads are warp broadcasts, two
+// 16-byte loads and one ring load per 8 FMAs. `tsplit` warps split the off-anchor taps of one
+// (pixel, group) and are summed in shared memory in a fixed order (deterministic).
+// NCTA = 2: a thread-block cluster of two CTAs per sample (sm_90), each owning half of the
+// output channels; every solution value is stored into both CTAs' rings (DSMEM), and one
+// cluster barrier per diagonal replaces the block barrier. So a batch of 64 fills 128 SMs.
+// Shared memory: Q for this CTA's channels [t][gl][ci][8], the ring [slot][c][hc] plus one
+// all-zero slot (read by out-of-image taps, so the inner loop has no select), the partials.
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define INV_CONV_HAS_CLUSTERS 1
+__device__ __forceinline__ unsigned cluster_rank() {
+    unsigned r;
+    asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
+    return r;
+}
+__device__ __forceinline__ void cluster_barrier() {
+    asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::
+                     : "memory");
+}
+__device__ __forceinline__ unsigned cluster_map(const void* p, unsigned rank) {
+    const unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    unsigned r;
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(rank));
+    return r;
+}
+__device__ __forceinline__ void cluster_store(unsigned addr, float v) {
+    asm volatile("st.shared::cluster.f32 [%0], %1;" ::"r"(addr), "f"(v) : "memory");
+}
+__device__ __forceinline__ void cluster_store(unsigned addr, double v) {
+    asm volatile("st.shared::cluster.f64 [%0], %1;" ::"r"(addr), "d"(v) : "memory");
+}
+#else
+#define INV_CONV_HAS_CLUSTERS 0
+#endif
+
+template <typename T, int NCTA>
+__device__ void sweep_tile_impl(T* data, const T* __restrict__ prep, int C, int H, int W, int KH,
+                                int KW, int ai, int aj, int th, int tw, int flip_h, int flip_w,
+                                int ring, int pw, int tsplit) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    T* smem = reinterpret_cast<T*>(smem_raw);
+    const int Cp = round_up4(C), KK = KH * KW, anchor_t = ai * KW + aj;
+    const int CoC = C / NCTA, Gc = CoC / 8;
+    unsigned rank = 0;
+#if INV_CONV_HAS_CLUSTERS
+    if (NCTA > 1) rank = cluster_rank();
+#endif
+    const int co0 = (int)rank * CoC;
+    const i64 HW = (i64)H * W, CHW = C * HW;
+    T* img = data + (i64)(blockIdx.x / NCTA) * CHW;
+    T* qs = smem;                                   // KK * C * CoC
+    T* win = qs + (i64)KK * C * CoC;                // (ring + 1) * C * H, slot `ring` is zero
+    T* red = win + (i64)(ring + 1) * C * H;         // (tsplit - 1) * CoC * pw
+    const T* q = prep + 2 * (i64)C * Cp;
+    // qs[((t * Gc + gl) * C + ci) * 8 + k] = Q_t[co0 + 8 gl + k][ci]
+    for (i64 e = threadIdx.x; e < (i64)KK * C * CoC; e += blockDim.x) {
+        const int k = (int)(e & 7);
+        const i64 r = e >> 3;
+        const int ci = (int)(r % C);
+        const i64 r2 = r / C;
+        const int gl = (int)(r2 % Gc), t = (int)(r2 / Gc);
+        qs[e] = q[((i64)t * C + ci) * Cp + co0 + 8 * gl + k];
+    }
+    for (i64 e = threadIdx.x; e < (i64)C * H; e += blockDim.x) win[(i64)ring * C * H + e] = T(0);
+    __shared__ int tap_t[MAX_TABLE_TAPS], tap_dh[MAX_TABLE_TAPS], tap_dw[MAX_TABLE_TAPS];
+    for (int tn = threadIdx.x; tn < KK - 1 && tn < MAX_TABLE_TAPS; tn += blockDim.x) {
+        const int t = tn + (tn >= anchor_t);
+        tap_t[tn] = t;
+        tap_dh[tn] = th * (t / KW - ai);
+        tap_dw[tn] = tw * (t % KW - aj);
+    }
+    const int kt = threadIdx.x % pw;
+    const int gl = (threadIdx.x / pw) % Gc;
+    const int ts = threadIdx.x / (pw * Gc);
+    const int warp_k0 = kt & ~31;  // pw is a multiple of 32: one warp, one (gl, ts)
+    unsigned remote = 0;
+    (void)remote;
+#if INV_CONV_HAS_CLUSTERS
+    if (NCTA > 1) remote = cluster_map(win, rank ^ 1u);
+#endif
+    __syncthreads();
+#if INV_CONV_HAS_CLUSTERS
+    if (NCTA > 1) cluster_barrier();  // the partner's shared memory is live before any store
+#endif
+    const Quad<T>* qg = reinterpret_cast<const Quad<T>*>(qs) + (i64)gl * C * 2;
+    for (int d = 0; d < H + W - 1; ++d) {
+        const int h_lo = max(0, d - (W - 1)), h_hi = min(d, H - 1);
+        const int npix = h_hi - h_lo + 1;
+        for (int kb = 0; kb < npix; kb += pw) {  // uniform trip count (barriers below)
+            const int k = kb + kt;
+            const bool active = k < npix;
+            const bool warp_active = kb + warp_k0 < npix;
+            const int hc = h_lo + k, wc = d - hc;
+            const int hr = flip_h ? H - 1 - hc : hc, wr = flip_w ? W - 1 - wc : wc;
+            const i64 pix = (i64)hr * W + wr;
+            T z[8];
+            if (ts == 0 && active) {
+#pragma unroll
+                for (int c = 0; c < 8; ++c) z[c] = img[(i64)(co0 + 8 * gl + c) * HW + pix];
+            }
+            T acc[8];
+#pragma unroll
+            for (int c = 0; c < 8; ++c) acc[c] = T(0);
+            if (warp_active) {
+                for (int tn = ts; tn < KK - 1; tn += tsplit) {
+                    int t, hs, ws;
+                    if (tn < MAX_TABLE_TAPS) {
+                        t = tap_t[tn];
+                        hs = hc + tap_dh[tn];
+                        ws = wc + tap_dw[tn];
+                    } else {
+                        t = tn + (tn >= anchor_t);
+                        hs = hc + th * (t / KW - ai);
+                        ws = wc + tw * (t % KW - aj);
+                    }
+                    const bool ok = active && hs >= 0 && ws >= 0;
+                    const T* xs = win + (ok ? (i64)((hs + ws) % ring) * C * H + hs : (i64)ring * C * H);
+                    const Quad<T>* qq = qg + (i64)t * Gc * C * 2;
+#pragma unroll 4
+                    for (int ci = 0; ci < C; ++ci) {
+                        const T v = xs[(i64)ci * H];
+                        const Quad<T> c0 = qq[2 * ci], c1 = qq[2 * ci + 1];
+#pragma unroll
+                        for (int c = 0; c < 4; ++c) {
+                            acc[c] += c0.v[c] * v;
+                            acc[4 + c] += c1.v[c] * v;
+                        }
+                    }
+                }
+            }
+            if (tsplit > 1) {
+                if (ts > 0 && active) {
+#pragma unroll
+                    for (int c = 0; c < 8; ++c)
+                        red[((i64)(ts - 1) * CoC + 8 * gl + c) * pw + kt] = acc[c];
+                }
+                __syncthreads();
+                if (ts == 0 && active) {
+                    for (int s = 1; s < tsplit; ++s) {
+#pragma unroll
+                        for (int c = 0; c < 8; ++c)
+                            acc[c] += red[((i64)(s - 1) * CoC + 8 * gl + c) * pw + kt];
+                    }
+                }
+            }
+            if (ts == 0 && active) {
+                const i64 slot = (i64)(d % ring) * C;
+#pragma unroll
+                for (int c = 0; c < 8; ++c) {
+                    const int co = co0 + 8 * gl + c;
+                    const T s = z[c] - acc[c];
+                    img[(i64)co * HW + pix] = s;
+                    win[(slot + co) * H + hc] = s;
+#if INV_CONV_HAS_CLUSTERS
+                    if (NCTA > 1)
+                        cluster_store(remote + (unsigned)(((slot + co) * H + hc) * (i64)sizeof(T)), s);
+#endif
+                }
+            }
+            if (tsplit > 1) __syncthreads();  // partials consumed before the next pass
+        }
+#if INV_CONV_HAS_CLUSTERS
+        if (NCTA > 1) {
+            cluster_barrier();
+            continue;
+        }
+#endif
+        __syncthreads();
+    }
+}
+
+#define INV_CONV_TILE_ENTRY(NAME, T, NCTA, ATTR)                                               \
+    extern "C" __global__ void __launch_bounds__(1024) ATTR NAME(                              \
+        T* data, const T* prep, int C, int H, int W, int KH, int KW, int ai, int aj, int th,    \
+        int tw, int flip_h, int flip_w, int ring, int pw, int tsplit) {                        \
+        sweep_tile_impl<T, NCTA>(data, prep, C, H, W, KH, KW, ai, aj, th, tw, flip_h, flip_w,  \
+                                 ring, pw, tsplit);                                            \
+    }
+INV_CONV_TILE_ENTRY(sweep_tile_f32, float, 1, )
+INV_CONV_TILE_ENTRY(sweep_tile_f64, double, 1, )
+#if INV_CONV_HAS_CLUSTERS
+INV_CONV_TILE_ENTRY(sweep_tile2_f32, float, 2, __cluster_dims__(2, 1, 1))
+INV_CONV_TILE_ENTRY(sweep_tile2_f64, double, 2, __cluster_dims__(2, 1, 1))
+#else
+// Before sm_90 there are no clusters: the host never launches these (it checks the arch).
+extern "C" __global__ void sweep_tile2_f32(float*, const float*, int, int, int, int, int, int,
+                                           int, int, int, int, int, int, int, int) {
+    __trap();
+}
+extern "C" __global__ void sweep_tile2_f64(double*, const double*, int, int, int, int, int, int,
+                                           int, int, int, int, int, int, int, int) {
+    __trap();
+}
+#endif

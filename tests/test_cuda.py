@@ -27,6 +27,9 @@ SHAPES = [
     (1, 2, 7, 2, 5, 2),
     (2, 6, 9, 8, 5, 5),
     (4, 12, 16, 16, 3, 3),
+    # C % 16 == 0: the tiled conv (partial tiles, K up to 5) and the 2-CTA cluster sweep
+    (2, 16, 5, 37, 3, 3),
+    (3, 32, 18, 9, 5, 2),
 ]
 
 
@@ -145,6 +148,9 @@ def test_every_op_matches_cpu_and_oracles(shape, order, dtype):
         (2, 4, 256, 256, 3, 3),  # a 256×256 image: ring window of the sweep
         (1, 40, 48, 40, 3, 3),  # C·H·W too large for a whole-sample window in float64
         (1, 300, 24, 20, 3, 3),  # coefficients and ring too large for shared memory: global window
+        (2, 48, 64, 64, 3, 3),  # the S2 shape: cluster sweep (ring), tiled conv
+        (1, 24, 70, 40, 3, 3),  # C % 8 == 0, not % 16, ring window: one-CTA tiled sweep
+        (1, 16, 40, 100, 5, 5),  # pixels per pass cover 40 rows; 100 columns: 4 column tiles
     ],
     ids=lambda s: "x".join(map(str, s)),
 )
@@ -262,3 +268,39 @@ def test_mismatched_devices_or_dtypes_raise():
         cu.forward(x, torch.randn(2, 2, 3, 3), "TL")
     with pytest.raises(TypeError):
         cu.forward(x, torch.randn(2, 2, 3, 3, device="cuda", dtype=torch.float64), "TL")
+
+
+def test_tiled_kernels_match_generic_capture_and_are_deterministic(monkeypatch):
+    """conv_tile and the cluster sweep (C % 16 == 0) vs the generic kernels, in a CUDA graph,
+    and bitwise-equal reruns."""
+    cu = _cuda()
+    torch.manual_seed(1)
+    for dtype in DTYPES:
+        y = torch.randn(3, 32, 40, 36, device="cuda", dtype=dtype)
+        w = torch.randn(32, 32, 3, 3, device="cuda", dtype=dtype) / (2.0 * (32 * 9) ** 0.5)
+        g = torch.randn_like(y)
+        for order in ORDERS:
+            monkeypatch.setenv("INV_CONV_CUDA_GENERIC", "1")
+            ref = [cu.forward(y, w, order), cu.inverse(y, w, order), cu.inverse_adjoint(g, w, order), cu.forward_adjoint(g, w, order)]
+            monkeypatch.delenv("INV_CONV_CUDA_GENERIC")
+            out = [cu.forward(y, w, order), cu.inverse(y, w, order), cu.inverse_adjoint(g, w, order), cu.forward_adjoint(g, w, order)]
+            again = [cu.forward(y, w, order), cu.inverse(y, w, order), cu.inverse_adjoint(g, w, order), cu.forward_adjoint(g, w, order)]
+            for a, b, c in zip(out, ref, again):
+                assert rel(a, b) < (1e-5 if dtype == torch.float32 else 1e-12)
+                assert torch.equal(a, c)
+    y = torch.randn(4, 16, 24, 20, device="cuda")
+    w = torch.randn(16, 16, 3, 3, device="cuda") / 24.0
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        cu.inverse(y, w, "TR"), cu.forward(y, w, "TR")
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        x_out = cu.inverse(y, w, "TR")
+        f_out = cu.forward(x_out, w, "TR")
+    y.copy_(torch.randn_like(y))
+    graph.replay()
+    torch.cuda.synchronize()
+    assert rel(x_out, cu.inverse(y, w, "TR")) < 1e-6
+    assert rel(f_out, y) < 1e-5

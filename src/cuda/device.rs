@@ -153,7 +153,10 @@ impl Device {
             // Let every kernel use the device's full shared memory, less its static part; each
             // launch asks for what its plan needs.
             let static_smem = unsafe {
-                result::function::get_function_attribute(f, CUfunction_attribute::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES)
+                result::function::get_function_attribute(
+                    f,
+                    CUfunction_attribute::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES,
+                )
             }
             .map_err(|e| cuda_err(&format!("cuFuncGetAttribute({name})"), e))?;
             unsafe {

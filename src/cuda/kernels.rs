@@ -15,13 +15,15 @@ pub const SOURCES: [(&str, &str); 5] = [
 
 /// Every `extern "C"` entry point the backend launches, with its number of parameters (checked
 /// at each launch: the driver cannot tell when a launch passes too few).
-pub const ENTRY_POINTS: [(&str, usize); 18] = [
+pub const ENTRY_POINTS: [(&str, usize); 24] = [
     ("prepare_inverse_f32", 7),
     ("prepare_inverse_f64", 7),
     ("prepare_taps_f32", 6),
     ("prepare_taps_f64", 6),
     ("conv_f32", 13),
     ("conv_f64", 13),
+    ("conv_tile_f32", 13),
+    ("conv_tile_f64", 13),
     ("channel_mix_f32", 6),
     ("channel_mix_f64", 6),
     ("sweep_full_f32", 17),
@@ -30,6 +32,10 @@ pub const ENTRY_POINTS: [(&str, usize); 18] = [
     ("sweep_ring_f64", 17),
     ("sweep_global_f32", 17),
     ("sweep_global_f64", 17),
+    ("sweep_tile_f32", 16),
+    ("sweep_tile_f64", 16),
+    ("sweep_tile2_f32", 16),
+    ("sweep_tile2_f64", 16),
     ("wgrad_partial_f32", 12),
     ("wgrad_partial_f64", 12),
     ("wgrad_reduce_f32", 6),

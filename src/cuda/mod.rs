@@ -72,6 +72,12 @@ pub struct Target {
 
 const THREADS: u32 = 256;
 
+/// `INV_CONV_CUDA_GENERIC=1` (read at each call) forces the generic kernels instead of the
+/// tiled ones (conv_tile, sweep_tile): for A/B timing and for tests.
+fn generic_only() -> bool {
+    std::env::var_os("INV_CONV_CUDA_GENERIC").is_some_and(|v| v != "0" && !v.is_empty())
+}
+
 fn padded(c: usize) -> usize {
     c.div_ceil(4) * 4
 }
@@ -209,6 +215,31 @@ fn conv(
         prep,
         if adjoint { 1 } else { 0 },
     )?;
+    if let Some(plan) = conv_tile_plan(p, dt, dev.max_smem as usize).filter(|_| !generic_only()) {
+        let args = Args::default()
+            .ptr(input)
+            .ptr(out)
+            .ptr(prep)
+            .int(d.c)
+            .int(d.h)
+            .int(d.w)
+            .int(d.kh)
+            .int(d.kw)
+            .int(d.ai)
+            .int(d.aj)
+            .int(if adjoint { -1 } else { 1 })
+            .int(plan.tiles_h as i32)
+            .int(plan.tiles_w as i32);
+        return launch(
+            &dev,
+            &format!("conv_tile_{}", dt.suffix()),
+            (plan.grid_x, (p.channels / 16) as u32, 1),
+            256,
+            plan.smem,
+            t.stream,
+            args,
+        );
+    }
     let groups = padded(p.channels) / 4;
     // One group's coefficients (KK·C quads) in shared memory when they fit in the default 48 KB.
     let q_bytes = (d.kk as usize) * p.channels * 4 * dt.size();
@@ -242,6 +273,38 @@ fn conv(
         t.stream,
         args,
     )
+}
+
+/// The tiled direct convolution's plan (kernels/conv.cu, `conv_tile`): 32 × 16 output tiles ×
+/// 16 output channels per block; None when the shape needs the generic kernel.
+struct ConvTilePlan {
+    tiles_h: usize,
+    tiles_w: usize,
+    grid_x: u32,
+    smem: u32,
+}
+
+fn conv_tile_plan(p: &Problem, dt: Dtype, max_smem: usize) -> Option<ConvTilePlan> {
+    let (c, kh, kw) = (p.channels, p.kernel_h, p.kernel_w);
+    if c % 16 != 0 || kh > 9 || kw > 9 || c / 16 > 65535 {
+        return None;
+    }
+    let smem = (16 * (16 + kh - 1) * 40 + kh * kw * 16 * 16) * dt.size();
+    if smem > max_smem {
+        return None;
+    }
+    let tiles_h = p.height.div_ceil(16);
+    let tiles_w = p.width.div_ceil(32);
+    let grid_x = (p.batch as u64).checked_mul((tiles_h * tiles_w) as u64)?;
+    let grid_x = u32::try_from(grid_x)
+        .ok()
+        .filter(|&g| g <= i32::MAX as u32)?;
+    Some(ConvTilePlan {
+        tiles_h,
+        tiles_w,
+        grid_x,
+        smem: smem as u32,
+    })
 }
 
 /// Forward map `y = conv2d(pad(x), ŵ)`. `prep` is caller scratch of [`prep_len`] elements.
@@ -300,6 +363,61 @@ pub fn sweep_plan(p: &Problem, dt: Dtype, max_smem: usize) -> (Window, bool, usi
         .unwrap_or((Window::Global, false, 0))
 }
 
+/// The `sweep_tile` plan (kernels/wavefront.cu): CTAs per sample (2 = a cluster, sm_90+),
+/// pixel slots per pass, warps splitting the taps, threads, shared bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TilePlan {
+    pub ncta: usize,
+    pub pw: usize,
+    pub tsplit: usize,
+    pub threads: usize,
+    pub smem: usize,
+}
+
+/// Used when C % 16 == 0 on a GPU with clusters (two CTAs per sample), or C % 8 == 0 where the
+/// generic sweep would use its ring window; None otherwise or when it does not fit.
+pub fn tile_plan(
+    p: &Problem,
+    dt: Dtype,
+    max_smem: usize,
+    clusters: bool,
+    window: Window,
+) -> Option<TilePlan> {
+    let c = p.channels;
+    let ncta = if clusters && c % 16 == 0 {
+        2
+    } else if c % 8 == 0 && window == Window::Ring {
+        1
+    } else {
+        return None;
+    };
+    let coc = c / ncta;
+    let gc = coc / 8;
+    if gc * 32 > 1024 {
+        return None;
+    }
+    let pw = (p.height.min(p.width).div_ceil(32) * 32).min(1024 / gc / 32 * 32);
+    let kk = p.kernel_h * p.kernel_w;
+    let ring = p.kernel_h + p.kernel_w - 1;
+    let sz = dt.size();
+    for tsplit in [4usize, 2, 1] {
+        if tsplit > 1 && (tsplit > kk.saturating_sub(1) || pw * gc * tsplit > 1024) {
+            continue;
+        }
+        let smem = (kk * c * coc + (ring + 1) * c * p.height + (tsplit - 1) * coc * pw) * sz;
+        if smem <= max_smem {
+            return Some(TilePlan {
+                ncta,
+                pw,
+                tsplit,
+                threads: pw * gc * tsplit,
+                smem,
+            });
+        }
+    }
+    None
+}
+
 fn solve(
     p: &Problem,
     dt: Dtype,
@@ -327,7 +445,15 @@ fn solve(
         .int(adjoint as i32)
         .int(subst_in_smem as i32);
     let smem = if subst_in_smem { subst_bytes as u32 } else { 0 };
-    launch(&dev, &format!("prepare_inverse_{sfx}"), (1, 1, 1), THREADS, smem, t.stream, args)?;
+    launch(
+        &dev,
+        &format!("prepare_inverse_{sfx}"),
+        (1, 1, 1),
+        THREADS,
+        smem,
+        t.stream,
+        args,
+    )?;
     prepare_taps(
         &dev,
         t,
@@ -364,6 +490,51 @@ fn solve(
     let tw = sign * if flip_w { -1 } else { 1 };
     // Keep 1 KB for the kernel's static shared memory (its tap table).
     let (window, q_in_smem, smem) = sweep_plan(p, dt, dev.max_smem as usize - 1024);
+    let clusters = dev
+        .arch
+        .strip_prefix("sm_")
+        .and_then(|s| s.get(..s.len().saturating_sub(1)))
+        .and_then(|m| m.parse::<u32>().ok())
+        .is_some_and(|m| m >= 9);
+    let tile = tile_plan(p, dt, dev.max_smem as usize - 1024, clusters, window);
+    if let Some(plan) = tile.filter(|_| !generic_only()) {
+        let batch = u32::try_from(p.batch)
+            .ok()
+            .and_then(|b| b.checked_mul(plan.ncta as u32))
+            .filter(|&g| g <= i32::MAX as u32)
+            .ok_or_else(|| Error::Shape("batch too large".into()))?;
+        let args = Args::default()
+            .ptr(out)
+            .ptr(prep)
+            .int(d.c)
+            .int(d.h)
+            .int(d.w)
+            .int(d.kh)
+            .int(d.kw)
+            .int(d.ai)
+            .int(d.aj)
+            .int(th)
+            .int(tw)
+            .int(flip_h as i32)
+            .int(flip_w as i32)
+            .int(d.kh + d.kw - 1)
+            .int(plan.pw as i32)
+            .int(plan.tsplit as i32);
+        let kernel = if plan.ncta == 2 {
+            "sweep_tile2"
+        } else {
+            "sweep_tile"
+        };
+        return launch(
+            &dev,
+            &format!("{kernel}_{sfx}"),
+            (batch, 1, 1),
+            plan.threads as u32,
+            plan.smem as u32,
+            t.stream,
+            args,
+        );
+    }
     let kernel = match window {
         Window::Full => "sweep_full",
         Window::Ring => "sweep_ring",
