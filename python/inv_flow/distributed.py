@@ -206,8 +206,9 @@ def _collective_device(context: DistContext | None) -> torch.device:
 
 def all_reduce_sum(tensor: torch.Tensor, context: DistContext | None) -> torch.Tensor:
     """Sum ``tensor`` over all ranks (returns a new tensor on ``tensor``'s device; the identity
-    without a process group).  float64 sums stay float64 on gloo and NCCL."""
-    if context is None or not context.enabled or context.world_size == 1:
+    without a process group).  float64 sums stay float64 on gloo and NCCL.  Collectives run in a
+    world of one too, so ``torchrun --nproc_per_node=1`` exercises the same code path."""
+    if context is None or not context.enabled:
         return tensor
     work = tensor.detach().to(_collective_device(context), copy=True)
     dist.all_reduce(work, op=dist.ReduceOp.SUM)
@@ -216,7 +217,7 @@ def all_reduce_sum(tensor: torch.Tensor, context: DistContext | None) -> torch.T
 
 def all_reduce_any(flag: bool, context: DistContext | None) -> bool:
     """True on every rank when ``flag`` is true on any rank."""
-    if context is None or not context.enabled or context.world_size == 1:
+    if context is None or not context.enabled:
         return flag
     value = torch.tensor([1.0 if flag else 0.0], device=_collective_device(context))
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
@@ -225,7 +226,7 @@ def all_reduce_any(flag: bool, context: DistContext | None) -> bool:
 
 def all_gather_object(obj: Any, context: DistContext | None) -> list[Any]:
     """``[obj of rank 0, obj of rank 1, ...]`` on every rank (``[obj]`` without a group)."""
-    if context is None or not context.enabled or context.world_size == 1:
+    if context is None or not context.enabled:
         return [obj]
     gathered: list[Any] = [None] * context.world_size
     dist.all_gather_object(gathered, obj)
@@ -233,7 +234,7 @@ def all_gather_object(obj: Any, context: DistContext | None) -> list[Any]:
 
 
 def barrier(context: DistContext | None) -> None:
-    if context is None or not context.enabled or context.world_size == 1:
+    if context is None or not context.enabled:
         return
     if context.backend == "nccl":
         dist.barrier(device_ids=[context.device.index])

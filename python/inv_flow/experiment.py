@@ -526,7 +526,7 @@ class Experiment:
         """
         path = Path(path)
         rng_ranks = None
-        if self.distributed and self.world_size > 1:
+        if self.distributed:
             rng_ranks = distributed_utils.all_gather_object(capture_rng_state(), self.dist)
         if self.is_main:
             payload = self.state()
