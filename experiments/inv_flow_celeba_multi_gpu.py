@@ -2,8 +2,13 @@
 
     python experiments/inv_flow_celeba_multi_gpu.py [--preset NAME] [--set key=value ...] [--resume PATH]
 
-Every option is described in docs/TRAINING.md.  Multi-GPU training (torchrun) comes with the
-distributed-training work; today this runs on one device.
+On several GPUs (one process per GPU, NCCL, DistributedDataParallel; --set batch_size is the
+global batch, split evenly over the processes):
+
+    NCCL_NVLS_ENABLE=0 torchrun --nproc_per_node=N experiments/inv_flow_celeba_multi_gpu.py [--set key=value ...] [--resume PATH]
+
+and on the CPU with gloo: add ``--set device=cpu``.  Every option is described in
+docs/TRAINING.md ("Distributed training" for torchrun).
 """
 
 import sys

@@ -1,7 +1,7 @@
 """Run logging: printed metric lines, a JSONL metrics file, optional TensorBoard and wandb.
 
-Only the main process writes (see :func:`is_main_process`); other ranks get a silent logger,
-so distributed training can reuse this unchanged.
+Only the main process writes (see :func:`is_main_process`); other ranks of a distributed run
+get a silent logger (no files, no prints, no progress bars).
 """
 
 from __future__ import annotations
@@ -126,17 +126,25 @@ class RunLogger:
             )
 
     def progress(self, iterable: Iterable, **kwargs: Any):
-        """A tqdm progress bar over ``iterable`` (plain iterable when disabled)."""
-        from tqdm.auto import tqdm  # noqa: PLC0415
-
-        return tqdm(iterable, disable=not self.show_progress, dynamic_ncols=True, **kwargs)
+        """A tqdm progress bar over ``iterable`` (the plain iterable when disabled — on every
+        rank but 0 — or when tqdm is not installed)."""
+        if not self.show_progress:
+            return iterable
+        try:
+            from tqdm.auto import tqdm  # noqa: PLC0415
+        except ImportError:
+            return iterable
+        return tqdm(iterable, dynamic_ncols=True, **kwargs)
 
     def message(self, text: str) -> None:
-        """Print a line without breaking progress bars."""
+        """Print a line without breaking progress bars (plain print without tqdm)."""
         if not self.enabled:
             return
-        from tqdm.auto import tqdm  # noqa: PLC0415
-
+        try:
+            from tqdm.auto import tqdm  # noqa: PLC0415
+        except ImportError:
+            print(text, file=sys.stdout, flush=True)
+            return
         tqdm.write(text, file=sys.stdout)
 
     def log(self, record: Mapping[str, Any], step: int | None = None, echo: bool = True) -> None:
