@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Sequence
 
@@ -105,8 +106,10 @@ def _report_rank_failure(experiment, err: BaseException) -> None:
     torchrun's failure summary."""
     from inv_flow.distributed import record_error  # noqa: PLC0415
 
-    if isinstance(err, (KeyboardInterrupt, SystemExit)):
-        return
+    from inv_flow.experiment import TrainingDiverged  # noqa: PLC0415
+
+    if isinstance(err, (KeyboardInterrupt, SystemExit, TrainingDiverged)):
+        return  # interrupted, or diverged on every rank together (reported by main())
     print(f"inv-flow train: rank {experiment.rank} of {experiment.world_size} failed: "
           f"{type(err).__name__}: {err}; shutting down this rank (torchrun stops the others)",
           file=sys.stderr, flush=True)
@@ -175,17 +178,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     from inv_flow.checkpoint import CheckpointError  # noqa: PLC0415
     from inv_flow.data import DatasetNotFoundError  # noqa: PLC0415
 
+    # Under torchrun every process reports its own errors; name the process.
+    world = os.environ.get("WORLD_SIZE", "1")
+    where = f"[rank {os.environ.get('RANK', '?')} of {world}] " if world != "1" else ""
     try:
         return handlers[args.command](args)
     except (ConfigError, DatasetNotFoundError, CheckpointError, ImportError) as err:
         # ImportError: an optional dependency the run asked for (torchvision, wandb, inv_conv).
-        print(f"inv-flow {args.command}: error: {err}", file=sys.stderr)
+        print(f"inv-flow {args.command}: error: {where}{err}", file=sys.stderr)
         return 2
     except Exception as err:  # noqa: BLE001 - diverged training: message, no traceback
         from inv_flow.experiment import TrainingDiverged  # noqa: PLC0415
 
         if isinstance(err, TrainingDiverged):
-            print(f"inv-flow {args.command}: error: {err}", file=sys.stderr)
+            print(f"inv-flow {args.command}: error: {where}{err}", file=sys.stderr)
             return 1
         raise
 
