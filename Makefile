@@ -3,9 +3,16 @@ PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 PY_DEPS := torch numpy pytest hypothesis maturin scikit-learn tqdm matplotlib pillow
 
-.PHONY: install test test-rust test-python lint train demo bench bench-gpu clean
+.PHONY: install dev test test-rust test-python lint train demo bench bench-gpu clean
 
+# A regular (non-editable) install: the tests then run against exactly what users get from
+# `pip install .`, so a package missing from the wheel fails them.
 install:
+	$(PIP) install --quiet --upgrade $(PY_DEPS)
+	$(PIP) install --quiet --force-reinstall --no-deps .
+
+# For development: an editable install (Python changes apply without a rebuild).
+dev:
 	$(PIP) install --quiet --upgrade $(PY_DEPS)
 	$(PIP) install --quiet -e .
 
