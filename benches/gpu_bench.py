@@ -43,6 +43,19 @@ def timed(fn, reps, warmup=5):
     return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends))
 
 
+def wall(fn, reps, warmup=5):
+    """Milliseconds per call from the wall clock over `reps` back-to-back calls (one
+    synchronization at the end): throughput, bounded by host or device, whichever is slower."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / reps * 1e3
+
+
 def cudnn(tf32: bool):
     class Ctx:
         def __enter__(self):
@@ -109,6 +122,7 @@ def run(reps: int):
                 r["forward_generic"] = timed(lambda: _cuda.forward(x, w, ORDER), reps)
                 r["inverse_generic"] = timed(lambda: _cuda.inverse(y, w, ORDER), reps)
                 r["dy_generic"] = timed(lambda: _cuda.inverse_adjoint(g, w, ORDER), reps)
+                r["dw_generic"] = timed(lambda: _cuda.weight_grad(x, g, ORDER, k, k), reps)
             finally:
                 del os.environ["INV_CONV_CUDA_GENERIC"]
         r["inverse_rel_err"] = ((_cuda.forward(_cuda.inverse(y, w, ORDER), w, ORDER) - y).norm() / y.norm()).item()
@@ -133,9 +147,16 @@ def run(reps: int):
 
             r["step_ours"] = timed(ours_step, reps)
             r["step_ours_autograd"] = timed(ours_autograd_step, reps)
+            r["step_ours_autograd_wall"] = wall(ours_autograd_step, 4 * reps)
             for tf32 in (True, False):
                 with cudnn(tf32):
                     r[f"step_cudnn_{'tf32' if tf32 else 'fp32'}"] = timed(cudnn_step, reps)
+            r["step_cudnn_tf32_wall"] = wall(cudnn_step, 4 * reps)
+            # Host overhead of the autograd step: a problem whose kernels take a few µs.
+            yt = torch.randn(1, 4, 8, 8, device="cuda", requires_grad=True)
+            wt = (torch.randn(4, 4, 3, 3, device="cuda") * 0.1).requires_grad_()
+            gt = torch.randn(1, 4, 8, 8, device="cuda")
+            r["step_tiny_autograd_wall"] = wall(lambda: inv_conv.inv_conv2d(yt, wt, ORDER).backward(gt), 4 * reps)
         rows.append(r)
     return info, first_use_s, rows
 
@@ -161,12 +182,17 @@ def table(info, first_use_s, rows):
         if "inverse_generic" in r:
             lines.append(
                 f"{r['scenario']} generic kernels (INV_CONV_CUDA_GENERIC=1): forward {r['forward_generic']:.4f}, "
-                f"inverse {r['inverse_generic']:.4f}, dy {r['dy_generic']:.4f}"
+                f"inverse {r['inverse_generic']:.4f}, dy {r['dy_generic']:.4f}, dw {r['dw_generic']:.4f}"
             )
     s1 = rows[0]
     lines.append(
         f"S1 training step: ours {s1['step_ours']:.4f} ms (raw ops), {s1['step_ours_autograd']:.4f} ms (autograd through "
         f"inv_conv.inv_conv2d); cuDNN conv layer {s1['step_cudnn_tf32']:.4f} ms tf32 / {s1['step_cudnn_fp32']:.4f} ms fp32"
+    )
+    lines.append(
+        f"S1 training step, wall clock per step over back-to-back steps: ours (autograd) {s1['step_ours_autograd_wall']:.4f} ms, "
+        f"cuDNN conv layer (tf32) {s1['step_cudnn_tf32_wall']:.4f} ms; host overhead of our autograd step "
+        f"(1×4×8×8 problem) {s1['step_tiny_autograd_wall']:.4f} ms"
     )
     return "\n".join(lines)
 

@@ -8,8 +8,8 @@
 //     (co, ci) register tile over a subset of the chunk's pixels (two vector loads per 16
 //     FMAs). Thread groups that split one tile's pixels are summed in shared memory, in a
 //     fixed order; the block writes partial[k][t][co][ci].
-//   wgrad_reduce: one thread per output entry sums the nblk partials in order and applies the
-//     mask.
+//   wgrad_reduce: one thread per output entry sums the nblk partials in order, applies the
+//     mask and optionally negates (the fused inverse backward).
 
 template <typename T>
 __device__ void wgrad_partial_impl(const T* __restrict__ x, const T* __restrict__ g,
@@ -92,7 +92,7 @@ __device__ void wgrad_partial_impl(const T* __restrict__ x, const T* __restrict_
 
 template <typename T>
 __device__ void wgrad_reduce_impl(const T* __restrict__ partial, T* __restrict__ out, int C,
-                                  int KK, int anchor_t, int nblk) {
+                                  int KK, int anchor_t, int nblk, int negate) {
     const i64 total = (i64)C * C * KK;
     for (i64 e = blockIdx.x * (i64)blockDim.x + threadIdx.x; e < total;
          e += (i64)gridDim.x * blockDim.x) {
@@ -103,7 +103,7 @@ __device__ void wgrad_reduce_impl(const T* __restrict__ partial, T* __restrict__
         if (!(t == anchor_t && ci >= co)) {
             for (int k = 0; k < nblk; ++k) s += partial[(((i64)k * KK + t) * C + co) * C + ci];
         }
-        out[e] = s;
+        out[e] = negate ? -s : s;  // negate: the inverse's weight-gradient −Σ u·pad(x)
     }
 }
 
@@ -118,10 +118,149 @@ extern "C" __global__ void wgrad_partial_f64(const double* x, const double* g, d
     wgrad_partial_impl<double>(x, g, partial, B, C, H, W, KH, KW, ai, aj, chunk);
 }
 extern "C" __global__ void wgrad_reduce_f32(const float* partial, float* out, int C, int KK,
-                                            int anchor_t, int nblk) {
-    wgrad_reduce_impl<float>(partial, out, C, KK, anchor_t, nblk);
+                                            int anchor_t, int nblk, int negate) {
+    wgrad_reduce_impl<float>(partial, out, C, KK, anchor_t, nblk, negate);
 }
 extern "C" __global__ void wgrad_reduce_f64(const double* partial, double* out, int C, int KK,
-                                            int anchor_t, int nblk) {
-    wgrad_reduce_impl<double>(partial, out, C, KK, anchor_t, nblk);
+                                            int anchor_t, int nblk, int negate) {
+    wgrad_reduce_impl<double>(partial, out, C, KK, anchor_t, nblk, negate);
 }
+
+// ---------------------------------------------------------------------------------------------
+// wgrad_tile (v6): one staging per pixel tile for all taps. Block k takes the spatial tiles
+// k, k + nblk, ... (tile = TR rows × TW columns of one sample) and stages g of the tile and x of
+// the tile plus its (KH−1) × (KW−1) halo, pixel-major ([pixel][channel], row stride Cs), once.
+// Thread unit u = (i, cg, xg) owns the 4×4 (co, ci) tile of every tap (i, j), j < KW, of tap
+// row i: 16·KW register accumulators. Per step of PX consecutive pixels of a tile row it loads
+// PX g vectors and PX + KW − 1 x vectors (the taps of a row are horizontal shifts, so the
+// window is shared) for 16·KW·PX FMAs. Units beyond blockDim.x run in further passes over the
+// tiles. Per-thread order is fixed and the block writes partial[k][t][co][ci], which
+// wgrad_reduce sums in order: deterministic.
+
+// dst[(r * cols + col) * Cs + c] = src[c, h0 + r, w0 + col] (zero outside the image), for
+// r < rows, col < cols, c < C. Needs blockDim.x >= cols. Loads are batched (BATCH in flight
+// per thread) so that the staging is not one global round trip per element.
+template <typename T>
+__device__ __forceinline__ void wgrad_stage(T* __restrict__ dst, const T* __restrict__ src,
+                                            int C, int H, int W, i64 HW, int rows, int cols,
+                                            int h0, int w0, int Cs) {
+    constexpr int BATCH = 8;
+    const int col = threadIdx.x % cols;
+    const int step = blockDim.x / cols;
+    const int first = threadIdx.x / cols;
+    if (first >= step) return;
+    const int w = w0 + col;
+    const bool wok = w >= 0 && w < W;
+    const int total = C * rows;  // (channel, row) pairs, channel-major
+    for (int k0 = first; k0 < total; k0 += BATCH * step) {
+        T v[BATCH];
+#pragma unroll
+        for (int s = 0; s < BATCH; ++s) {
+            const int k = k0 + s * step;
+            v[s] = T(0);
+            if (k < total) {
+                const int c = k / rows, r = k - (k / rows) * rows, h = h0 + r;
+                if (wok && h >= 0 && h < H) v[s] = src[c * HW + (i64)h * W + w];
+            }
+        }
+#pragma unroll
+        for (int s = 0; s < BATCH; ++s) {
+            const int k = k0 + s * step;
+            if (k < total) {
+                const int c = k / rows, r = k - (k / rows) * rows;
+                dst[(r * cols + col) * Cs + c] = v[s];
+            }
+        }
+    }
+}
+
+template <typename T, int KWT, int PX>
+__device__ void wgrad_tile_impl(const T* __restrict__ x, const T* __restrict__ g,
+                                T* __restrict__ partial, int B, int C, int H, int W, int KH,
+                                int ai, int aj, int TR, int TW) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    const int Cp = round_up4(C), Cs = Cp + 4, G = Cp / 4, KK = KH * KWT;
+    const int TRh = TR + KH - 1, TWh = TW + KWT - 1;
+    const int gpx = TR * TW, xpx = TRh * TWh;
+    T* gs = reinterpret_cast<T*>(smem_raw);
+    T* xs = gs + (i64)gpx * Cs;
+    // Padding channels (C .. Cs − 1) of both tiles stay zero for the whole kernel.
+    for (int e = threadIdx.x; e < (gpx + xpx) * (Cs - C); e += blockDim.x) {
+        const int px = e / (Cs - C), c = C + e % (Cs - C);
+        gs[(i64)px * Cs + c] = T(0);
+    }
+    const i64 HW = (i64)H * W, CHW = (i64)C * HW;
+    const int tiles_h = (H + TR - 1) / TR, tiles_w = (W + TW - 1) / TW;
+    const i64 per_sample = (i64)tiles_h * tiles_w, ntiles = (i64)B * per_sample;
+    const int units = G * G * KH;
+    for (int u0 = 0; u0 < units; u0 += blockDim.x) {
+        const int u = u0 + threadIdx.x;
+        const bool active = u < units;
+        const int xg = u % G, cg = (u / G) % G, i = u / (G * G);
+        T acc[KWT][16];
+#pragma unroll
+        for (int j = 0; j < KWT; ++j)
+#pragma unroll
+            for (int k = 0; k < 16; ++k) acc[j][k] = T(0);
+        for (i64 tile = blockIdx.x; tile < ntiles; tile += gridDim.x) {
+            const i64 b = tile / per_sample;
+            const int rem = (int)(tile - b * per_sample);
+            const int r0 = (rem / tiles_w) * TR, c0 = (rem % tiles_w) * TW;
+            __syncthreads();  // the previous tile has been consumed
+            wgrad_stage<T>(gs, g + b * CHW, C, H, W, HW, TR, TW, r0, c0, Cs);
+            wgrad_stage<T>(xs, x + b * CHW, C, H, W, HW, TRh, TWh, r0 - ai, c0 - aj, Cs);
+            __syncthreads();
+            if (!active) continue;
+            const int rv = min(TR, H - r0);
+            const int cv = (min(TW, W - c0) + PX - 1) / PX * PX;  // <= TW (TW % PX == 0)
+            for (int r = 0; r < rv; ++r) {
+                const T* gp = gs + (r * TW) * Cs + 4 * cg;
+                const T* xp = xs + ((r + i) * TWh) * Cs + 4 * xg;
+                for (int w0 = 0; w0 < cv; w0 += PX) {
+                    Quad<T> xq[PX + KWT - 1];
+#pragma unroll
+                    for (int q = 0; q < PX + KWT - 1; ++q)
+                        xq[q] = *reinterpret_cast<const Quad<T>*>(xp + (w0 + q) * Cs);
+#pragma unroll
+                    for (int p = 0; p < PX; ++p) {
+                        const Quad<T> gq = *reinterpret_cast<const Quad<T>*>(gp + (w0 + p) * Cs);
+#pragma unroll
+                        for (int j = 0; j < KWT; ++j)
+#pragma unroll
+                            for (int a = 0; a < 4; ++a)
+#pragma unroll
+                                for (int c = 0; c < 4; ++c)
+                                    acc[j][a * 4 + c] += gq.v[a] * xq[p + j].v[c];
+                    }
+                }
+            }
+        }
+        if (active) {
+#pragma unroll
+            for (int j = 0; j < KWT; ++j) {
+                const int t = i * KWT + j;
+#pragma unroll
+                for (int k = 0; k < 16; ++k) {
+                    const int co = 4 * cg + k / 4, ci = 4 * xg + k % 4;
+                    if (co < C && ci < C)
+                        partial[(((i64)blockIdx.x * KK + t) * C + co) * C + ci] = acc[j][k];
+                }
+            }
+        }
+    }
+}
+
+#define WGRAD_TILE_ENTRY(KWT)                                                                    \
+    extern "C" __global__ void __launch_bounds__(512)                                            \
+        wgrad_tile##KWT##_f32(const float* x, const float* g, float* partial, int B, int C,      \
+                              int H, int W, int KH, int ai, int aj, int TR, int TW) {            \
+        wgrad_tile_impl<float, KWT, 4>(x, g, partial, B, C, H, W, KH, ai, aj, TR, TW);           \
+    }                                                                                            \
+    extern "C" __global__ void __launch_bounds__(256)                                            \
+        wgrad_tile##KWT##_f64(const double* x, const double* g, double* partial, int B, int C,   \
+                              int H, int W, int KH, int ai, int aj, int TR, int TW) {            \
+        wgrad_tile_impl<double, KWT, 2>(x, g, partial, B, C, H, W, KH, ai, aj, TR, TW);          \
+    }
+WGRAD_TILE_ENTRY(1)
+WGRAD_TILE_ENTRY(2)
+WGRAD_TILE_ENTRY(3)

@@ -32,11 +32,14 @@ __all__ = [
     "forward_adjoint",
     "inverse_adjoint",
     "weight_grad",
+    "inverse_backward",
 ]
 
 _lock = threading.Lock()
 _checked = False
 _reason: Optional[str] = None
+#: True once the backend was found usable: the per-call check is then one global read.
+_ready = False
 
 
 def _nvrtc_candidates() -> list[str]:
@@ -86,11 +89,12 @@ def _check() -> Optional[str]:
 
 def unavailable_reason() -> Optional[str]:
     """None when the CUDA backend can run; otherwise what is missing (driver, GPU, NVRTC)."""
-    global _checked, _reason
+    global _checked, _reason, _ready
     with _lock:
         if not _checked:
             _reason = _check()
             _checked = True
+            _ready = _reason is None
         return _reason
 
 
@@ -99,6 +103,8 @@ def is_available() -> bool:
 
 
 def _require() -> None:
+    if _ready:
+        return
     reason = unavailable_reason()
     if reason is not None:
         raise _native.CudaError(f"the inv_conv CUDA backend is unavailable: {reason}")
@@ -120,28 +126,65 @@ def device_info(device: int | torch.device | None = None) -> dict:
     return dict(_native.cuda_device_info(index))
 
 
-def _common(inp: torch.Tensor, weight: torch.Tensor) -> tuple[int, int]:
+# Per-call host overhead matters at small sizes (a training step at S1 is ~0.35 ms of GPU time
+# over six kernels), so the hot path avoids torch.device objects and Stream wrappers: the raw
+# current stream comes from the same C entry point that torch.compile's generated code uses.
+_raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+_DTYPE_NAMES = {torch.float32: "float32", torch.float64: "float64"}
+_prep_lens: dict = {}
+_scratch_lens: dict = {}
+
+
+def _stream(index: int) -> int:
+    if _raw_stream is not None:
+        return _raw_stream(index)
+    return torch.cuda.current_stream(index).cuda_stream
+
+
+def _prep_len(c: int, kh: int, kw: int) -> int:
+    key = (c, kh, kw)
+    n = _prep_lens.get(key)
+    if n is None:
+        n = _prep_lens[key] = int(_native.cuda_prep_len(c, kh, kw))
+    return n
+
+
+def _scratch_len(index: int, dtype: str, shape: tuple, kernel: tuple, order: str) -> int:
+    """cuda_weight_grad_scratch_len, memoised (the plan depends on the device, the problem and
+    INV_CONV_CUDA_GENERIC, so all of them are in the key)."""
+    key = (index, dtype, shape, kernel, order, os.environ.get("INV_CONV_CUDA_GENERIC"))
+    n = _scratch_lens.get(key)
+    if n is None:
+        if len(_scratch_lens) > 4096:
+            _scratch_lens.clear()
+        n = _scratch_lens[key] = max(int(_native.cuda_weight_grad_scratch_len(index, dtype, shape, kernel, order)), 1)
+    return n
+
+
+def _common(inp: torch.Tensor, weight: torch.Tensor) -> tuple[int, int, str]:
+    """(device index, raw current stream, dtype name) after checking the pair."""
     _require()
-    if inp.device != weight.device:
+    index = inp.get_device()
+    if index != weight.get_device() or index < 0:
         raise ValueError(f"input and weight must be on the same device; got {inp.device} and {weight.device}")
-    if inp.dtype != weight.dtype or inp.dtype not in (torch.float32, torch.float64):
+    name = _DTYPE_NAMES.get(inp.dtype)
+    if inp.dtype != weight.dtype or name is None:
         raise TypeError(f"CUDA ops take float32 or float64 tensors of one dtype; got {inp.dtype} and {weight.dtype}")
-    index = _device_index(inp)
-    stream = torch.cuda.current_stream(inp.device).cuda_stream
-    return index, stream
+    return index, _stream(index), name
 
 
 def _image_op(native, inp: torch.Tensor, weight: torch.Tensor, order: str) -> torch.Tensor:
-    index, stream = _common(inp, weight)
+    index, stream, name = _common(inp, weight)
     inp = inp.contiguous()
     weight = weight.contiguous()
     b, c, h, w = inp.shape
     kh, kw = weight.shape[2], weight.shape[3]
     out = torch.empty_like(inp, memory_format=torch.contiguous_format)
-    prep = torch.empty(_native.cuda_prep_len(c, kh, kw), dtype=inp.dtype, device=inp.device)
+    n = _prep_len(c, kh, kw)
+    prep = torch.empty(n, dtype=inp.dtype, device=inp.device)
     native(
-        index, stream, str(inp.dtype), (b, c, h, w), (kh, kw), order,
-        inp.data_ptr(), weight.data_ptr(), out.data_ptr(), prep.data_ptr(), prep.numel(),
+        index, stream, name, (b, c, h, w), (kh, kw), order,
+        inp.data_ptr(), weight.data_ptr(), out.data_ptr(), prep.data_ptr(), n,
     )
     return out
 
@@ -169,16 +212,45 @@ def inverse_adjoint(grad: torch.Tensor, weight: torch.Tensor, order: str) -> tor
 def weight_grad(x: torch.Tensor, grad: torch.Tensor, order: str, kernel_h: int, kernel_w: int) -> torch.Tensor:
     """Σ_{b,h,w} grad[b,c,h,w]·pad(x)[b,c',h+i,w+j] as a (C, C, KH, KW) tensor, zero at the
     anchor's masked entries."""
-    index, stream = _common(x, grad)
+    index, stream, name = _common(x, grad)
     x = x.contiguous()
     grad = grad.contiguous()
     b, c, h, w = x.shape
     shape, kernel = (b, c, h, w), (int(kernel_h), int(kernel_w))
     out = torch.empty((c, c, kernel[0], kernel[1]), dtype=x.dtype, device=x.device)
-    n = _native.cuda_weight_grad_scratch_len(index, str(x.dtype), shape, kernel, order)
-    scratch = torch.empty(max(int(n), 1), dtype=x.dtype, device=x.device)
+    n = _scratch_len(index, name, shape, kernel, order)
+    scratch = torch.empty(n, dtype=x.dtype, device=x.device)
     _native.cuda_weight_grad(
-        index, stream, str(x.dtype), shape, kernel, order,
-        x.data_ptr(), grad.data_ptr(), out.data_ptr(), scratch.data_ptr(), scratch.numel(),
+        index, stream, name, shape, kernel, order,
+        x.data_ptr(), grad.data_ptr(), out.data_ptr(), scratch.data_ptr(), n,
     )
     return out
+
+
+def inverse_backward(
+    x: torch.Tensor, grad: torch.Tensor, weight: torch.Tensor, order: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The backward of x = A⁻¹ y in one native call: (u, grad_w) = (A⁻ᵀ grad, −Σ u·pad(x)),
+    grad_w masked. One scratch allocation holds the coefficients and the weight-gradient
+    partial sums."""
+    index, stream, name = _common(grad, weight)
+    if x.get_device() != index or x.dtype != grad.dtype:
+        raise ValueError(f"x must be on grad's device with its dtype; got {x.device}/{x.dtype} and {grad.device}/{grad.dtype}")
+    x = x.contiguous()
+    grad = grad.contiguous()
+    weight = weight.contiguous()
+    b, c, h, w = grad.shape
+    shape, kernel = (b, c, h, w), (weight.shape[2], weight.shape[3])
+    u = torch.empty_like(grad, memory_format=torch.contiguous_format)
+    grad_w = torch.empty((c, c, kernel[0], kernel[1]), dtype=grad.dtype, device=grad.device)
+    n_prep = _prep_len(c, kernel[0], kernel[1])
+    n_scratch = _scratch_len(index, name, shape, kernel, order)
+    offset = (n_prep + 7) // 8 * 8  # the partial sums start 64-byte aligned
+    buf = torch.empty(offset + n_scratch, dtype=grad.dtype, device=grad.device)
+    base = buf.data_ptr()
+    _native.cuda_inverse_backward(
+        index, stream, name, shape, kernel, order,
+        (x.data_ptr(), grad.data_ptr(), weight.data_ptr(), u.data_ptr(), grad_w.data_ptr()),
+        base, n_prep, base + offset * buf.element_size(), n_scratch,
+    )
+    return u, grad_w

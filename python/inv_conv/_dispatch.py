@@ -2,8 +2,9 @@
 
 The public functions validate dtypes and devices here (pure Python, so ``torch.compile`` can
 trace them); shapes are validated by the Rust core's contract (``_native.check_problem``) inside
-the custom ops and their fake implementations. The five ``run_*`` functions take validated
-tensors and route CPU tensors to the Rust CPU backend (zero-copy numpy views of tensors that
+the custom ops and their fake implementations. The ``run_*`` functions take validated tensors
+(``run_inverse_backward`` fuses the inverse's two backward ops) and route CPU tensors to the
+Rust CPU backend (zero-copy numpy views of tensors that
 torch allocated) and CUDA tensors to :mod:`inv_conv._cuda`.
 """
 
@@ -44,11 +45,18 @@ def check_shapes(input_name: str, inp: torch.Tensor, weight: torch.Tensor, order
     return _native.check_problem(input_name, list(inp.shape), list(weight.shape), order)
 
 
+_cuda_ready = None  # the _cuda module once it was found usable (checked once per process)
+
+
 def _cuda_module():
+    global _cuda_ready
+    if _cuda_ready is not None:
+        return _cuda_ready
     from . import _cuda
 
     if not _cuda.is_available():
         raise _native.CudaError(f"CUDA tensors given but the CUDA backend is unavailable: {_cuda.unavailable_reason()}")
+    _cuda_ready = _cuda
     return _cuda
 
 
@@ -89,3 +97,13 @@ def run_weight_grad(x: torch.Tensor, grad: torch.Tensor, order: str, kernel_h: i
     out = torch.empty((c, c, kernel_h, kernel_w), dtype=x.dtype)
     _native.weight_grad(x.numpy(), grad.numpy(), order, (kernel_h, kernel_w), out.numpy())
     return out
+
+
+def run_inverse_backward(x: torch.Tensor, grad: torch.Tensor, weight: torch.Tensor, order: str):
+    """(A⁻ᵀ grad, −Σ (A⁻ᵀ grad)·pad(x)): the inverse's input- and weight-gradient."""
+    x, grad, weight = _plain(x), _plain(grad), _plain(weight)
+    if grad.is_cuda:
+        return _cuda_module().inverse_backward(x, grad, weight, order)
+    u = run_inverse_adjoint(grad, weight, order)
+    grad_w = run_weight_grad(x, u, order, weight.shape[2], weight.shape[3])
+    return u, grad_w.neg_()

@@ -34,3 +34,62 @@ def check_problem(
 
 def built_with_cuda() -> bool:
     """Whether the extension was built with the CUDA backend."""
+
+# CUDA backend (present when built with the `cuda` feature). Buffers are raw device addresses
+# of contiguous tensors on `device`; `stream` is a raw CUstream handle; nothing synchronizes.
+_Shape = Tuple[int, int, int, int]
+_Kernel = Tuple[int, int]
+
+def cuda_set_nvrtc_path(path: Optional[str] = None) -> None:
+    """NVRTC library to try first."""
+
+def cuda_unavailable_reason() -> Optional[str]:
+    """None when the driver, a GPU and NVRTC are usable; otherwise what is missing."""
+
+def cuda_device_info(device: int) -> dict:
+    """Compiles the kernels for `device` (first use) and describes them."""
+
+def cuda_prep_len(channels: int, kernel_h: int, kernel_w: int) -> int:
+    """Elements of coefficient scratch the four image ops need."""
+
+def cuda_weight_grad_scratch_len(device: int, dtype_name: str, shape: _Shape, kernel: _Kernel, order: str) -> int:
+    """Elements of scratch cuda_weight_grad needs on `device`."""
+
+def cuda_forward(
+    device: int, stream: int, dtype_name: str, shape: _Shape, kernel: _Kernel, order: str,
+    input: int, weight: int, out: int, prep: int, prep_len: int,
+) -> None:
+    """y = A x."""
+
+def cuda_forward_adjoint(
+    device: int, stream: int, dtype_name: str, shape: _Shape, kernel: _Kernel, order: str,
+    input: int, weight: int, out: int, prep: int, prep_len: int,
+) -> None:
+    """Aᵀ g."""
+
+def cuda_inverse(
+    device: int, stream: int, dtype_name: str, shape: _Shape, kernel: _Kernel, order: str,
+    input: int, weight: int, out: int, prep: int, prep_len: int,
+) -> None:
+    """x = A⁻¹ y."""
+
+def cuda_inverse_adjoint(
+    device: int, stream: int, dtype_name: str, shape: _Shape, kernel: _Kernel, order: str,
+    input: int, weight: int, out: int, prep: int, prep_len: int,
+) -> None:
+    """A⁻ᵀ g."""
+
+def cuda_weight_grad(
+    device: int, stream: int, dtype_name: str, shape: _Shape, kernel: _Kernel, order: str,
+    x: int, grad: int, out: int, scratch: int, scratch_len: int, negate: bool = False,
+) -> None:
+    """Σ grad·pad(x) (masked; negated when `negate`) into out (C, C, KH, KW)."""
+
+def cuda_inverse_backward(
+    device: int, stream: int, dtype_name: str, shape: _Shape, kernel: _Kernel, order: str,
+    buffers: Tuple[int, int, int, int, int], prep: int, prep_len: int, scratch: int, scratch_len: int,
+) -> None:
+    """buffers = (x, grad, weight, u, grad_w): u = A⁻ᵀ grad, grad_w = −Σ u·pad(x) (masked)."""
+
+def compile_kernels_check(arch: str = "sm_90") -> dict:
+    """Compiles every kernel with NVRTC for `arch` (no GPU needed)."""

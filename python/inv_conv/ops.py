@@ -7,7 +7,9 @@ tensors) and the two directions have registered autograd formulas built from the
 - ``y = conv2d(x, w)``:     ∂x = Aᵀ g,            ∂w = Σ g · pad(x)          (masked)
 - ``x = inv_conv2d(y, w)``: ∂y = u = A⁻ᵀ g,        ∂w = −Σ u · pad(x)         (masked)
 
-Masked weight entries get exactly zero gradient from the ops themselves.
+Masked weight entries get exactly zero gradient from the ops themselves. The inverse's backward
+runs as one op, ``inv_conv::inverse_backward`` (u and −Σ u·pad(x) in one dispatch and, on the
+GPU, one native call), because per-op host overhead dominates a training step at small sizes.
 """
 
 from __future__ import annotations
@@ -57,6 +59,31 @@ def _check_weight_grad_args(x, grad, order, kernel_h, kernel_w) -> None:
         raise ValueError(f"grad must have the shape of x {tuple(x.shape)}; got {tuple(grad.shape)}")
 
 
+@torch.library.custom_op(f"{_LIB}::inverse_backward", mutates_args=())
+def _inverse_backward_op(
+    x: torch.Tensor, grad: torch.Tensor, weight: torch.Tensor, order: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(u, grad_w) = (A⁻ᵀ grad, −Σ u · pad(x)), grad_w masked: the backward of x = A⁻¹ y."""
+    _check_inverse_backward_args(x, grad, weight, order)
+    return _dispatch.run_inverse_backward(x, grad, weight, order)
+
+
+def _check_inverse_backward_args(x, grad, weight, order) -> None:
+    _dispatch.check_shapes("x", x, weight, order)
+    if grad.shape != x.shape:
+        raise ValueError(f"grad must have the shape of x {tuple(x.shape)}; got {tuple(grad.shape)}")
+
+
+@_inverse_backward_op.register_fake
+def _(x, grad, weight, order):
+    _check_inverse_backward_args(x, grad, weight, order)
+    c = x.shape[1]
+    return (
+        torch.empty_like(grad, memory_format=torch.contiguous_format),
+        x.new_empty((c, c, weight.shape[2], weight.shape[3])),
+    )
+
+
 def _image_fake(input_name: str):
     def fake(inp, weight, order):
         _dispatch.check_shapes(input_name, inp, weight, order)
@@ -103,20 +130,20 @@ def _inverse_setup(ctx, inputs, output):
 
 def _inverse_backward(ctx, grad):
     x, weight = ctx.saved_tensors
-    if not (ctx.needs_input_grad[0] or ctx.needs_input_grad[1]):
-        return None, None, None
-    u = _inverse_adjoint(grad, weight, ctx.order)
-    grad_w = None
-    if ctx.needs_input_grad[1]:
-        grad_w = -_weight_grad(x, u, ctx.order, weight.shape[2], weight.shape[3])
-    return (u if ctx.needs_input_grad[0] else None), grad_w, None
+    need_y, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    if need_w:
+        u, grad_w = _inverse_backward_op(x, grad, weight, ctx.order)
+        return (u if need_y else None), grad_w, None
+    if need_y:
+        return _inverse_adjoint(grad, weight, ctx.order), None, None
+    return None, None, None
 
 
 _forward.register_autograd(_forward_backward, setup_context=_forward_setup)
 _inverse.register_autograd(_inverse_backward, setup_context=_inverse_setup)
 
 # Under autocast, run in float32 (half precision would make the wavefront inaccurate).
-for _name in ("forward", "inverse", "forward_adjoint", "inverse_adjoint", "weight_grad"):
+for _name in ("forward", "inverse", "forward_adjoint", "inverse_adjoint", "weight_grad", "inverse_backward"):
     for _device in ("cpu", "cuda"):
         torch.library.register_autocast(f"{_LIB}::{_name}", _device, torch.float32)
 

@@ -15,7 +15,7 @@ pub const SOURCES: [(&str, &str); 5] = [
 
 /// Every `extern "C"` entry point the backend launches, with its number of parameters (checked
 /// at each launch: the driver cannot tell when a launch passes too few).
-pub const ENTRY_POINTS: [(&str, usize); 24] = [
+pub const ENTRY_POINTS: [(&str, usize); 30] = [
     ("prepare_inverse_f32", 7),
     ("prepare_inverse_f64", 7),
     ("prepare_taps_f32", 6),
@@ -38,8 +38,14 @@ pub const ENTRY_POINTS: [(&str, usize); 24] = [
     ("sweep_tile2_f64", 16),
     ("wgrad_partial_f32", 12),
     ("wgrad_partial_f64", 12),
-    ("wgrad_reduce_f32", 6),
-    ("wgrad_reduce_f64", 6),
+    ("wgrad_tile1_f32", 12),
+    ("wgrad_tile1_f64", 12),
+    ("wgrad_tile2_f32", 12),
+    ("wgrad_tile2_f64", 12),
+    ("wgrad_tile3_f32", 12),
+    ("wgrad_tile3_f64", 12),
+    ("wgrad_reduce_f32", 7),
+    ("wgrad_reduce_f64", 7),
 ];
 
 /// The program text: the files concatenated, each preceded by a `#line` directive so that

@@ -12,7 +12,8 @@
 //! - inverse / inverse_adjoint: `prepare_inverse` (L⁻¹ and P), `prepare_taps` (Q_t = P·M_t),
 //!   `channel_mix` (z = P·rhs into the output), then `sweep` (one block per sample, wavefront
 //!   over anti-diagonals, the solution kept in shared memory where it fits).
-//! - weight_grad: `wgrad_partial` (split-K partial sums into caller scratch), `wgrad_reduce`.
+//! - weight_grad: `wgrad_tile` (v6: one staging of a pixel tile + halo for all taps) or
+//!   `wgrad_partial` (split-K partial sums into caller scratch), then `wgrad_reduce`.
 
 // The ops take a problem, a dtype, a target and raw buffers: more than seven arguments is
 // their nature.
@@ -73,7 +74,7 @@ pub struct Target {
 const THREADS: u32 = 256;
 
 /// `INV_CONV_CUDA_GENERIC=1` (read at each call) forces the generic kernels instead of the
-/// tiled ones (conv_tile, sweep_tile): for A/B timing and for tests.
+/// tiled ones (conv_tile, sweep_tile, wgrad_tile): for A/B timing and for tests.
 fn generic_only() -> bool {
     std::env::var_os("INV_CONV_CUDA_GENERIC").is_some_and(|v| v != "0" && !v.is_empty())
 }
@@ -622,14 +623,82 @@ pub fn inverse_adjoint(
     solve(p, dt, t, g, weight, u, prep, prep_elems, true)
 }
 
-/// The weight-gradient launch plan: pixels per chunk, blocks per tap, shared bytes.
-struct WgradPlan {
-    chunk: u32,
-    nblk: u32,
-    smem: u32,
+/// The weight-gradient launch plan: the v6 tiled kernel where it applies, else the v2 chunked
+/// one. Both write `nblk` partial C × C × KK sums into scratch for `wgrad_reduce`.
+enum WgradPlan {
+    /// `wgrad_partial`: pixels per chunk, blocks per tap, shared bytes.
+    Chunk { chunk: u32, nblk: u32, smem: u32 },
+    /// `wgrad_tile{KW}`: tile rows × columns, threads per block, blocks, shared bytes.
+    Tile {
+        tr: u32,
+        tw: u32,
+        threads: u32,
+        nblk: u32,
+        smem: u32,
+    },
+}
+
+impl WgradPlan {
+    fn nblk(&self) -> u32 {
+        match self {
+            WgradPlan::Chunk { nblk, .. } | WgradPlan::Tile { nblk, .. } => *nblk,
+        }
+    }
+}
+
+/// The tiled plan (kernels/weight_grad.cu, `wgrad_tile`): KW ≤ 3 and enough (tap row, 4×4
+/// channel tile) units to fill a block (≥ 64, so C ≥ 16 at K = 3; C = 12 keeps the chunked
+/// kernel, which is faster there). None when it does not apply.
+fn wgrad_tile_plan(p: &Problem, dt: Dtype, dev: &Device) -> Option<WgradPlan> {
+    if generic_only() || p.kernel_w > 3 {
+        return None;
+    }
+    let cp = padded(p.channels);
+    let g = cp / 4;
+    let units = g * g * p.kernel_h;
+    if units < 64 {
+        return None;
+    }
+    // Launch bounds of the entry points: 512 (f32, ≤ 128 registers) and 256 (f64).
+    let (max_t, px, regs) = match dt {
+        Dtype::F32 => (512usize, 4usize, 128usize),
+        Dtype::F64 => (256, 2, 176),
+    };
+    let passes = units.div_ceil(max_t);
+    let threads = units.div_ceil(passes).div_ceil(32) * 32;
+    let tw = if p.width >= 32 {
+        32
+    } else {
+        p.width.div_ceil(px) * px
+    };
+    let cs = cp + 4;
+    let budget = (dev.max_smem as usize).min(200 * 1024);
+    let bytes =
+        |tr: usize| (tr * tw + (tr + p.kernel_h - 1) * (tw + p.kernel_w - 1)) * cs * dt.size();
+    let tr = [4usize, 2, 1].into_iter().find(|&tr| bytes(tr) <= budget)?;
+    // The staging loops need a thread per halo column.
+    if threads < tw + p.kernel_w - 1 {
+        return None;
+    }
+    let tiles = (p.batch as u64) * (p.height.div_ceil(tr) as u64) * (p.width.div_ceil(tw) as u64);
+    let per_sm = (2048 / threads)
+        .min(dev.max_smem as usize / bytes(tr))
+        .min(65536 / (threads * regs))
+        .max(1);
+    let nblk = tiles.min((per_sm as u64) * dev.sm_count as u64).max(1) as u32;
+    Some(WgradPlan::Tile {
+        tr: tr as u32,
+        tw: tw as u32,
+        threads: threads as u32,
+        nblk,
+        smem: bytes(tr) as u32,
+    })
 }
 
 fn wgrad_plan(p: &Problem, dt: Dtype, dev: &Device) -> Result<WgradPlan> {
+    if let Some(plan) = wgrad_tile_plan(p, dt, dev) {
+        return Ok(plan);
+    }
     let cs = padded(p.channels) + 4;
     let budget = (dev.max_smem as usize).min(100 * 1024);
     let bytes = |chunk: usize| (2 * chunk * cs + THREADS as usize * 16) * dt.size();
@@ -651,7 +720,7 @@ fn wgrad_plan(p: &Problem, dt: Dtype, dev: &Device) -> Result<WgradPlan> {
     // no larger than THREADS, which the kernel's staging loop relies on.
     let per_tap = (4 * dev.sm_count as u64).div_ceil(kk).max(1);
     let nblk = nchunks.min(per_tap).max(1) as u32;
-    Ok(WgradPlan {
+    Ok(WgradPlan::Chunk {
         chunk: chunk as u32,
         nblk,
         smem: bytes(chunk) as u32,
@@ -663,10 +732,11 @@ fn wgrad_plan(p: &Problem, dt: Dtype, dev: &Device) -> Result<WgradPlan> {
 pub fn weight_grad_scratch_len(p: &Problem, dt: Dtype, ordinal: usize) -> Result<usize> {
     let dev = device(ordinal)?;
     let plan = wgrad_plan(p, dt, &dev)?;
-    Ok(plan.nblk as usize * p.kernel_h * p.kernel_w * p.channels * p.channels)
+    Ok(plan.nblk() as usize * p.kernel_h * p.kernel_w * p.channels * p.channels)
 }
 
-/// `out[co, ci, i, j] = Σ g[b,co,h,w] · pad(x)[b,ci,h+i,w+j]`, masked at the anchor.
+/// `out[co, ci, i, j] = Σ g[b,co,h,w] · pad(x)[b,ci,h+i,w+j]`, masked at the anchor (negated
+/// when `negate`: exactly −(the sum), the inverse's weight-gradient).
 pub fn weight_grad(
     p: &Problem,
     dt: Dtype,
@@ -676,6 +746,7 @@ pub fn weight_grad(
     out: u64,
     scratch: u64,
     scratch_elems: usize,
+    negate: bool,
 ) -> Result<()> {
     let d = dims(p)?;
     let dev = device(t.device)?;
@@ -684,35 +755,69 @@ pub fn weight_grad(
     check_scratch(
         "weight_grad",
         scratch_elems,
-        plan.nblk as usize * kk * p.channels * p.channels,
+        plan.nblk() as usize * kk * p.channels * p.channels,
     )?;
     let sfx = dt.suffix();
-    let args = Args::default()
-        .ptr(x)
-        .ptr(g)
-        .ptr(scratch)
-        .int(d.b)
-        .int(d.c)
-        .int(d.h)
-        .int(d.w)
-        .int(d.kh)
-        .int(d.kw)
-        .int(d.ai)
-        .int(d.aj)
-        .int(plan.chunk as i32);
-    let taps = u32::try_from(kk)
-        .ok()
-        .filter(|&k| k <= 65535)
-        .ok_or_else(|| Error::Shape("kernel too large".into()))?;
-    launch(
-        &dev,
-        &format!("wgrad_partial_{sfx}"),
-        (plan.nblk, taps, 1),
-        THREADS,
-        plan.smem,
-        t.stream,
-        args,
-    )?;
+    match plan {
+        WgradPlan::Chunk { chunk, nblk, smem } => {
+            let args = Args::default()
+                .ptr(x)
+                .ptr(g)
+                .ptr(scratch)
+                .int(d.b)
+                .int(d.c)
+                .int(d.h)
+                .int(d.w)
+                .int(d.kh)
+                .int(d.kw)
+                .int(d.ai)
+                .int(d.aj)
+                .int(chunk as i32);
+            let taps = u32::try_from(kk)
+                .ok()
+                .filter(|&k| k <= 65535)
+                .ok_or_else(|| Error::Shape("kernel too large".into()))?;
+            launch(
+                &dev,
+                &format!("wgrad_partial_{sfx}"),
+                (nblk, taps, 1),
+                THREADS,
+                smem,
+                t.stream,
+                args,
+            )?;
+        }
+        WgradPlan::Tile {
+            tr,
+            tw,
+            threads,
+            nblk,
+            smem,
+        } => {
+            let args = Args::default()
+                .ptr(x)
+                .ptr(g)
+                .ptr(scratch)
+                .int(d.b)
+                .int(d.c)
+                .int(d.h)
+                .int(d.w)
+                .int(d.kh)
+                .int(d.ai)
+                .int(d.aj)
+                .int(tr as i32)
+                .int(tw as i32);
+            launch(
+                &dev,
+                &format!("wgrad_tile{}_{sfx}", p.kernel_w),
+                (nblk, 1, 1),
+                threads,
+                smem,
+                t.stream,
+                args,
+            )?;
+        }
+    }
     let n = (kk * p.channels * p.channels) as u64;
     let args = Args::default()
         .ptr(scratch)
@@ -720,7 +825,8 @@ pub fn weight_grad(
         .int(d.c)
         .int(d.kk)
         .int(d.anchor_t)
-        .int(plan.nblk as i32);
+        .int(plan.nblk() as i32)
+        .int(negate as i32);
     launch(
         &dev,
         &format!("wgrad_reduce_{sfx}"),
@@ -730,6 +836,26 @@ pub fn weight_grad(
         t.stream,
         args,
     )
+}
+
+/// The inverse's backward in one call: `u = A⁻ᵀ g` into `u`, then `grad_w = −Σ u · pad(x)`
+/// (masked) into `grad_w`; `prep` as for [`inverse_adjoint`], `scratch` as for [`weight_grad`].
+pub fn inverse_backward(
+    p: &Problem,
+    dt: Dtype,
+    t: Target,
+    x: u64,
+    g: u64,
+    weight: u64,
+    u: u64,
+    grad_w: u64,
+    prep: u64,
+    prep_elems: usize,
+    scratch: u64,
+    scratch_elems: usize,
+) -> Result<()> {
+    inverse_adjoint(p, dt, t, g, weight, u, prep, prep_elems)?;
+    weight_grad(p, dt, t, x, u, grad_w, scratch, scratch_elems, true)
 }
 
 /// What [`compile_check`] reports.

@@ -165,7 +165,9 @@ image_binding!(
 );
 
 /// Σ g·pad(x), masked, into `out` (C, C, KH, KW); `scratch` of cuda_weight_grad_scratch_len.
+/// `negate` writes −Σ instead (exactly the negation).
 #[pyfunction]
+#[pyo3(signature = (device, stream, dtype_name, shape, kernel, order, x, grad, out, scratch, scratch_len, negate=false))]
 #[allow(clippy::too_many_arguments)]
 fn cuda_weight_grad(
     py: Python<'_>,
@@ -180,12 +182,54 @@ fn cuda_weight_grad(
     out: u64,
     scratch: u64,
     scratch_len: usize,
+    negate: bool,
 ) -> PyResult<()> {
     let p = problem(shape, kernel, order)?;
     let dt = dtype(dtype_name)?;
     let t = Target { device, stream };
     detached(py, || {
-        cuda::weight_grad(&p, dt, t, x, grad, out, scratch, scratch_len)
+        cuda::weight_grad(&p, dt, t, x, grad, out, scratch, scratch_len, negate)
+    })
+}
+
+/// The inverse's backward in one call: u = A⁻ᵀ grad into `u`, then −Σ u·pad(x) (masked) into
+/// `grad_w` (C, C, KH, KW). `prep` of cuda_prep_len, `scratch` of
+/// cuda_weight_grad_scratch_len elements.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn cuda_inverse_backward(
+    py: Python<'_>,
+    device: usize,
+    stream: u64,
+    dtype_name: &str,
+    shape: (usize, usize, usize, usize),
+    kernel: (usize, usize),
+    order: &str,
+    buffers: (u64, u64, u64, u64, u64),
+    prep: u64,
+    prep_len: usize,
+    scratch: u64,
+    scratch_len: usize,
+) -> PyResult<()> {
+    let p = problem(shape, kernel, order)?;
+    let dt = dtype(dtype_name)?;
+    let t = Target { device, stream };
+    let (x, grad, weight, u, grad_w) = buffers;
+    detached(py, || {
+        cuda::inverse_backward(
+            &p,
+            dt,
+            t,
+            x,
+            grad,
+            weight,
+            u,
+            grad_w,
+            prep,
+            prep_len,
+            scratch,
+            scratch_len,
+        )
     })
 }
 
@@ -216,6 +260,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(cuda_inverse, m)?)?;
     m.add_function(wrap_pyfunction!(cuda_inverse_adjoint, m)?)?;
     m.add_function(wrap_pyfunction!(cuda_weight_grad, m)?)?;
+    m.add_function(wrap_pyfunction!(cuda_inverse_backward, m)?)?;
     m.add_function(wrap_pyfunction!(compile_kernels_check, m)?)?;
     Ok(())
 }
