@@ -4,7 +4,6 @@ embedded digits (in-process through ``main([...])`` and once through ``python -m
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +13,6 @@ import pytest
 from inv_flow.cli import main
 from inv_flow.config import DEFAULTS, ConfigError, coerce_value, parse_overrides, resolve_config
 
-PACKAGE_DIR = Path(__file__).resolve().parents[1] / "python"
 TEST_PRESETS = {"p": {"image_shape": (1, 8, 8), "coupling_width": 7}}
 
 
@@ -172,10 +170,10 @@ def test_errors_exit_cleanly_before_training(tmp_path, capsys):
 
 def test_python_dash_m_entry_point(tmp_path):
     pytest.importorskip("inv_conv")
-    env = dict(os.environ, PYTHONPATH=str(PACKAGE_DIR) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    # The installed packages (regular or editable install), as a user would run it.
     args = [str(a) for a in tiny_train_args(tmp_path)] + ["--set", "sample_epochs=0"]
     result = subprocess.run([sys.executable, "-m", "inv_flow", *args], capture_output=True,
-                            text=True, env=env, cwd=tmp_path, timeout=300)
+                            text=True, cwd=tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "val_bpd" in result.stdout and (tmp_path / "best.tar").is_file()
 
