@@ -375,6 +375,27 @@ pub struct TilePlan {
     pub smem: usize,
 }
 
+/// The arguments every sweep kernel takes first: the image being solved in place, the
+/// coefficients, the problem's dimensions, the canonical tap signs and axis flips, and the ring
+/// length (KH + KW − 1 diagonals).
+fn sweep_args(out: u64, prep: u64, d: &Dims, signs: (i32, i32), flips: (bool, bool)) -> Args {
+    Args::default()
+        .ptr(out)
+        .ptr(prep)
+        .int(d.c)
+        .int(d.h)
+        .int(d.w)
+        .int(d.kh)
+        .int(d.kw)
+        .int(d.ai)
+        .int(d.aj)
+        .int(signs.0)
+        .int(signs.1)
+        .int(flips.0 as i32)
+        .int(flips.1 as i32)
+        .int(d.kh + d.kw - 1)
+}
+
 /// Used when C % 16 == 0 on a GPU with clusters (two CTAs per sample), or C % 8 == 0 where the
 /// generic sweep would use its ring window; None otherwise or when it does not fit.
 pub fn tile_plan(
@@ -504,21 +525,7 @@ fn solve(
             .and_then(|b| b.checked_mul(plan.ncta as u32))
             .filter(|&g| g <= i32::MAX as u32)
             .ok_or_else(|| Error::Shape("batch too large".into()))?;
-        let args = Args::default()
-            .ptr(out)
-            .ptr(prep)
-            .int(d.c)
-            .int(d.h)
-            .int(d.w)
-            .int(d.kh)
-            .int(d.kw)
-            .int(d.ai)
-            .int(d.aj)
-            .int(th)
-            .int(tw)
-            .int(flip_h as i32)
-            .int(flip_w as i32)
-            .int(d.kh + d.kw - 1)
+        let args = sweep_args(out, prep, &d, (th, tw), (flip_h, flip_w))
             .int(plan.pw as i32)
             .int(plan.tsplit as i32);
         let kernel = if plan.ncta == 2 {
@@ -566,21 +573,7 @@ fn solve(
         ci_lanes *= 2;
     }
     let batch = u32::try_from(p.batch).map_err(|_| Error::Shape("batch too large".into()))?;
-    let args = Args::default()
-        .ptr(out)
-        .ptr(prep)
-        .int(d.c)
-        .int(d.h)
-        .int(d.w)
-        .int(d.kh)
-        .int(d.kw)
-        .int(d.ai)
-        .int(d.aj)
-        .int(th)
-        .int(tw)
-        .int(flip_h as i32)
-        .int(flip_w as i32)
-        .int(d.kh + d.kw - 1)
+    let args = sweep_args(out, prep, &d, (th, tw), (flip_h, flip_w))
         .int(q_in_smem as i32)
         .int(split as i32)
         .int(ci_lanes as i32);
