@@ -199,6 +199,14 @@ def test_autocast_and_half_inputs_compute_in_float32(low):
     torch.testing.assert_close(half, exact_from_rounded, rtol=0, atol=0)
 
 
+def test_autocast_leaves_float64_alone():
+    y, weight = random_problem((1, 2, 4, 3, 3, 3))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        x = inv_conv.inv_conv2d(y, weight)
+    assert x.dtype == torch.float64
+    torch.testing.assert_close(x, reference.inv_conv2d(y, weight, "TL"))
+
+
 def test_meta_tensors_give_shapes():
     y = torch.empty(2, 3, 5, 4, device="meta")
     w = torch.empty(3, 3, 3, 2, device="meta")

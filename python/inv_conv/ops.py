@@ -158,15 +158,15 @@ def _prepare(names, a, b):
     """Validate a pair of tensor arguments and bring float16/bfloat16 to float32.
 
     Returns the two tensors to compute with and the dtype of the result: the inputs' dtype,
-    except under autocast, where (like PyTorch's float32-policy ops) the result is float32.
+    except under autocast, where (like PyTorch's float32-policy ops) float16/bfloat16 arguments
+    are cast to float32 first, so the result is float32 (float64 stays float64).
     """
     _dispatch.check_tensor(names[0], a)
     _dispatch.check_tensor(names[1], b)
-    autocast = a.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(a.device.type)
-    if autocast:
+    if a.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(a.device.type):
         a, b = (t.float() if t.dtype in _dispatch.UPCAST_DTYPES else t for t in (a, b))
     _dispatch.check_pair(names, a, b)
-    out_dtype = torch.float32 if autocast else a.dtype
+    out_dtype = a.dtype
     if a.dtype in _dispatch.UPCAST_DTYPES:
         a, b = a.float(), b.float()
     return a, b, out_dtype
