@@ -8,12 +8,12 @@ PY_DEPS := torch numpy pytest hypothesis maturin scikit-learn tqdm matplotlib pi
 # A regular (non-editable) install: the tests then run against exactly what users get from
 # `pip install .`, so a package missing from the wheel fails them.
 install:
-	$(PIP) install --quiet --upgrade $(PY_DEPS)
+	$(PIP) install --quiet $(PY_DEPS)
 	$(PIP) install --quiet --force-reinstall --no-deps .
 
 # For development: an editable install (Python changes apply without a rebuild).
 dev:
-	$(PIP) install --quiet --upgrade $(PY_DEPS)
+	$(PIP) install --quiet $(PY_DEPS)
 	$(PIP) install --quiet -e .
 
 # The main job: train Inverse-Flow on the embedded 8×8 digits (no download), print bits/dim per
