@@ -59,10 +59,13 @@ class InvConv2d(nn.Module):
         return fn(y, self.weight, self.order)
 
     def forward(self, x: torch.Tensor, context=None):
+        """Density direction: ``(z, logdet)`` with ``logdet`` zeros of shape [B].
+        ``context`` is accepted for the flow-layer interface and unused."""
         z = self._inv(x) if self.direction == "inverse" else self._conv(x)
         return z, x.new_zeros(x.shape[0])
 
     def reverse(self, z: torch.Tensor, context=None) -> torch.Tensor:
+        """Sampling direction: the exact inverse of :meth:`forward`."""
         return self._conv(z) if self.direction == "inverse" else self._inv(z)
 
     def extra_repr(self) -> str:
@@ -83,11 +86,13 @@ class InvFlowUnit(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, context=None):
+        """Density direction through TL, TR, BL, BR: ``(z, logdet)``, logdet zeros [B]."""
         for layer in self.layers:
             x, _ = layer(x)
         return x, x.new_zeros(x.shape[0])
 
     def reverse(self, z: torch.Tensor, context=None) -> torch.Tensor:
+        """Sampling direction: the four layers' reverses, BR first."""
         for layer in reversed(self.layers):
             z = layer.reverse(z)
         return z
