@@ -10,19 +10,26 @@ CUDA (NVRTC-compiled kernels), differentiable through torch custom ops:
   ``inv_conv_with_bp``), with correct values.
 """
 
-from . import _native, reference
+from . import _native
+from ._args import ORDERS
 from ._native import CudaError
-from .compat import dw, dy, forward, inverse
-from .nn import InvConv2d, InvFlowUnit
-from .ops import conv2d, conv2d_transpose, conv2d_weight_grad, inv_conv2d, inv_conv2d_transpose
+
+try:
+    import torch  # noqa: F401
+except ImportError:  # a numpy-only install: the raw ops on numpy arrays, nothing torch-based
+    from ._numpy_api import conv2d, conv2d_transpose, conv2d_weight_grad, inv_conv2d, inv_conv2d_transpose
+else:
+    from . import reference
+    from .compat import dw, dy, forward, inverse
+    from .nn import InvConv2d, InvFlowUnit
+    from .ops import conv2d, conv2d_transpose, conv2d_weight_grad, inv_conv2d, inv_conv2d_transpose
 
 __version__ = "0.1.0"
 
-ORDERS = ("TL", "TR", "BL", "BR")
-
 
 def cuda_available() -> bool:
-    """Whether CUDA tensors can be used: built with CUDA, and a driver, GPU and NVRTC found."""
+    """Whether CUDA tensors can be used: built with CUDA, and a driver, GPU and NVRTC found
+    (False without torch)."""
     try:
         from . import _cuda
     except ImportError:
@@ -30,20 +37,8 @@ def cuda_available() -> bool:
     return bool(_cuda.is_available())
 
 
-__all__ = [
-    "CudaError",
-    "InvConv2d",
-    "InvFlowUnit",
-    "ORDERS",
-    "conv2d",
-    "conv2d_transpose",
-    "conv2d_weight_grad",
-    "cuda_available",
-    "dw",
-    "dy",
-    "forward",
-    "inv_conv2d",
-    "inv_conv2d_transpose",
-    "inverse",
-    "reference",
-]
+_NUMPY_API = ["CudaError", "ORDERS", "conv2d", "conv2d_transpose", "conv2d_weight_grad", "cuda_available",
+              "inv_conv2d", "inv_conv2d_transpose"]
+_TORCH_API = ["InvConv2d", "InvFlowUnit", "dw", "dy", "forward", "inverse", "reference"]
+# Without torch only the numpy functions exist.
+__all__ = sorted(_NUMPY_API + (_TORCH_API if "InvConv2d" in globals() else []))

@@ -6,15 +6,9 @@ import torch
 from torch import nn
 
 from . import ops, reference
+from ._args import kernel_pair, normalise_order
 
 DIRECTIONS = ("inverse", "conv")
-
-
-def _pair(kernel_size) -> tuple[int, int]:
-    kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
-    if kh < 1 or kw < 1:
-        raise ValueError(f"kernel_size must be >= 1; got {kernel_size!r}")
-    return int(kh), int(kw)
 
 
 class InvConv2d(nn.Module):
@@ -42,10 +36,10 @@ class InvConv2d(nn.Module):
             raise ValueError(f"channels must be a positive int; got {channels!r}")
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}; got {direction!r}")
-        self.order = ops._normalise_order(order)
+        self.order = normalise_order(order)
         self.direction = direction
         self.dense_reference = dense_reference
-        kh, kw = _pair(kernel_size)
+        kh, kw = kernel_pair(kernel_size)
         self.kernel_size = (kh, kw)
         # Near the identity: the anchor diagonal is fixed to 1 by the mask, the rest is small.
         self.weight = nn.Parameter(torch.randn(channels, channels, kh, kw) * init_std)

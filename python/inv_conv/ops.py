@@ -17,7 +17,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import _dispatch, _native
+from . import _dispatch, _native, _numpy_api
+from ._args import kernel_pair, normalise_order
 
 _LIB = "inv_conv"
 
@@ -148,12 +149,6 @@ for _name in ("forward", "inverse", "forward_adjoint", "inverse_adjoint", "weigh
         torch.library.register_autocast(f"{_LIB}::{_name}", _device, torch.float32)
 
 
-def _normalise_order(order: object) -> str:
-    if not isinstance(order, str) or order.upper() not in ("TL", "TR", "BL", "BR"):
-        raise ValueError(f"order must be one of 'TL', 'TR', 'BL', 'BR'; got {order!r}")
-    return order.upper()
-
-
 def _prepare(names, a, b):
     """Validate a pair of tensor arguments and bring float16/bfloat16 to float32.
 
@@ -173,7 +168,7 @@ def _prepare(names, a, b):
 
 
 def _apply(op, numpy_fn, names, inp, weight, order):
-    order = _normalise_order(order)
+    order = normalise_order(order)
     if isinstance(inp, np.ndarray) or isinstance(weight, np.ndarray):
         return numpy_fn(inp, weight, order)
     inp, weight, out_dtype = _prepare(names, inp, weight)
@@ -193,7 +188,7 @@ def conv2d(x, weight, order: str = "TL"):
         weight: (C, C, KH, KW), torch's conv layout (out, in, kh, kw), same dtype and device.
         order: "TL", "TR", "BL" or "BR": the corner the triangular structure starts from.
     """
-    return _apply(_forward, _native.forward, ("x", "weight"), x, weight, order)
+    return _apply(_forward, _numpy_api.conv2d, ("x", "weight"), x, weight, order)
 
 
 def inv_conv2d(y, weight, order: str = "TL"):
@@ -203,17 +198,17 @@ def inv_conv2d(y, weight, order: str = "TL"):
     ``A⁻ᵀ g`` plus a convolution weight-gradient. ``log|det A| = 0`` exactly. Arguments as in
     :func:`conv2d`.
     """
-    return _apply(_inverse, _native.inverse, ("y", "weight"), y, weight, order)
+    return _apply(_inverse, _numpy_api.inv_conv2d, ("y", "weight"), y, weight, order)
 
 
 def conv2d_transpose(grad, weight, order: str = "TL"):
     """``Aᵀ grad``: the input-gradient of :func:`conv2d` (a transposed convolution)."""
-    return _apply(_forward_adjoint, _native.forward_adjoint, ("grad", "weight"), grad, weight, order)
+    return _apply(_forward_adjoint, _numpy_api.conv2d_transpose, ("grad", "weight"), grad, weight, order)
 
 
 def inv_conv2d_transpose(grad, weight, order: str = "TL"):
     """``A⁻ᵀ grad``: the input-gradient of :func:`inv_conv2d` (a reverse wavefront)."""
-    return _apply(_inverse_adjoint, _native.inverse_adjoint, ("grad", "weight"), grad, weight, order)
+    return _apply(_inverse_adjoint, _numpy_api.inv_conv2d_transpose, ("grad", "weight"), grad, weight, order)
 
 
 def conv2d_weight_grad(x, grad, kernel_size, order: str = "TL"):
@@ -222,9 +217,9 @@ def conv2d_weight_grad(x, grad, kernel_size, order: str = "TL"):
     The weight-gradient of :func:`inv_conv2d` is ``-conv2d_weight_grad(x, A⁻ᵀ g)`` with
     ``x = inv_conv2d(y)``.
     """
-    order = _normalise_order(order)
-    kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
     if isinstance(x, np.ndarray) or isinstance(grad, np.ndarray):
-        return _native.weight_grad(x, grad, order, (kh, kw))
+        return _numpy_api.conv2d_weight_grad(x, grad, kernel_size, order)
+    order = normalise_order(order)
+    kh, kw = kernel_pair(kernel_size)
     x, grad, out_dtype = _prepare(("x", "grad"), x, grad)
     return _weight_grad(x, grad, order, kh, kw).to(out_dtype)
