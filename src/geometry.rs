@@ -140,6 +140,14 @@ impl Problem {
                 shape_str(input_shape)
             )));
         }
+        let elements = |shape: &[usize]| shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+        if elements(input_shape).is_none() || elements(weight_shape).is_none() {
+            return Err(Error::Shape(format!(
+                "{input_name} shape {} with weight shape {} has more elements than this machine can address",
+                shape_str(input_shape),
+                shape_str(weight_shape)
+            )));
+        }
         if input_shape[1] != weight_shape[0] {
             return Err(Error::Shape(format!(
                 "{input_name} has {} channels but weight expects {} (weight shape {}, {input_name} shape {})",
@@ -369,6 +377,9 @@ mod tests {
         assert!(e.to_string().contains("4 channels"));
         let e = Problem::new("x", &[0, 3, 4, 4], &[3, 3, 3, 3], Order::TL).unwrap_err();
         assert!(e.to_string().contains(">= 1"));
+        let e =
+            Problem::new("x", &[1, 2, 3, 3], &[2, 2, usize::MAX / 2, 4], Order::TL).unwrap_err();
+        assert!(e.to_string().contains("more elements than"));
         assert!("XX".parse::<Order>().is_err());
         assert_eq!("br".parse::<Order>().unwrap(), Order::BR);
     }

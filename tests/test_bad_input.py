@@ -111,3 +111,11 @@ def test_weight_grad_bad_shapes():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only error path")
 def test_cuda_errors_are_clear_without_gpu():
     assert inv_conv.cuda_available() is False
+
+
+@pytest.mark.parametrize("kernel_size", [(10**5, 10**5), (10**9, 10**9), (10**10, 10**10)])
+def test_absurd_kernel_sizes_raise_python_errors(kernel_size):
+    x = np.zeros((1, 2, 3, 3), np.float32)
+    # A PanicException (a BaseException) would escape pytest.raises and fail the test.
+    with pytest.raises((ValueError, MemoryError)):
+        inv_conv.conv2d_weight_grad(x, x, kernel_size)

@@ -124,7 +124,13 @@ fn output<'py, T: Real + Element>(
     shape: &[usize],
 ) -> PyResult<Bound<'py, PyArrayDyn<T>>> {
     let Some(out) = out else {
-        return Ok(PyArrayDyn::<T>::zeros(py, shape.to_vec(), false));
+        // Through numpy's own `empty`, so that an allocation it cannot make is its MemoryError
+        // (the numpy crate's constructors panic on a null array instead).
+        let dtype = numpy::dtype::<T>(py);
+        let arr = py
+            .import("numpy")?
+            .call_method1("empty", (shape.to_vec(), dtype))?;
+        return Ok(arr.cast_into::<PyArrayDyn<T>>()?);
     };
     let arr = out.cast::<PyArrayDyn<T>>().map_err(|_| {
         PyTypeError::new_err(format!(
