@@ -12,9 +12,9 @@ import torch.nn.functional as F
 
 from inv_conv import reference
 from inv_flow import bits_per_dim, build_model, initialize_actnorm
-from inv_flow.layers import (Dequantization, FInCFlowUnit, InvertibleConv1x1, InvFlowUnit,
-                             SelfNormConv2d, SplitPrior)
+from inv_flow.layers import FInCFlowUnit, InvertibleConv1x1, InvFlowUnit, SelfNormConv2d
 from inv_flow.layers.snf import conv_dense_matrix
+from flow_oracles import brute_force_log_prob
 from inv_flow.models import FlowModel, mixing_kind, _resolve_config
 
 DTYPE = torch.float64
@@ -170,32 +170,6 @@ def test_conv_dense_matrix_matches_autograd():
 
 
 # -------------------------------------------------------------------- whole-model densities
-def standardized_latents(model, x_continuous):
-    """Dequantized data -> standard-normal latents (every split standardised by its prior)."""
-    pieces, h = [], x_continuous
-    for layer in model.layers:
-        if isinstance(layer, Dequantization):
-            continue
-        if isinstance(layer, SplitPrior):
-            kept, factored = h[:, :layer.num_kept], h[:, layer.num_kept:]
-            mean, log_std = layer.prior_params(kept)
-            pieces.append(((factored - mean) * torch.exp(-log_std)).reshape(h.shape[0], -1))
-            h = kept
-        else:
-            h, _ = layer(h)
-    pieces.append(model.base.standardize(h).reshape(h.shape[0], -1))
-    return torch.cat(pieces, dim=1)
-
-
-def brute_force_log_prob(model, x_continuous):
-    eps = standardized_latents(model, x_continuous)
-    jac = jacobian(lambda inp: standardized_latents(model, inp), x_continuous)
-    b = x_continuous.shape[0]
-    jac = jac.reshape(b, eps.shape[1], b, -1)
-    logdets = torch.stack([torch.linalg.slogdet(jac[i, :, i, :])[1] for i in range(b)])
-    return (-0.5 * eps.square() - 0.5 * math.log(2 * math.pi)).sum(1) + logdets
-
-
 FAMILY_CASES = [
     ({"family": "inverse_flow"}, InvFlowUnit),
     ({"family": "finc_flow", "finc_unit": "grouped"}, FInCFlowUnit),
