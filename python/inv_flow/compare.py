@@ -451,27 +451,11 @@ def write_report(out_dir: Path, rows, histories, config, env, args, reference: s
 
 def plot_histories(histories: Mapping[str, Sequence[Mapping[str, Any]]], out: Path,
                    title: str) -> Path:
-    import matplotlib  # noqa: PLC0415
+    """Validation bits/dim against epoch, one line per model."""
+    from inv_flow.plots import plot_curves  # noqa: PLC0415
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
-    figure, axis = plt.subplots(figsize=(6, 4))
-    for name, history in histories.items():
-        points = [(h["epoch"], h["val_bpd"]) for h in history if math.isfinite(h["val_bpd"])]
-        if points:
-            epochs, values = zip(*points)
-            axis.plot(epochs, values, marker="o", markersize=3, label=name)
-    axis.set_xlabel("epoch")
-    axis.set_ylabel("validation bits / dim")
-    axis.grid(True, alpha=0.3)
-    if histories:
-        axis.legend()
-    axis.set_title(title)
-    figure.tight_layout()
-    figure.savefig(out, dpi=100)
-    plt.close(figure)
-    return out
+    series = {name: [(h["epoch"], h["val_bpd"]) for h in history] for name, history in histories.items()}
+    return plot_curves(series, out, "validation bits / dim", title)
 
 
 # -------------------------------------------------------------------------------------- run

@@ -6,7 +6,7 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -82,35 +82,42 @@ def save_reconstruction_figure(originals: torch.Tensor, reconstructions: torch.T
     return _save_png_atomically(image_grid(stacked, nrow=count), path)
 
 
-def plot_bits_per_dim(metrics_path: str | os.PathLike, out: str | os.PathLike,
-                      keys: Sequence[str] | None = None) -> Path:
-    """Draw every ``*_bpd`` series of the per-epoch records of a metrics JSONL against epoch."""
+def plot_curves(series: Mapping[str, Sequence[tuple[float, Any]]], out: str | os.PathLike,
+                ylabel: str, title: str) -> Path:
+    """One line per named series of (epoch, value) points, non-finite values left out, to PNG."""
     import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    from inv_flow.logging_utils import read_metrics  # noqa: PLC0415
-
-    records = [r for r in read_metrics(metrics_path) if r.get("event") == "epoch"]
-    if not records:
-        raise ValueError(f"{metrics_path} holds no per-epoch records (event 'epoch') to plot")
-    series_keys = keys or sorted({k for r in records for k in r if k.endswith("_bpd")})
     figure, axis = plt.subplots(figsize=(6, 4))
-    for key in series_keys:
-        points = [(r["epoch"], r[key]) for r in records
-                  if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
+    for name, points in series.items():
+        points = [(e, v) for e, v in points if isinstance(v, (int, float)) and math.isfinite(v)]
         if points:
             epochs, values = zip(*points)
-            axis.plot(epochs, values, marker="o", markersize=3, label=key)
+            axis.plot(epochs, values, marker="o", markersize=3, label=name)
     axis.set_xlabel("epoch")
-    axis.set_ylabel("bits / dim")
+    axis.set_ylabel(ylabel)
     axis.grid(True, alpha=0.3)
-    axis.legend()
-    axis.set_title(Path(metrics_path).parent.name or "bits/dim")
+    if axis.get_lines():
+        axis.legend()
+    axis.set_title(title)
     figure.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=100)
     plt.close(figure)
     return out
+
+
+def plot_bits_per_dim(metrics_path: str | os.PathLike, out: str | os.PathLike,
+                      keys: Sequence[str] | None = None) -> Path:
+    """Draw every ``*_bpd`` series of the per-epoch records of a metrics JSONL against epoch."""
+    from inv_flow.logging_utils import read_metrics  # noqa: PLC0415
+
+    records = [r for r in read_metrics(metrics_path) if r.get("event") == "epoch"]
+    if not records:
+        raise ValueError(f"{metrics_path} holds no per-epoch records (event 'epoch') to plot")
+    series_keys = keys or sorted({k for r in records for k in r if k.endswith("_bpd")})
+    series = {key: [(r["epoch"], r.get(key)) for r in records] for key in series_keys}
+    return plot_curves(series, out, "bits / dim", Path(metrics_path).parent.name or "bits/dim")
