@@ -22,7 +22,7 @@ else:
     from . import reference
     from .compat import dw, dy, forward, inverse
     from .nn import InvConv2d, InvFlowUnit
-    from .ops import conv2d, conv2d_transpose, conv2d_weight_grad, inv_conv2d, inv_conv2d_transpose
+    from .ops import conv2d, conv2d_chain, conv2d_transpose, conv2d_weight_grad, inv_conv2d, inv_conv2d_transpose
 
 __version__ = "0.1.0"
 
@@ -39,6 +39,6 @@ def cuda_available() -> bool:
 
 _NUMPY_API = ["CudaError", "ORDERS", "conv2d", "conv2d_transpose", "conv2d_weight_grad", "cuda_available",
               "inv_conv2d", "inv_conv2d_transpose"]
-_TORCH_API = ["InvConv2d", "InvFlowUnit", "dw", "dy", "forward", "inverse", "reference"]
+_TORCH_API = ["InvConv2d", "InvFlowUnit", "conv2d_chain", "dw", "dy", "forward", "inverse", "reference"]
 # Without torch only the numpy functions exist.
 __all__ = sorted(_NUMPY_API + (_TORCH_API if "InvConv2d" in globals() else []))

@@ -33,6 +33,7 @@ __all__ = [
     "inverse_adjoint",
     "weight_grad",
     "inverse_backward",
+    "conv_chain",
 ]
 
 _lock = threading.Lock()
@@ -254,3 +255,20 @@ def inverse_backward(
         base, n_prep, base + offset * buf.element_size(), n_scratch,
     )
     return u, grad_w
+
+
+def conv_chain(x: torch.Tensor, weights: list, orders: list) -> Optional[torch.Tensor]:
+    """The masked convolutions of ``orders`` applied in sequence (``weights[0]`` first) in one
+    launch, or None when a sample's image does not fit in shared memory (nothing launched).
+    ``weights``: tensors of x's dtype and device, each (C, C, KH, KW)."""
+    index, stream, name = _common(x, weights[0])
+    x = x.contiguous()
+    weights = [w.contiguous() for w in weights]
+    out = torch.empty_like(x, memory_format=torch.contiguous_format)
+    b, c, h, w = x.shape
+    kernel = (weights[0].shape[2], weights[0].shape[3])
+    launched = _native.cuda_conv_chain(
+        index, stream, name, (b, c, h, w), kernel, list(orders), x.data_ptr(), [t.data_ptr() for t in weights],
+        out.data_ptr(),
+    )
+    return out if launched else None

@@ -107,3 +107,11 @@ def run_inverse_backward(x: torch.Tensor, grad: torch.Tensor, weight: torch.Tens
     u = run_inverse_adjoint(grad, weight, order)
     grad_w = run_weight_grad(x, u, order, weight.shape[2], weight.shape[3])
     return u, grad_w.neg_()
+
+
+def run_conv_chain(x: torch.Tensor, weights: list, orders: list):
+    """The fused sampling chain on CUDA, or None when it does not apply (the caller then runs
+    the layers one by one)."""
+    if not x.is_cuda:
+        return None
+    return _cuda_module().conv_chain(_plain(x), [_plain(w) for w in weights], orders)

@@ -14,6 +14,8 @@ GPU, one native call), because per-op host overhead dominates a training step at
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 
@@ -167,12 +169,277 @@ def _prepare(names, a, b):
     return a, b, out_dtype
 
 
-def _apply(op, numpy_fn, names, inp, weight, order):
+# ---------------------------------------------------------------------------------------------
+# Eager fast path. torch's custom-op machinery costs more host time per call than a small
+# problem's kernels (and a flow has hundreds of these layers), so plain eager calls on real
+# tensors go through these autograd Functions straight to the backend. They also carry
+# forward-mode rules (jvp), vmap rules and differentiable backwards, so torch.func (grad, jvp,
+# jacfwd, jacrev, hessian, vmap), torch.autograd.forward_ad and double backward work. Everything
+# else — torch.compile, fake and meta tensors, dispatch modes — takes the custom ops above (same
+# backend, bitwise the same results).
+#
+# Five linear maps, written with A = A(w) the masked convolution and W(x, g) = Σ g·pad(x) the
+# masked weight-gradient (bilinear); ⟨V, W(x, g)⟩ = ⟨g, A_V x − x⟩ for any V, since forward(x, V)
+# uses V's masked entries as the unit diagonal. Hence Ȧx = forward(x, ẇ) − x for a tangent ẇ.
+# ---------------------------------------------------------------------------------------------
+
+_EAGER = os.environ.get("INV_CONV_EAGER", "1") not in ("0", "")
+_REAL_TENSOR_TYPES = (torch.Tensor, torch.nn.Parameter)
+_len_dispatch_stack = getattr(torch._C, "_len_torch_dispatch_stack", None)
+
+
+def _fast_path_ok(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether the eager Functions may run: not compiling, no dispatch mode (fake tensors,
+    functionalization, ...), plain CPU/CUDA tensors. ``INV_CONV_EAGER=0`` disables them."""
+    if not _EAGER or torch.compiler.is_compiling():
+        return False
+    if type(a) not in _REAL_TENSOR_TYPES or type(b) not in _REAL_TENSOR_TYPES:
+        return False
+    if _len_dispatch_stack is not None and _len_dispatch_stack() > 0:
+        return False
+    return a.device.type in ("cpu", "cuda")
+
+
+def _loop_vmap(fn, info, in_dims, *args):
+    """vmap by one call per vmapped entry (unbatched tensor arguments are shared)."""
+    size = info.batch_size
+    parts = [
+        [a.movedim(d, 0)[i] if d is not None else a for i in range(size)]
+        if isinstance(a, torch.Tensor) else [a] * size
+        for a, d in zip(args, in_dims)
+    ]
+    return torch.stack([fn.apply(*call) for call in zip(*parts)]), 0
+
+
+def _image_vmap(fn, info, in_dims, inp, weight, order):
+    """An image op's vmap: with a shared weight the vmapped axis folds into the batch axis."""
+    if in_dims[1] is not None:
+        return _loop_vmap(fn, info, in_dims, inp, weight, order)
+    inp = inp.movedim(in_dims[0], 0)
+    out = fn.apply(inp.reshape(info.batch_size * inp.shape[1], *inp.shape[2:]), weight, order)
+    return out.reshape(inp.shape), 0
+
+
+def _add(a, b):
+    return b if a is None else (a if b is None else a + b)
+
+
+def _tap(x, w_t, order):
+    """Ȧ x for the weight tangent (or cotangent) ``w_t``: forward(x, w_t) − x."""
+    return _ConvFn.apply(x, w_t, order) - x
+
+
+def _tap_adjoint(g, w_t, order):
+    """Ȧᵀ g: forward_adjoint(g, w_t) − g."""
+    return _FwdAdjFn.apply(g, w_t, order) - g
+
+
+class _ConvFn(torch.autograd.Function):
+    """y = A x (the sampling direction)."""
+
+    @staticmethod
+    def forward(x, weight, order):
+        return _dispatch.run_forward(x, weight, order)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, weight, ctx.order = inputs
+        ctx.save_for_backward(x, weight)
+        ctx.save_for_forward(x, weight)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, weight = ctx.saved_tensors
+        need_x, need_w = ctx.needs_input_grad[:2]
+        if torch.is_grad_enabled():  # create_graph / torch.func: differentiable pieces
+            return (_FwdAdjFn.apply(g, weight, ctx.order) if need_x else None,
+                    _WGradFn.apply(x, g, ctx.order, *weight.shape[2:]) if need_w else None, None)
+        return (_dispatch.run_forward_adjoint(g, weight, ctx.order) if need_x else None,
+                _dispatch.run_weight_grad(x, g, ctx.order, *weight.shape[2:]) if need_w else None, None)
+
+    @staticmethod
+    def jvp(ctx, x_t, w_t, _):
+        x, weight = ctx.saved_tensors
+        return _add(_ConvFn.apply(x_t, weight, ctx.order) if x_t is not None else None,
+                    _tap(x, w_t, ctx.order) if w_t is not None else None)
+
+    @staticmethod
+    def vmap(info, in_dims, x, weight, order):
+        return _image_vmap(_ConvFn, info, in_dims, x, weight, order)
+
+
+class _InvFn(torch.autograd.Function):
+    """x = A⁻¹ y (the density direction)."""
+
+    @staticmethod
+    def forward(y, weight, order):
+        return _dispatch.run_inverse(y, weight, order)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _, weight, ctx.order = inputs
+        # The backward and the tangent need the solution x, not y: keep the output.
+        ctx.save_for_backward(output, weight)
+        ctx.save_for_forward(output, weight)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, weight = ctx.saved_tensors
+        need_y, need_w = ctx.needs_input_grad[:2]
+        if torch.is_grad_enabled():
+            u = _InvAdjFn.apply(g, weight, ctx.order)
+            return u if need_y else None, -_WGradFn.apply(x, u, ctx.order, *weight.shape[2:]) if need_w else None, None
+        if need_w:  # the fused native call: u = A⁻ᵀ g and −W(x, u)
+            u, grad_w = _dispatch.run_inverse_backward(x, g, weight, ctx.order)
+            return (u if need_y else None), grad_w, None
+        return (_dispatch.run_inverse_adjoint(g, weight, ctx.order) if need_y else None), None, None
+
+    @staticmethod
+    def jvp(ctx, y_t, w_t, _):
+        # ẋ = A⁻¹ (ẏ − Ȧ x)
+        x, weight = ctx.saved_tensors
+        rhs = _add(y_t, -_tap(x, w_t, ctx.order) if w_t is not None else None)
+        return _InvFn.apply(rhs, weight, ctx.order)
+
+    @staticmethod
+    def vmap(info, in_dims, y, weight, order):
+        return _image_vmap(_InvFn, info, in_dims, y, weight, order)
+
+
+class _FwdAdjFn(torch.autograd.Function):
+    """Aᵀ g (the convolution's input-gradient)."""
+
+    @staticmethod
+    def forward(g, weight, order):
+        return _dispatch.run_forward_adjoint(g, weight, order)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        g, weight, ctx.order = inputs
+        ctx.save_for_backward(g, weight)
+        ctx.save_for_forward(g, weight)
+
+    @staticmethod
+    def backward(ctx, v):
+        g, weight = ctx.saved_tensors
+        return (_ConvFn.apply(v, weight, ctx.order) if ctx.needs_input_grad[0] else None,
+                _WGradFn.apply(v, g, ctx.order, *weight.shape[2:]) if ctx.needs_input_grad[1] else None, None)
+
+    @staticmethod
+    def jvp(ctx, g_t, w_t, _):
+        g, weight = ctx.saved_tensors
+        return _add(_FwdAdjFn.apply(g_t, weight, ctx.order) if g_t is not None else None,
+                    _tap_adjoint(g, w_t, ctx.order) if w_t is not None else None)
+
+    @staticmethod
+    def vmap(info, in_dims, g, weight, order):
+        return _image_vmap(_FwdAdjFn, info, in_dims, g, weight, order)
+
+
+class _InvAdjFn(torch.autograd.Function):
+    """u = A⁻ᵀ g (the inverse's input-gradient)."""
+
+    @staticmethod
+    def forward(g, weight, order):
+        return _dispatch.run_inverse_adjoint(g, weight, order)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _, weight, ctx.order = inputs
+        ctx.save_for_backward(output, weight)
+        ctx.save_for_forward(output, weight)
+
+    @staticmethod
+    def backward(ctx, v):
+        # du = −A⁻ᵀ Ȧᵀ u, so ∂/∂g = A⁻¹ v and ∂/∂w = −W(A⁻¹ v, u).
+        u, weight = ctx.saved_tensors
+        z = _InvFn.apply(v, weight, ctx.order)
+        return (z if ctx.needs_input_grad[0] else None,
+                -_WGradFn.apply(z, u, ctx.order, *weight.shape[2:]) if ctx.needs_input_grad[1] else None, None)
+
+    @staticmethod
+    def jvp(ctx, g_t, w_t, _):
+        u, weight = ctx.saved_tensors
+        rhs = _add(g_t, -_tap_adjoint(u, w_t, ctx.order) if w_t is not None else None)
+        return _InvAdjFn.apply(rhs, weight, ctx.order)
+
+    @staticmethod
+    def vmap(info, in_dims, g, weight, order):
+        return _image_vmap(_InvAdjFn, info, in_dims, g, weight, order)
+
+
+class _WGradFn(torch.autograd.Function):
+    """W(x, g) = Σ g · pad(x) per tap, masked (bilinear in x and g)."""
+
+    @staticmethod
+    def forward(x, g, order, kernel_h, kernel_w):
+        return _dispatch.run_weight_grad(x, g, order, kernel_h, kernel_w)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, g, ctx.order, kh, kw = inputs
+        ctx.kernel = (kh, kw)
+        ctx.save_for_backward(x, g)
+        ctx.save_for_forward(x, g)
+
+    @staticmethod
+    def backward(ctx, v):
+        # ⟨V, W(x, g)⟩ = ⟨g, forward(x, V) − x⟩
+        x, g = ctx.saved_tensors
+        return (_tap_adjoint(g, v, ctx.order) if ctx.needs_input_grad[0] else None,
+                _tap(x, v, ctx.order) if ctx.needs_input_grad[1] else None, None, None, None)
+
+    @staticmethod
+    def jvp(ctx, x_t, g_t, *_):
+        x, g = ctx.saved_tensors
+        kernel = ctx.kernel
+        return _add(_WGradFn.apply(x_t, g, ctx.order, *kernel) if x_t is not None else None,
+                    _WGradFn.apply(x, g_t, ctx.order, *kernel) if g_t is not None else None)
+
+    @staticmethod
+    def vmap(info, in_dims, x, g, order, kernel_h, kernel_w):
+        return _loop_vmap(_WGradFn, info, in_dims, x, g, order, kernel_h, kernel_w)
+
+
+def _plain_variant(fn):
+    """The same op as an old-style Function (forward takes ctx): torch binds the arguments of
+    setup_context-style Functions with inspect.signature on every call, which costs more host
+    time than a small problem's kernels. Used when no torch.func transform is active."""
+    return type(fn.__name__ + "Eager", (torch.autograd.Function,), {
+        "forward": staticmethod(lambda ctx, *args: _forward_and_setup(fn, ctx, args)),
+        "backward": staticmethod(fn.backward),
+        "jvp": staticmethod(fn.jvp),
+    })
+
+
+def _forward_and_setup(fn, ctx, args):
+    out = fn.forward(*args)
+    fn.setup_context(ctx, args, out)
+    return out
+
+
+_EAGER_VARIANT = {fn: _plain_variant(fn) for fn in (_ConvFn, _InvFn, _FwdAdjFn, _InvAdjFn, _WGradFn)}
+_peek_functorch = torch._C._functorch.peek_interpreter_stack
+
+
+def _call(fn, *args):
+    """``fn.apply``, through its old-style twin unless a torch.func transform is active."""
+    if _peek_functorch() is None:
+        fn = _EAGER_VARIANT[fn]
+    return fn.apply(*args)
+
+
+def _apply(op, fast, numpy_fn, names, inp, weight, order):
     order = normalise_order(order)
     if isinstance(inp, np.ndarray) or isinstance(weight, np.ndarray):
         return numpy_fn(inp, weight, order)
     inp, weight, out_dtype = _prepare(names, inp, weight)
-    return op(inp, weight, order).to(out_dtype)
+    if _fast_path_ok(inp, weight):
+        _dispatch.check_shapes(names[0], inp, weight, order)
+        out = _call(fast, inp, weight, order)
+    else:
+        out = op(inp, weight, order)
+    return out if out.dtype == out_dtype else out.to(out_dtype)
 
 
 def conv2d(x, weight, order: str = "TL"):
@@ -188,7 +455,7 @@ def conv2d(x, weight, order: str = "TL"):
         weight: (C, C, KH, KW), torch's conv layout (out, in, kh, kw), same dtype and device.
         order: "TL", "TR", "BL" or "BR": the corner the triangular structure starts from.
     """
-    return _apply(_forward, _numpy_api.conv2d, ("x", "weight"), x, weight, order)
+    return _apply(_forward, _ConvFn, _numpy_api.conv2d, ("x", "weight"), x, weight, order)
 
 
 def inv_conv2d(y, weight, order: str = "TL"):
@@ -198,17 +465,17 @@ def inv_conv2d(y, weight, order: str = "TL"):
     ``A⁻ᵀ g`` plus a convolution weight-gradient. ``log|det A| = 0`` exactly. Arguments as in
     :func:`conv2d`.
     """
-    return _apply(_inverse, _numpy_api.inv_conv2d, ("y", "weight"), y, weight, order)
+    return _apply(_inverse, _InvFn, _numpy_api.inv_conv2d, ("y", "weight"), y, weight, order)
 
 
 def conv2d_transpose(grad, weight, order: str = "TL"):
     """``Aᵀ grad``: the input-gradient of :func:`conv2d` (a transposed convolution)."""
-    return _apply(_forward_adjoint, _numpy_api.conv2d_transpose, ("grad", "weight"), grad, weight, order)
+    return _apply(_forward_adjoint, _FwdAdjFn, _numpy_api.conv2d_transpose, ("grad", "weight"), grad, weight, order)
 
 
 def inv_conv2d_transpose(grad, weight, order: str = "TL"):
     """``A⁻ᵀ grad``: the input-gradient of :func:`inv_conv2d` (a reverse wavefront)."""
-    return _apply(_inverse_adjoint, _numpy_api.inv_conv2d_transpose, ("grad", "weight"), grad, weight, order)
+    return _apply(_inverse_adjoint, _InvAdjFn, _numpy_api.inv_conv2d_transpose, ("grad", "weight"), grad, weight, order)
 
 
 def conv2d_weight_grad(x, grad, kernel_size, order: str = "TL"):
@@ -222,4 +489,33 @@ def conv2d_weight_grad(x, grad, kernel_size, order: str = "TL"):
     order = normalise_order(order)
     kh, kw = kernel_pair(kernel_size)
     x, grad, out_dtype = _prepare(("x", "grad"), x, grad)
-    return _weight_grad(x, grad, order, kh, kw).to(out_dtype)
+    if _fast_path_ok(x, grad):
+        _check_weight_grad_args(x, grad, order, kh, kw)
+        out = _call(_WGradFn, x, grad, order, kh, kw)
+    else:
+        out = _weight_grad(x, grad, order, kh, kw)
+    return out if out.dtype == out_dtype else out.to(out_dtype)
+
+
+def conv2d_chain(x, weights, orders):
+    """``conv2d`` applied for each (weight, order) pair in turn, ``weights[0]`` first: the
+    sampling direction of a stack of masked convolutions (an Inverse-Flow unit runs BR, BL, TR,
+    TL). On CUDA, without autograd, up to four layers run as one kernel that keeps each sample's
+    image in shared memory (when it fits); otherwise, layer by layer. Same values as the
+    layer-by-layer calls up to float rounding (the sums are formed in the same order)."""
+    weights, orders = list(weights), [normalise_order(o) for o in orders]
+    if len(weights) != len(orders) or not weights:
+        raise ValueError(f"weights and orders must be non-empty and of one length; got {len(weights)} and {len(orders)}")
+    if isinstance(x, torch.Tensor):
+        prepared = [_prepare(("x", f"weights[{i}]"), x, w) for i, w in enumerate(weights)]
+        inp, out_dtype = prepared[0][0], prepared[0][2]
+        needs_grad = torch.is_grad_enabled() and (x.requires_grad or any(w.requires_grad for w in weights))
+        if inp.is_cuda and 1 < len(weights) <= 4 and not needs_grad and _fast_path_ok(inp, prepared[0][1]):
+            for (_, w, _), order in zip(prepared, orders):
+                _dispatch.check_shapes("x", inp, w, order)
+            out = _dispatch.run_conv_chain(inp, [w for _, w, _ in prepared], orders)
+            if out is not None:
+                return out if out.dtype == out_dtype else out.to(out_dtype)
+    for w, order in zip(weights, orders):
+        x = conv2d(x, w, order)
+    return x

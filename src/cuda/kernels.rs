@@ -2,10 +2,11 @@
 
 /// Every kernels/*.cu file, in the order they are concatenated (common.cu first: the others
 /// use its helpers).
-pub const SOURCES: [(&str, &str); 5] = [
+pub const SOURCES: [(&str, &str); 6] = [
     ("common.cu", include_str!("../../kernels/common.cu")),
     ("prepare.cu", include_str!("../../kernels/prepare.cu")),
     ("conv.cu", include_str!("../../kernels/conv.cu")),
+    ("chain.cu", include_str!("../../kernels/chain.cu")),
     ("wavefront.cu", include_str!("../../kernels/wavefront.cu")),
     (
         "weight_grad.cu",
@@ -15,7 +16,7 @@ pub const SOURCES: [(&str, &str); 5] = [
 
 /// Every `extern "C"` entry point the backend launches, with its number of parameters (checked
 /// at each launch: the driver cannot tell when a launch passes too few).
-pub const ENTRY_POINTS: [(&str, usize); 30] = [
+pub const ENTRY_POINTS: [(&str, usize); 32] = [
     ("prepare_inverse_f32", 7),
     ("prepare_inverse_f64", 7),
     ("prepare_taps_f32", 6),
@@ -24,6 +25,8 @@ pub const ENTRY_POINTS: [(&str, usize); 30] = [
     ("conv_f64", 13),
     ("conv_tile_f32", 13),
     ("conv_tile_f64", 13),
+    ("conv_chain_f32", 20),
+    ("conv_chain_f64", 20),
     ("channel_mix_f32", 6),
     ("channel_mix_f64", 6),
     ("sweep_full_f32", 17),

@@ -336,6 +336,79 @@ pub fn forward_adjoint(
     conv(p, dt, t, g, weight, out, prep, prep_elems, true)
 }
 
+/// Most layers [`conv_chain`] applies in one launch (an Inverse-Flow unit's four orders).
+pub const CHAIN_MAX_LAYERS: usize = 4;
+
+/// Shared bytes [`conv_chain`] needs: two copies of one sample's image and one layer's masked
+/// coefficients (kernels/chain.cu); None when that exceeds `max_smem`.
+pub fn chain_smem(p: &Problem, dt: Dtype, max_smem: usize) -> Option<usize> {
+    let image = (p.channels.checked_mul(p.pixels())?).div_ceil(4) * 4;
+    let coef = p.kernel_h * p.kernel_w * p.channels * padded(p.channels);
+    let bytes = (2 * image + coef).checked_mul(dt.size())?;
+    (bytes <= max_smem).then_some(bytes)
+}
+
+/// `out = A_n ⋯ A_1 x`: the masked convolutions of `orders[l]` with `weights[l]` (raw weights,
+/// masked by the kernel), applied in sequence to each sample in one launch. Returns
+/// `Ok(false)`, launching nothing, when a sample's image does not fit in shared memory (the
+/// caller then runs the layers one by one).
+pub fn conv_chain(
+    p: &Problem,
+    orders: &[crate::geometry::Order],
+    dt: Dtype,
+    t: Target,
+    x: u64,
+    weights: &[u64],
+    out: u64,
+) -> Result<bool> {
+    if orders.is_empty() || orders.len() > CHAIN_MAX_LAYERS || orders.len() != weights.len() {
+        return Err(Error::Shape(format!(
+            "conv_chain takes 1 to {CHAIN_MAX_LAYERS} layers with one weight each; got {} orders and {} weights",
+            orders.len(),
+            weights.len()
+        )));
+    }
+    let d = dims(p)?;
+    let dev = device(t.device)?;
+    let Some(smem) = chain_smem(p, dt, dev.max_smem as usize) else {
+        return Ok(false);
+    };
+    let batch = u32::try_from(p.batch)
+        .ok()
+        .filter(|&b| b <= i32::MAX as u32)
+        .ok_or_else(|| Error::Shape("batch too large".into()))?;
+    let items = (padded(p.channels) / 4) * p.pixels();
+    let threads = (items.div_ceil(32) * 32).clamp(64, 1024) as u32;
+    let mut args = Args::default().ptr(x).ptr(out);
+    for l in 0..CHAIN_MAX_LAYERS {
+        args = args.ptr(weights.get(l).copied().unwrap_or(0));
+    }
+    args = args
+        .int(orders.len() as i32)
+        .int(d.c)
+        .int(d.h)
+        .int(d.w)
+        .int(d.kh)
+        .int(d.kw);
+    for l in 0..CHAIN_MAX_LAYERS {
+        let (ai, aj) = orders
+            .get(l)
+            .map(|&order| Problem { order, ..*p }.anchor())
+            .unwrap_or((0, 0));
+        args = args.int(ai as i32).int(aj as i32);
+    }
+    launch(
+        &dev,
+        &format!("conv_chain_{}", dt.suffix()),
+        (batch, 1, 1),
+        threads,
+        smem as u32,
+        t.stream,
+        args,
+    )?;
+    Ok(true)
+}
+
 /// Where the sweep keeps the solution while later diagonals need it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Window {

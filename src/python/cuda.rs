@@ -233,6 +233,35 @@ fn cuda_inverse_backward(
     })
 }
 
+/// The masked convolutions of `orders` (weights at `weights`, same shape) applied in sequence,
+/// `input` → `out`, one launch. False (nothing launched) when an image does not fit in shared
+/// memory: the caller then runs the layers one by one.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn cuda_conv_chain(
+    py: Python<'_>,
+    device: usize,
+    stream: u64,
+    dtype_name: &str,
+    shape: (usize, usize, usize, usize),
+    kernel: (usize, usize),
+    orders: Vec<String>,
+    input: u64,
+    weights: Vec<u64>,
+    out: u64,
+) -> PyResult<bool> {
+    let orders = orders
+        .iter()
+        .map(|o| parse_order(o))
+        .collect::<PyResult<Vec<_>>>()?;
+    let p = problem(shape, kernel, orders.first().map_or("TL", |o| o.as_str()))?;
+    let dt = dtype(dtype_name)?;
+    let t = Target { device, stream };
+    detached(py, || {
+        cuda::conv_chain(&p, &orders, dt, t, input, &weights, out)
+    })
+}
+
 /// Compiles every kernel with NVRTC for `arch` (no driver or GPU needed): a syntax error in a
 /// .cu file fails here. Returns {compile_ms, cubin_bytes, nvrtc_path, nvrtc_version, log}.
 #[pyfunction]
@@ -261,6 +290,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(cuda_inverse_adjoint, m)?)?;
     m.add_function(wrap_pyfunction!(cuda_weight_grad, m)?)?;
     m.add_function(wrap_pyfunction!(cuda_inverse_backward, m)?)?;
+    m.add_function(wrap_pyfunction!(cuda_conv_chain, m)?)?;
     m.add_function(wrap_pyfunction!(compile_kernels_check, m)?)?;
     Ok(())
 }

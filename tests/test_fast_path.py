@@ -1,0 +1,175 @@
+"""The eager fast path (plain autograd Functions straight to the backend), forward-mode and
+higher-order AD through it, and the fused sampling chain — on every available device, against
+the custom-op path and the dense float64 oracle (inv_conv.reference)."""
+
+import pytest
+import torch
+
+import inv_conv
+from inv_conv import ops
+from inv_conv import reference as R
+
+from conftest import ORDERS
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
+# (B, C, H, W, KH, KW): odd, non-square, C not a multiple of 4.
+AD_SHAPES = [(2, 3, 5, 4, 2, 3), (1, 2, 3, 6, 3, 1)]
+OPS = [(inv_conv.inv_conv2d, R.inv_conv2d), (inv_conv.conv2d, R.conv2d)]
+
+
+def _problem(shape, device, dtype=torch.float64, scale=0.3):
+    b, c, h, w, kh, kw = shape
+    x = torch.randn(b, c, h, w, dtype=dtype, device=device)
+    weight = torch.randn(c, c, kh, kw, dtype=dtype, device=device) * scale
+    return x, weight
+
+
+def _max_diff(a, b):
+    return max((u - v).abs().max().item() for u, v in zip(a, b))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("order", ORDERS)
+def test_fast_path_is_taken_and_bitwise_equal_to_the_custom_ops(device, order):
+    x, w = _problem((3, 5, 6, 7, 3, 3), device, torch.float32, 0.1)
+    g = torch.randn_like(x)
+    results = {}
+    for eager in (True, False):
+        ops._EAGER = eager
+        try:
+            xr, wr = x.clone().requires_grad_(), w.clone().requires_grad_()
+            for name, fn in (("inv", inv_conv.inv_conv2d), ("conv", inv_conv.conv2d)):
+                out = fn(xr, wr, order)
+                assert ("Eager" in type(out.grad_fn).__name__) == eager
+                out.backward(g)
+                results[(eager, name)] = (out.detach(), xr.grad.clone(), wr.grad.clone())
+                xr.grad = wr.grad = None
+        finally:
+            ops._EAGER = True
+    for name in ("inv", "conv"):
+        for fast, slow in zip(results[(True, name)], results[(False, name)]):
+            assert torch.equal(fast, slow)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("order", ORDERS)
+@pytest.mark.parametrize("shape", AD_SHAPES)
+def test_forward_mode_and_higher_order_match_the_dense_oracle(device, order, shape):
+    x, w = _problem(shape, device)
+    for fast, ref in OPS:
+        jac_ref = torch.func.jacrev(lambda a, b: ref(a, b, order), argnums=(0, 1))(x, w)
+        jac_fwd = torch.func.jacfwd(lambda a, b: fast(a, b, order), argnums=(0, 1))(x, w)
+        jac_rev = torch.func.jacrev(lambda a, b: fast(a, b, order), argnums=(0, 1))(x, w)
+        scale = max(j.abs().max().item() for j in jac_ref)
+        assert _max_diff(jac_fwd, jac_ref) < 1e-11 * scale
+        assert _max_diff(jac_rev, jac_ref) < 1e-11 * scale
+        hess = torch.func.hessian(lambda b: fast(x, b, order).square().sum())(w)
+        hess_ref = torch.func.hessian(lambda b: ref(x, b, order).square().sum())(w)
+        assert (hess - hess_ref).abs().max().item() < 1e-10 * hess_ref.abs().max().item()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("order", ORDERS)
+def test_forward_ad_gradcheck_and_double_backward(device, order):
+    x, w = _problem(AD_SHAPES[0], device)
+    xr, wr = x.requires_grad_(), w.requires_grad_()
+    g = torch.randn_like(x).requires_grad_()
+    kernel = tuple(w.shape[2:])
+    fns = [inv_conv.inv_conv2d, inv_conv.conv2d, inv_conv.conv2d_transpose, inv_conv.inv_conv2d_transpose]
+    for fn in fns:
+        f = lambda a, b: fn(a, b, order)  # noqa: E731
+        assert torch.autograd.gradcheck(f, (xr, wr), check_forward_ad=True)
+        assert torch.autograd.gradgradcheck(f, (xr, wr))
+    f = lambda a, b: inv_conv.conv2d_weight_grad(a, b, kernel, order)  # noqa: E731
+    assert torch.autograd.gradcheck(f, (xr, g), check_forward_ad=True)
+    assert torch.autograd.gradgradcheck(f, (xr, g))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_forward_ad_dual_tensors(device):
+    import torch.autograd.forward_ad as fwAD
+
+    x, w = _problem(AD_SHAPES[0], device)
+    xt, wt = torch.randn_like(x), torch.randn_like(w)
+    for fast, ref in OPS:
+        with fwAD.dual_level():
+            out = fast(fwAD.make_dual(x, xt), fwAD.make_dual(w, wt), "BL")
+            tangent = fwAD.unpack_dual(out).tangent
+        _, expected = torch.func.jvp(lambda a, b: ref(a, b, "BL"), (x, w), (xt, wt))
+        assert tangent is not None
+        assert (tangent - expected).abs().max().item() < 1e-11 * expected.abs().max().item()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_vmap_over_input_and_weight(device):
+    x, w = _problem((2, 3, 4, 5, 3, 3), device)
+    xs = torch.randn(3, *x.shape, dtype=x.dtype, device=device)
+    ws = torch.randn(3, *w.shape, dtype=w.dtype, device=device) * 0.3
+    for fast, ref in OPS:
+        out = torch.func.vmap(lambda a: fast(a, w, "TR"))(xs)
+        assert torch.allclose(out, torch.stack([ref(a, w, "TR") for a in xs]), atol=1e-12)
+        out = torch.func.vmap(lambda b: fast(x, b, "TR"))(ws)
+        assert torch.allclose(out, torch.stack([ref(x, b, "TR") for b in ws]), atol=1e-12)
+
+
+def test_fake_tensors_and_compile_take_the_custom_ops():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        y = inv_conv.inv_conv2d(torch.empty(2, 3, 5, 4), torch.empty(3, 3, 3, 3), "TL")
+    assert y.shape == (2, 3, 5, 4)
+    x, w = _problem((2, 3, 5, 4, 3, 3), "cpu", torch.float32, 0.1)
+    compiled = torch.compile(lambda a, b: inv_conv.inv_conv2d(a, b, "BR"), backend="aot_eager", fullgraph=True)
+    assert torch.equal(compiled(x, w), inv_conv.inv_conv2d(x, w, "BR"))
+
+
+# (B, C, H, W, K): shapes whose image fits in shared memory (the fused kernel) and one that does not.
+CHAIN_SHAPES = [(3, 12, 16, 16, 3), (2, 5, 7, 9, 3), (2, 16, 8, 8, 2), (1, 3, 6, 5, 1), (2, 4, 200, 200, 3)]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape", CHAIN_SHAPES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("layers", [2, 4])
+def test_conv2d_chain_matches_layer_by_layer_and_the_oracle(device, shape, dtype, layers):
+    b, c, h, w, k = shape
+    x = torch.randn(b, c, h, w, dtype=dtype, device=device)
+    weights = [torch.randn(c, c, k, k, dtype=dtype, device=device) * 0.1 for _ in range(layers)]
+    orders = ["BR", "BL", "TR", "TL"][:layers]
+    for wt, order in zip(weights, orders):  # masked entries are never read, whatever they hold
+        ai, aj = R.anchor(order, k, k)
+        wt[:, :, ai, aj] += torch.triu(torch.full((c, c), float("nan"), dtype=dtype, device=device))
+    out = inv_conv.conv2d_chain(x, weights, orders)
+    expected = x
+    for wt, order in zip(weights, orders):
+        expected = inv_conv.conv2d(expected, wt, order)
+    oracle = x.double()
+    for wt, order in zip(weights, orders):
+        oracle = R.conv2d(oracle, wt.double(), order)
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    assert torch.allclose(out, expected, rtol=tol, atol=tol)
+    assert ((out.double() - oracle).norm() / oracle.norm()).item() < tol
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_inv_flow_unit_reverse_inverts_forward_with_and_without_grad(device):
+    unit = inv_conv.InvFlowUnit(12, kernel_size=3, init_std=0.05).to(device)
+    x = torch.randn(3, 12, 10, 9, device=device)
+    z, _ = unit(x)
+    with torch.no_grad():
+        back = unit.reverse(z)
+    assert torch.allclose(back, x, atol=1e-4)
+    back_grad = unit.reverse(z.detach().requires_grad_())
+    assert back_grad.requires_grad
+    assert torch.allclose(back_grad, back, atol=1e-5)
+
+
+def test_conv2d_chain_bad_arguments():
+    x = torch.randn(1, 3, 4, 4)
+    w = torch.randn(3, 3, 3, 3)
+    with pytest.raises(ValueError, match="weights and orders"):
+        inv_conv.conv2d_chain(x, [w, w], ["TL"])
+    with pytest.raises(ValueError, match="order"):
+        inv_conv.conv2d_chain(x, [w], ["XX"])
+    with pytest.raises(TypeError, match="weights\\[1\\]"):
+        inv_conv.conv2d_chain(x.cuda() if torch.cuda.is_available() else x, [w, w.int()], ["TL", "BR"])
