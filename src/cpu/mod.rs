@@ -26,7 +26,7 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::geometry::Problem;
 
-pub use pool::install;
+pub use pool::{install, install_sized};
 pub use real::Real;
 
 use layout::{from_pixel_major, to_pixel_major};
@@ -306,8 +306,15 @@ fn batch_chunk(p: &Problem) -> usize {
     p.batch.div_ceil(threads).max(1)
 }
 
+/// Multiply-adds of one pass over the problem (what decides whether an op runs inline).
+fn work_units(p: &Problem) -> usize {
+    p.image_len()
+        .saturating_mul(p.channels)
+        .saturating_mul(p.kernel_h * p.kernel_w)
+}
+
 fn convolve<T: Real>(p: &Problem, src: &[T], out: &mut [T], taps: &[ShiftedTap<T>]) {
-    install(|| {
+    install_sized(work_units(p), || {
         let src_pm = to_pixel_major(src, p.batch, p.channels, p.height, p.width);
         let mut out_pm = vec![T::ZERO; p.image_len()];
         convolve_pixel_major(&src_pm, &mut out_pm, p, taps, p.batch);
@@ -326,8 +333,8 @@ fn solve<T: Real>(
     let rows_ascending = p.order.pads_top() != adjoint;
     let cols_ascending = p.order.pads_left() != adjoint;
     let per_sample = p.channels * p.pixels();
-    let chunk = batch_chunk(p);
-    install(|| {
+    install_sized(work_units(p), || {
+        let chunk = batch_chunk(p);
         out.par_chunks_mut(chunk * per_sample)
             .zip(rhs.par_chunks(chunk * per_sample))
             .for_each(|(out_chunk, rhs_chunk)| {
@@ -411,7 +418,7 @@ pub fn weight_grad<T: Real>(p: &Problem, x: &[T], grad: &[T], out: &mut [T]) -> 
     check_len("x", x.len(), p.image_len())?;
     check_len("grad", grad.len(), p.image_len())?;
     check_len("output", out.len(), p.weight_len())?;
-    install(|| weight_grad_unchecked(p, x, grad, out));
+    install_sized(work_units(p), || weight_grad_unchecked(p, x, grad, out));
     Ok(())
 }
 

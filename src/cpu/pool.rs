@@ -42,3 +42,30 @@ pub fn install<R: Send>(work: impl FnOnce() -> R + Send) -> R {
         None => work(),
     }
 }
+
+/// Below this many multiply-adds an op runs on the calling thread: handing it to a pool thread
+/// (a wake-up, often tens of µs) costs more than the work.
+pub const INLINE_WORK: usize = 1 << 17;
+
+thread_local! {
+    /// A one-thread pool whose only worker is this thread itself, so that `install` (and the
+    /// parallel iterators inside it) run inline. Leaked: a pool must not be dropped by its own
+    /// worker, and each thread builds at most one.
+    static INLINE: Option<&'static ThreadPool> = ThreadPoolBuilder::new()
+        .num_threads(1)
+        .use_current_thread()
+        .build()
+        .ok()
+        .map(|pool| &*Box::leak(Box::new(pool)));
+}
+
+/// [`install`], but on the calling thread when the op does fewer than [`INLINE_WORK`]
+/// multiply-adds.
+pub fn install_sized<R: Send>(work_units: usize, work: impl FnOnce() -> R + Send) -> R {
+    if work_units < INLINE_WORK {
+        if let Some(pool) = INLINE.with(|p| *p) {
+            return pool.install(work);
+        }
+    }
+    install(work)
+}
