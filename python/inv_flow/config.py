@@ -45,6 +45,8 @@ DEFAULTS: dict[str, Any] = {
     "batch_size": 100,           # training (and evaluation) batch size
     "warmup_epochs": 1.0,        # linear LR warm-up length in epochs, applied per step
     "grad_clip_norm": 10000.0,   # max global gradient norm; 0 disables clipping
+    "compile": "auto",           # torch.compile the training loss: off | default | reduce-overhead |
+                                 # auto (reduce-overhead on CUDA, off on the CPU; see docs/TRAINING.md)
     # --- evaluation --------------------------------------------------------------------------
     "eval_epochs": 1,            # evaluate on validation every N epochs (0 = only at the end)
     "eval_train": False,         # also report the likelihood on (a part of) the training set
@@ -98,6 +100,9 @@ DEFAULTS: dict[str, Any] = {
     "sample_true_inv": False,    # snf: sample with the exact inverse (dense solve), not R
     "snf_max_dense_dims": 4096,  # snf: largest C*H*W for the exact (dense) log-determinant
 }
+
+#: Values of the ``compile`` option.
+COMPILE_MODES = ("off", "default", "reduce-overhead", "auto")
 
 #: Settings fixed by the data pipeline, applied after the preset (user overrides still win).
 
@@ -317,6 +322,8 @@ def validate_config(config: Mapping[str, Any]) -> None:
             raise ConfigError(f"{key} must be >= 0, got {config[key]!r}")
     if config.get("dist_backend", "auto") not in ("auto", "nccl", "gloo"):
         raise ConfigError(f"dist_backend must be auto, nccl or gloo, got {config['dist_backend']!r}")
+    if config.get("compile", "off") not in COMPILE_MODES:
+        raise ConfigError(f"compile must be one of {', '.join(COMPILE_MODES)}, got {config['compile']!r}")
     if config.get("dist_timeout", 1.0) <= 0:
         raise ConfigError(f"dist_timeout must be positive (seconds), got {config['dist_timeout']!r}")
     if not 0.0 < config["val_fraction"] < 1.0:

@@ -21,6 +21,7 @@ import functools
 import importlib.util
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -98,6 +99,15 @@ def _initialize_actnorm(model: nn.Module, batch: torch.Tensor, all_reduce=None) 
     initialize_actnorm(model, batch, all_reduce=all_reduce)
 
 
+def compile_mode(option: str, device: torch.device) -> str:
+    """The torch.compile mode of the ``compile`` option ("off" for none). ``auto`` is
+    reduce-overhead on CUDA and off on the CPU, where compiling a whole flow takes minutes and
+    the step is not launch-bound (docs/TRAINING.md has the measurements)."""
+    if option == "auto":
+        return "reduce-overhead" if device.type == "cuda" else "off"
+    return option
+
+
 def _cuda_sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -166,6 +176,9 @@ class Experiment:
             self._data = load_datasets(self.config)
 
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config["lr"])
+        self.compile_mode = compile_mode(self.config.get("compile", "off"), self.device)
+        self._compiled_loss = None  # built at the first step, after ActNorm's init
+        self._compile_checked = False
         self.steps_per_epoch: int | None = None
         self._train_loader = None
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._warmup_factor)
@@ -364,8 +377,7 @@ class Experiment:
             raise RuntimeError(f"injected fault ({distributed_utils.FAULT_ENV}) in rank {self.rank} "
                                f"at step {self.step}")
         self.optimizer.zero_grad(set_to_none=True)
-        _, log_prob = self._training_model()(batch)
-        loss = flow_bits_per_dim(log_prob, self.num_dims).mean()  # mean bits/dim
+        log_prob, loss = self._forward_loss(batch)
         # Families with extra training terms (snf reconstruction losses) expose them here;
         # the contract is one call per optimizer step, after the training forward.
         extra_loss = getattr(self.model, "extra_loss", None)
@@ -390,6 +402,34 @@ class Experiment:
         self.scheduler.step()
         self.step += 1
         return log_prob
+
+    def _loss(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(per-sample log-densities [B], mean bits/dim): what ``compile`` compiles."""
+        _, log_prob = self._training_model()(batch)
+        return log_prob, flow_bits_per_dim(log_prob, self.num_dims).mean()
+
+    def _forward_loss(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`_loss`, compiled when ``compile`` asks for it. A failure of the first compiled
+        step is one warning, and training goes on eagerly."""
+        if self.compile_mode == "off":
+            return self._loss(batch)
+        if self._compiled_loss is None:
+            self._compiled_loss = torch.compile(self._loss, mode=self.compile_mode)
+        try:
+            if self.compile_mode == "reduce-overhead":
+                torch.compiler.cudagraph_mark_step_begin()
+            log_prob, loss = self._compiled_loss(batch)
+        except Exception as err:  # noqa: BLE001 - any compiler failure falls back to eager
+            if self._compile_checked:
+                raise
+            warnings.warn(f"compile={self.compile_mode} failed ({type(err).__name__}: "
+                          f"{str(err).strip().splitlines()[0][:200] if str(err).strip() else ''}); "
+                          "training continues without torch.compile", RuntimeWarning, stacklevel=2)
+            self.compile_mode = "off"
+            return self._loss(batch)
+        self._compile_checked = True
+        # CUDA-graph outputs are overwritten by the next replay: keep a copy of what we return.
+        return (log_prob.clone() if self.compile_mode == "reduce-overhead" else log_prob), loss
 
     def _diverged(self, what: str, epoch: int | None) -> None:
         kept = [str(p) for p in (self.best_checkpoint_path, self.last_checkpoint_path) if p.is_file()]
