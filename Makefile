@@ -27,6 +27,7 @@ demo: install
 
 test-rust:
 	cargo test --release
+	cargo test --release --features cuda --lib
 	cargo clippy --all-targets --features python,cuda -- -D warnings
 	cargo fmt --check
 

@@ -62,13 +62,16 @@ __device__ void conv_chain_impl(const T* __restrict__ x, T* __restrict__ out, co
     for (int e = threadIdx.x; e < C * HW; e += blockDim.x) out[base + e] = last[e];
 }
 
+static_assert(INV_CONV_CHAIN_MAX_LAYERS == 4, "conv_chain's entry points take four weights");
+
 #define INV_CONV_CHAIN_ENTRY(NAME, T)                                                            \
     extern "C" __global__ void NAME(const T* x, T* out, const T* w0, const T* w1, const T* w2,   \
                                     const T* w3, int nlayers, int C, int H, int W, int KH,       \
                                     int KW, int ai0, int aj0, int ai1, int aj1, int ai2,         \
                                     int aj2, int ai3, int aj3) {                                 \
-        const T* ws[4] = {w0, w1, w2, w3};                                                       \
-        const int anchors[8] = {ai0, aj0, ai1, aj1, ai2, aj2, ai3, aj3};                         \
+        const T* ws[INV_CONV_CHAIN_MAX_LAYERS] = {w0, w1, w2, w3};                               \
+        const int anchors[2 * INV_CONV_CHAIN_MAX_LAYERS] = {ai0, aj0, ai1, aj1,                  \
+                                                            ai2, aj2, ai3, aj3};                 \
         conv_chain_impl<T>(x, out, ws, anchors, nlayers, C, H, W, KH, KW);                       \
     }
 INV_CONV_CHAIN_ENTRY(conv_chain_f32, float)

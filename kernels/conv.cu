@@ -100,11 +100,12 @@ extern "C" __global__ void channel_mix_f64(const double* src, double* dst, const
 // tile with its halo (rows stride CONV_XS) and the chunk's coefficients in shared memory; per
 // (ci, tap) a thread does 4 ring loads (consecutive across the warp) and two broadcast 16-byte
 // coefficient loads for 32 FMAs. Same sums as conv_impl in a different order (exact fp32 FMA).
-#define CONV_TC 32
+static_assert(INV_CONV_CONV_TILE_CO == 16, "conv_tile's threads cover 2 groups of 8 output channels");
+#define CONV_TC INV_CONV_CONV_TILE_W
 #define CONV_ROWS 4
-#define CONV_TR 16
-#define CONV_CI 16
-#define CONV_XS 40
+#define CONV_TR INV_CONV_CONV_TILE_H
+#define CONV_CI INV_CONV_CONV_TILE_CI
+#define CONV_XS INV_CONV_CONV_TILE_ROW_STRIDE
 
 template <typename T>
 __device__ void conv_tile_impl(const T* __restrict__ in, T* __restrict__ out,
@@ -118,7 +119,7 @@ __device__ void conv_tile_impl(const T* __restrict__ in, T* __restrict__ out,
     const i64 b = blockIdx.x / tiles;
     const int tile = (int)(blockIdx.x - b * tiles);
     const int r0 = (tile / tiles_w) * CONV_TR, c0 = (tile % tiles_w) * CONV_TC;
-    const int co0 = blockIdx.y * 16;
+    const int co0 = blockIdx.y * INV_CONV_CONV_TILE_CO;
     // Offset range of the reads: sign·(i − ai) ∈ [oh, oh + KH − 1].
     const int oh = sign > 0 ? -ai : -(KH - 1 - ai), ow = sign > 0 ? -aj : -(KW - 1 - aj);
     const i64 HW = (i64)H * W, CHW = C * HW;
@@ -180,7 +181,7 @@ __device__ void conv_tile_impl(const T* __restrict__ in, T* __restrict__ out,
 }
 
 #define INV_CONV_CONV_TILE_ENTRY(NAME, T)                                                     \
-    extern "C" __global__ void __launch_bounds__(256) NAME(                                   \
+    extern "C" __global__ void __launch_bounds__(INV_CONV_CONV_TILE_THREADS) NAME(                                   \
         const T* in, T* out, const T* prep, int C, int H, int W, int KH, int KW, int ai,       \
         int aj, int sign, int tiles_h, int tiles_w) {                                          \
         conv_tile_impl<T>(in, out, prep, C, H, W, KH, KW, ai, aj, sign, tiles_h, tiles_w);     \

@@ -132,7 +132,7 @@ __device__ void sweep_impl(T* data, const T* __restrict__ prep, int C, int H, in
 }
 
 #define INV_CONV_SWEEP_ENTRY(NAME, T, WINDOW)                                                  \
-    extern "C" __global__ void __launch_bounds__(1024) NAME(T* data, const T* prep, int C, int H, int W, int KH,       \
+    extern "C" __global__ void __launch_bounds__(INV_CONV_SWEEP_MAX_THREADS) NAME(T* data, const T* prep, int C, int H, int W, int KH,       \
                                     int KW, int ai, int aj, int th, int tw, int flip_h,        \
                                     int flip_w, int ring, int q_in_smem, int split,            \
                                     int ci_lanes) {                                            \
@@ -323,7 +323,7 @@ __device__ void sweep_tile_impl(T* data, const T* __restrict__ prep, int C, int 
 }
 
 #define INV_CONV_TILE_ENTRY(NAME, T, NCTA, ATTR)                                               \
-    extern "C" __global__ void __launch_bounds__(1024) ATTR NAME(                              \
+    extern "C" __global__ void __launch_bounds__(INV_CONV_SWEEP_MAX_THREADS) ATTR NAME(                              \
         T* data, const T* prep, int C, int H, int W, int KH, int KW, int ai, int aj, int th,    \
         int tw, int flip_h, int flip_w, int ring, int pw, int tsplit) {                        \
         sweep_tile_impl<T, NCTA>(data, prep, C, H, W, KH, KW, ai, aj, th, tw, flip_h, flip_w,  \

@@ -251,15 +251,15 @@ __device__ void wgrad_tile_impl(const T* __restrict__ x, const T* __restrict__ g
 }
 
 #define WGRAD_TILE_ENTRY(KWT)                                                                    \
-    extern "C" __global__ void __launch_bounds__(512)                                            \
+    extern "C" __global__ void __launch_bounds__(INV_CONV_WGRAD_TILE_THREADS_F32)               \
         wgrad_tile##KWT##_f32(const float* x, const float* g, float* partial, int B, int C,      \
                               int H, int W, int KH, int ai, int aj, int TR, int TW) {            \
-        wgrad_tile_impl<float, KWT, 4>(x, g, partial, B, C, H, W, KH, ai, aj, TR, TW);           \
+        wgrad_tile_impl<float, KWT, INV_CONV_WGRAD_TILE_PX_F32>(x, g, partial, B, C, H, W, KH, ai, aj, TR, TW);           \
     }                                                                                            \
-    extern "C" __global__ void __launch_bounds__(256)                                            \
+    extern "C" __global__ void __launch_bounds__(INV_CONV_WGRAD_TILE_THREADS_F64)               \
         wgrad_tile##KWT##_f64(const double* x, const double* g, double* partial, int B, int C,   \
                               int H, int W, int KH, int ai, int aj, int TR, int TW) {            \
-        wgrad_tile_impl<double, KWT, 2>(x, g, partial, B, C, H, W, KH, ai, aj, TR, TW);          \
+        wgrad_tile_impl<double, KWT, INV_CONV_WGRAD_TILE_PX_F64>(x, g, partial, B, C, H, W, KH, ai, aj, TR, TW);          \
     }
 WGRAD_TILE_ENTRY(1)
 WGRAD_TILE_ENTRY(2)

@@ -28,3 +28,47 @@ def test_every_kernel_compiles(arch):
         raise
     assert report["cubin_bytes"] > 0
     assert "warning" not in report["log"].lower(), report["log"]
+
+
+def _declared_entry_points() -> dict:
+    """name -> parameter-type letters (p pointer, i int, l long long) of every extern "C" kernel
+    declared in kernels/*.cu, macros expanded (read as text; no compiler needed)."""
+    import pathlib
+    import re
+
+    root = pathlib.Path(__file__).resolve().parent.parent / "kernels"
+    text = "".join(p.read_text() for p in sorted(root.glob("*.cu"))).replace("\\\n", " ")
+
+    def kind(param: str) -> str:
+        param = param.strip()
+        if "*" in param:
+            return "p"
+        if param.startswith(("long long", "i64")):
+            return "l"
+        assert re.match(r"(const )?int\b", param), param
+        return "i"
+
+    def entries(body: str):
+        for m in re.finditer(r'extern "C" __global__ void', body):
+            rest = body[m.end():]
+            rest = re.sub(r"^\s*__launch_bounds__\((?:[^()]|\([^()]*\))*\)", "", rest)
+            name, params = re.match(r"(?:\s*\w+)*?\s*([\w#]+)\s*\(([^)]*)\)", rest).groups()
+            yield name, "".join(kind(p) for p in params.split(","))
+
+    found = dict(entries(re.sub(r"#define.*", "", text)))
+    for m in re.finditer(r"#define (\w+)\(([^)]*)\)(.*)", text):
+        macro, formal, body = m.group(1), [a.strip() for a in m.group(2).split(",")], m.group(3)
+        for call in re.finditer(rf"^{macro}\(([^)]*)\)\s*$", text, re.M):
+            expanded = body
+            for name, value in zip(formal, (v.strip() for v in call.group(1).split(","))):
+                expanded = re.sub(rf"\b{name}\b", value, expanded)
+            found.update(entries(expanded.replace("##", "")))
+    return found
+
+
+@pytest.mark.skipif(not hasattr(_native, "cuda_entry_points"), reason="inv_conv built without the `cuda` feature")
+def test_launch_table_matches_the_kernel_declarations():
+    declared = _declared_entry_points()
+    table = dict(_native.cuda_entry_points())
+    assert len(declared) >= 30
+    assert table == declared

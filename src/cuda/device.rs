@@ -83,11 +83,13 @@ unsafe impl Sync for Function {}
 pub struct Device {
     pub ordinal: usize,
     pub(crate) ctx: Arc<CudaContext>,
-    functions: HashMap<&'static str, (Function, usize)>,
+    functions: HashMap<&'static str, (Function, &'static str)>,
     pub arch: String,
     pub sm_count: u32,
     /// Largest dynamic shared memory a block may use (after opting in).
     pub max_smem: u32,
+    /// Compute capability (major, minor).
+    pub compute_capability: (u32, u32),
     pub compile_ms: f64,
     pub load_ms: f64,
     pub nvrtc_path: String,
@@ -95,7 +97,16 @@ pub struct Device {
 }
 
 impl Device {
-    pub(crate) fn function(&self, name: &str) -> Result<(Function, usize)> {
+    /// The properties the launch plans read.
+    pub fn props(&self) -> super::DeviceProps {
+        super::DeviceProps {
+            max_smem: self.max_smem as usize,
+            sm_count: self.sm_count as usize,
+            compute_capability: self.compute_capability,
+        }
+    }
+
+    pub(crate) fn function(&self, name: &str) -> Result<(Function, &'static str)> {
         self.functions
             .get(name)
             .copied()
@@ -146,7 +157,7 @@ impl Device {
         let module = unsafe { result::module::load_data(cubin.as_ptr() as *const c_void) }
             .map_err(|e| cuda_err("cuModuleLoadData", e))?;
         let mut functions = HashMap::new();
-        for (name, nargs) in kernels::ENTRY_POINTS {
+        for (name, signature) in kernels::ENTRY_POINTS {
             let cname = CString::new(name).unwrap();
             let f = unsafe { result::module::get_function(module, cname) }
                 .map_err(|e| cuda_err(&format!("cuModuleGetFunction({name})"), e))?;
@@ -167,7 +178,7 @@ impl Device {
                 )
             }
             .map_err(|e| cuda_err(&format!("cuFuncSetAttribute({name})"), e))?;
-            functions.insert(name, (Function(f), nargs));
+            functions.insert(name, (Function(f), signature));
         }
         let load_ms = t1.elapsed().as_secs_f64() * 1e3;
         Ok(Device {
@@ -177,6 +188,7 @@ impl Device {
             arch,
             sm_count: sm_count.max(1) as u32,
             max_smem: max_smem.max(0) as u32,
+            compute_capability: (major.max(0) as u32, minor.max(0) as u32),
             compile_ms,
             load_ms,
             nvrtc_path: lib.path.clone(),
@@ -199,24 +211,28 @@ pub fn device(ordinal: usize) -> Result<Arc<Device>> {
 }
 
 /// Kernel arguments: each one stored in an 8-byte slot (a pointer, an i64, or an i32 in the
-/// slot's low bytes — little-endian targets only, which is every CUDA host).
+/// slot's low bytes — little-endian targets only, which is every CUDA host), with its type
+/// letter (as in [`kernels::ENTRY_POINTS`]) so that a launch can check the list.
 #[derive(Default)]
 pub(crate) struct Args {
     slots: Vec<u64>,
+    kinds: String,
 }
 
 impl Args {
-    pub fn ptr(mut self, p: u64) -> Self {
-        self.slots.push(p);
+    fn push(mut self, slot: u64, kind: char) -> Self {
+        self.slots.push(slot);
+        self.kinds.push(kind);
         self
     }
-    pub fn int(mut self, v: i32) -> Self {
-        self.slots.push(v as u32 as u64);
-        self
+    pub fn ptr(self, p: u64) -> Self {
+        self.push(p, 'p')
     }
-    pub fn long(mut self, v: i64) -> Self {
-        self.slots.push(v as u64);
-        self
+    pub fn int(self, v: i32) -> Self {
+        self.push(v as u32 as u64, 'i')
+    }
+    pub fn long(self, v: i64) -> Self {
+        self.push(v as u64, 'l')
     }
 }
 
@@ -230,11 +246,11 @@ pub(crate) fn launch(
     stream: u64,
     args: Args,
 ) -> Result<()> {
-    let (f, nargs) = dev.function(name)?;
-    if args.slots.len() != nargs {
+    let (f, signature) = dev.function(name)?;
+    if args.kinds != signature {
         return Err(Error::Cuda(format!(
-            "internal error: {name} takes {nargs} arguments, the launch passed {}",
-            args.slots.len()
+            "internal error: {name} takes arguments ({signature}), the launch passed ({})",
+            args.kinds
         )));
     }
     if grid.0 == 0

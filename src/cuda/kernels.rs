@@ -14,47 +14,49 @@ pub const SOURCES: [(&str, &str); 6] = [
     ),
 ];
 
-/// Every `extern "C"` entry point the backend launches, with its number of parameters (checked
-/// at each launch: the driver cannot tell when a launch passes too few).
-pub const ENTRY_POINTS: [(&str, usize); 32] = [
-    ("prepare_inverse_f32", 7),
-    ("prepare_inverse_f64", 7),
-    ("prepare_taps_f32", 6),
-    ("prepare_taps_f64", 6),
-    ("conv_f32", 13),
-    ("conv_f64", 13),
-    ("conv_tile_f32", 13),
-    ("conv_tile_f64", 13),
-    ("conv_chain_f32", 20),
-    ("conv_chain_f64", 20),
-    ("channel_mix_f32", 6),
-    ("channel_mix_f64", 6),
-    ("sweep_full_f32", 17),
-    ("sweep_full_f64", 17),
-    ("sweep_ring_f32", 17),
-    ("sweep_ring_f64", 17),
-    ("sweep_global_f32", 17),
-    ("sweep_global_f64", 17),
-    ("sweep_tile_f32", 16),
-    ("sweep_tile_f64", 16),
-    ("sweep_tile2_f32", 16),
-    ("sweep_tile2_f64", 16),
-    ("wgrad_partial_f32", 12),
-    ("wgrad_partial_f64", 12),
-    ("wgrad_tile1_f32", 12),
-    ("wgrad_tile1_f64", 12),
-    ("wgrad_tile2_f32", 12),
-    ("wgrad_tile2_f64", 12),
-    ("wgrad_tile3_f32", 12),
-    ("wgrad_tile3_f64", 12),
-    ("wgrad_reduce_f32", 7),
-    ("wgrad_reduce_f64", 7),
+/// Every `extern "C"` entry point the backend launches, with its parameter types, one letter
+/// each: `p` a device pointer, `i` an `int`, `l` a `long long`. Each launch is checked against
+/// it (the driver cannot tell a wrong argument list), and tests/test_kernels_compile.py checks
+/// it against the declarations in kernels/*.cu.
+pub const ENTRY_POINTS: [(&str, &str); 32] = [
+    ("prepare_inverse_f32", "ppiiiii"),
+    ("prepare_inverse_f64", "ppiiiii"),
+    ("prepare_taps_f32", "ppiiii"),
+    ("prepare_taps_f64", "ppiiii"),
+    ("conv_f32", "pppiiiiiiiiii"),
+    ("conv_f64", "pppiiiiiiiiii"),
+    ("conv_tile_f32", "pppiiiiiiiiii"),
+    ("conv_tile_f64", "pppiiiiiiiiii"),
+    ("conv_chain_f32", "ppppppiiiiiiiiiiiiii"),
+    ("conv_chain_f64", "ppppppiiiiiiiiiiiiii"),
+    ("channel_mix_f32", "pppiil"),
+    ("channel_mix_f64", "pppiil"),
+    ("sweep_full_f32", "ppiiiiiiiiiiiiiii"),
+    ("sweep_full_f64", "ppiiiiiiiiiiiiiii"),
+    ("sweep_ring_f32", "ppiiiiiiiiiiiiiii"),
+    ("sweep_ring_f64", "ppiiiiiiiiiiiiiii"),
+    ("sweep_global_f32", "ppiiiiiiiiiiiiiii"),
+    ("sweep_global_f64", "ppiiiiiiiiiiiiiii"),
+    ("sweep_tile_f32", "ppiiiiiiiiiiiiii"),
+    ("sweep_tile_f64", "ppiiiiiiiiiiiiii"),
+    ("sweep_tile2_f32", "ppiiiiiiiiiiiiii"),
+    ("sweep_tile2_f64", "ppiiiiiiiiiiiiii"),
+    ("wgrad_partial_f32", "pppiiiiiiiii"),
+    ("wgrad_partial_f64", "pppiiiiiiiii"),
+    ("wgrad_tile1_f32", "pppiiiiiiiii"),
+    ("wgrad_tile1_f64", "pppiiiiiiiii"),
+    ("wgrad_tile2_f32", "pppiiiiiiiii"),
+    ("wgrad_tile2_f64", "pppiiiiiiiii"),
+    ("wgrad_tile3_f32", "pppiiiiiiiii"),
+    ("wgrad_tile3_f64", "pppiiiiiiiii"),
+    ("wgrad_reduce_f32", "ppiiiii"),
+    ("wgrad_reduce_f64", "ppiiiii"),
 ];
 
 /// The program text: the files concatenated, each preceded by a `#line` directive so that
 /// compiler messages name the right file and line.
 pub fn program_source() -> String {
-    let mut s = String::new();
+    let mut s = super::limits::header();
     for (name, text) in SOURCES {
         s.push_str(&format!("#line 1 \"kernels/{name}\"\n"));
         s.push_str(text);

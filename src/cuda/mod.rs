@@ -21,13 +21,18 @@
 
 mod device;
 mod kernels;
+pub mod limits;
 pub mod nvrtc;
+pub mod plan;
 
 use crate::error::{Error, Result};
 use crate::geometry::Problem;
 
 pub use device::{device, device_count, driver, Device};
 use device::{launch, Args};
+use limits::CHAIN_MAX_LAYERS;
+use plan::*;
+pub use plan::{prep_len, DeviceProps};
 
 /// Element type of the buffers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,21 +76,12 @@ pub struct Target {
     pub stream: u64,
 }
 
-const THREADS: u32 = 256;
+const THREADS: u32 = limits::THREADS as u32;
 
 /// `INV_CONV_CUDA_GENERIC=1` (read at each call) forces the generic kernels instead of the
 /// tiled ones (conv_tile, sweep_tile, wgrad_tile): for A/B timing and for tests.
 fn generic_only() -> bool {
     std::env::var_os("INV_CONV_CUDA_GENERIC").is_some_and(|v| v != "0" && !v.is_empty())
-}
-
-fn padded(c: usize) -> usize {
-    c.div_ceil(4) * 4
-}
-
-/// Elements of the coefficient scratch every op but weight_grad needs (see kernels/common.cu).
-pub fn prep_len(p: &Problem) -> usize {
-    (2 + p.kernel_h * p.kernel_w) * p.channels * padded(p.channels)
 }
 
 fn int(name: &str, v: usize) -> Result<i32> {
@@ -234,8 +230,8 @@ fn conv(
         return launch(
             &dev,
             &format!("conv_tile_{}", dt.suffix()),
-            (plan.grid_x, (p.channels / 16) as u32, 1),
-            256,
+            (plan.grid_x, (p.channels / limits::CONV_TILE_CO) as u32, 1),
+            limits::CONV_TILE_THREADS as u32,
             plan.smem,
             t.stream,
             args,
@@ -276,38 +272,6 @@ fn conv(
     )
 }
 
-/// The tiled direct convolution's plan (kernels/conv.cu, `conv_tile`): 32 × 16 output tiles ×
-/// 16 output channels per block; None when the shape needs the generic kernel.
-struct ConvTilePlan {
-    tiles_h: usize,
-    tiles_w: usize,
-    grid_x: u32,
-    smem: u32,
-}
-
-fn conv_tile_plan(p: &Problem, dt: Dtype, max_smem: usize) -> Option<ConvTilePlan> {
-    let (c, kh, kw) = (p.channels, p.kernel_h, p.kernel_w);
-    if c % 16 != 0 || kh > 9 || kw > 9 || c / 16 > 65535 {
-        return None;
-    }
-    let smem = (16 * (16 + kh - 1) * 40 + kh * kw * 16 * 16) * dt.size();
-    if smem > max_smem {
-        return None;
-    }
-    let tiles_h = p.height.div_ceil(16);
-    let tiles_w = p.width.div_ceil(32);
-    let grid_x = (p.batch as u64).checked_mul((tiles_h * tiles_w) as u64)?;
-    let grid_x = u32::try_from(grid_x)
-        .ok()
-        .filter(|&g| g <= i32::MAX as u32)?;
-    Some(ConvTilePlan {
-        tiles_h,
-        tiles_w,
-        grid_x,
-        smem: smem as u32,
-    })
-}
-
 /// Forward map `y = conv2d(pad(x), ŵ)`. `prep` is caller scratch of [`prep_len`] elements.
 pub fn forward(
     p: &Problem,
@@ -334,18 +298,6 @@ pub fn forward_adjoint(
     prep_elems: usize,
 ) -> Result<()> {
     conv(p, dt, t, g, weight, out, prep, prep_elems, true)
-}
-
-/// Most layers [`conv_chain`] applies in one launch (an Inverse-Flow unit's four orders).
-pub const CHAIN_MAX_LAYERS: usize = 4;
-
-/// Shared bytes [`conv_chain`] needs: two copies of one sample's image and one layer's masked
-/// coefficients (kernels/chain.cu); None when that exceeds `max_smem`.
-pub fn chain_smem(p: &Problem, dt: Dtype, max_smem: usize) -> Option<usize> {
-    let image = (p.channels.checked_mul(p.pixels())?).div_ceil(4) * 4;
-    let coef = p.kernel_h * p.kernel_w * p.channels * padded(p.channels);
-    let bytes = (2 * image + coef).checked_mul(dt.size())?;
-    (bytes <= max_smem).then_some(bytes)
 }
 
 /// `out = A_n ⋯ A_1 x`: the masked convolutions of `orders[l]` with `weights[l]` (raw weights,
@@ -409,45 +361,6 @@ pub fn conv_chain(
     Ok(true)
 }
 
-/// Where the sweep keeps the solution while later diagonals need it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Window {
-    Full,
-    Ring,
-    Global,
-}
-
-/// The sweep's shared-memory plan: window kind, coefficients in shared memory or not, bytes.
-pub fn sweep_plan(p: &Problem, dt: Dtype, max_smem: usize) -> (Window, bool, usize) {
-    let sz = dt.size();
-    let q = p.kernel_h * p.kernel_w * p.channels * padded(p.channels) * sz;
-    let full = p.channels * p.pixels() * sz;
-    let ring = (p.kernel_h + p.kernel_w - 1) * p.channels * p.height * sz;
-    let options = [
-        (Window::Full, true, q + full),
-        (Window::Ring, true, q + ring),
-        (Window::Full, false, full),
-        (Window::Ring, false, ring),
-        (Window::Global, true, q),
-        (Window::Global, false, 0),
-    ];
-    options
-        .into_iter()
-        .find(|o| o.2 <= max_smem)
-        .unwrap_or((Window::Global, false, 0))
-}
-
-/// The `sweep_tile` plan (kernels/wavefront.cu): CTAs per sample (2 = a cluster, sm_90+),
-/// pixel slots per pass, warps splitting the taps, threads, shared bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TilePlan {
-    pub ncta: usize,
-    pub pw: usize,
-    pub tsplit: usize,
-    pub threads: usize,
-    pub smem: usize,
-}
-
 /// The arguments every sweep kernel takes first: the image being solved in place, the
 /// coefficients, the problem's dimensions, the canonical tap signs and axis flips, and the ring
 /// length (KH + KW − 1 diagonals).
@@ -467,50 +380,6 @@ fn sweep_args(out: u64, prep: u64, d: &Dims, signs: (i32, i32), flips: (bool, bo
         .int(flips.0 as i32)
         .int(flips.1 as i32)
         .int(d.kh + d.kw - 1)
-}
-
-/// Used when C % 16 == 0 on a GPU with clusters (two CTAs per sample), or C % 8 == 0 where the
-/// generic sweep would use its ring window; None otherwise or when it does not fit.
-pub fn tile_plan(
-    p: &Problem,
-    dt: Dtype,
-    max_smem: usize,
-    clusters: bool,
-    window: Window,
-) -> Option<TilePlan> {
-    let c = p.channels;
-    let ncta = if clusters && c % 16 == 0 {
-        2
-    } else if c % 8 == 0 && window == Window::Ring {
-        1
-    } else {
-        return None;
-    };
-    let coc = c / ncta;
-    let gc = coc / 8;
-    if gc * 32 > 1024 {
-        return None;
-    }
-    let pw = (p.height.min(p.width).div_ceil(32) * 32).min(1024 / gc / 32 * 32);
-    let kk = p.kernel_h * p.kernel_w;
-    let ring = p.kernel_h + p.kernel_w - 1;
-    let sz = dt.size();
-    for tsplit in [4usize, 2, 1] {
-        if tsplit > 1 && (tsplit > kk.saturating_sub(1) || pw * gc * tsplit > 1024) {
-            continue;
-        }
-        let smem = (kk * c * coc + (ring + 1) * c * p.height + (tsplit - 1) * coc * pw) * sz;
-        if smem <= max_smem {
-            return Some(TilePlan {
-                ncta,
-                pw,
-                tsplit,
-                threads: pw * gc * tsplit,
-                smem,
-            });
-        }
-    }
-    None
 }
 
 fn solve(
@@ -585,12 +454,7 @@ fn solve(
     let tw = sign * if flip_w { -1 } else { 1 };
     // Keep 1 KB for the kernel's static shared memory (its tap table).
     let (window, q_in_smem, smem) = sweep_plan(p, dt, dev.max_smem as usize - 1024);
-    let clusters = dev
-        .arch
-        .strip_prefix("sm_")
-        .and_then(|s| s.get(..s.len().saturating_sub(1)))
-        .and_then(|m| m.parse::<u32>().ok())
-        .is_some_and(|m| m >= 9);
+    let clusters = dev.props().clusters();
     let tile = tile_plan(p, dt, dev.max_smem as usize - 1024, clusters, window);
     if let Some(plan) = tile.filter(|_| !generic_only()) {
         let batch = u32::try_from(p.batch)
@@ -621,30 +485,11 @@ fn solve(
         Window::Ring => "sweep_ring",
         Window::Global => "sweep_global",
     };
-    // Threads per block: (pixels on the longest diagonal) × (4-channel groups) × split, where
-    // `split` lanes share one dot product; aim at ~768 threads so short diagonals still fill
-    // the SM's schedulers.
-    let groups = padded(p.channels) / 4;
-    let items = p.height.min(p.width) * groups;
-    let pairs = (p.kernel_h * p.kernel_w - 1) * p.channels;
-    let mut split = 1usize;
-    while split < 32 && items * split * 2 <= 768 && split < pairs {
-        split *= 2;
-    }
-    // A block holds whole pixels (split × groups threads each), at least one.
-    if split * groups > 1024 {
-        return Err(Error::Device(format!(
-            "C = {} is too large for the CUDA wavefront kernel (at most 4096 channels)",
-            p.channels
-        )));
-    }
-    let block = ((items * split).min(1024).max(split * groups).div_ceil(32) * 32).max(64) as u32;
-    // Lanes split first over input channels (a power of two dividing both C and split, so the
-    // channel loop is balanced), the rest over taps.
-    let mut ci_lanes = 1usize;
-    while ci_lanes < split && p.channels % (ci_lanes * 2) == 0 {
-        ci_lanes *= 2;
-    }
+    let GenericSweepPlan {
+        split,
+        block,
+        ci_lanes,
+    } = generic_sweep_plan(p)?;
     let batch = u32::try_from(p.batch).map_err(|_| Error::Shape("batch too large".into()))?;
     let args = sweep_args(out, prep, &d, (th, tw), (flip_h, flip_w))
         .int(q_in_smem as i32)
@@ -689,115 +534,11 @@ pub fn inverse_adjoint(
     solve(p, dt, t, g, weight, u, prep, prep_elems, true)
 }
 
-/// The weight-gradient launch plan: the v6 tiled kernel where it applies, else the v2 chunked
-/// one. Both write `nblk` partial C × C × KK sums into scratch for `wgrad_reduce`.
-enum WgradPlan {
-    /// `wgrad_partial`: pixels per chunk, blocks per tap, shared bytes.
-    Chunk { chunk: u32, nblk: u32, smem: u32 },
-    /// `wgrad_tile{KW}`: tile rows × columns, threads per block, blocks, shared bytes.
-    Tile {
-        tr: u32,
-        tw: u32,
-        threads: u32,
-        nblk: u32,
-        smem: u32,
-    },
-}
-
-impl WgradPlan {
-    fn nblk(&self) -> u32 {
-        match self {
-            WgradPlan::Chunk { nblk, .. } | WgradPlan::Tile { nblk, .. } => *nblk,
-        }
-    }
-}
-
-/// The tiled plan (kernels/weight_grad.cu, `wgrad_tile`): KW ≤ 3 and enough (tap row, 4×4
-/// channel tile) units to fill a block (≥ 64, so C ≥ 16 at K = 3; C = 12 keeps the chunked
-/// kernel, which is faster there). None when it does not apply.
-fn wgrad_tile_plan(p: &Problem, dt: Dtype, dev: &Device) -> Option<WgradPlan> {
-    if generic_only() || p.kernel_w > 3 {
-        return None;
-    }
-    let cp = padded(p.channels);
-    let g = cp / 4;
-    let units = g * g * p.kernel_h;
-    if units < 64 {
-        return None;
-    }
-    // Launch bounds of the entry points: 512 (f32, ≤ 128 registers) and 256 (f64).
-    let (max_t, px, regs) = match dt {
-        Dtype::F32 => (512usize, 4usize, 128usize),
-        Dtype::F64 => (256, 2, 176),
-    };
-    let passes = units.div_ceil(max_t);
-    let threads = units.div_ceil(passes).div_ceil(32) * 32;
-    let tw = if p.width >= 32 {
-        32
-    } else {
-        p.width.div_ceil(px) * px
-    };
-    let cs = cp + 4;
-    let budget = (dev.max_smem as usize).min(200 * 1024);
-    let bytes =
-        |tr: usize| (tr * tw + (tr + p.kernel_h - 1) * (tw + p.kernel_w - 1)) * cs * dt.size();
-    let tr = [4usize, 2, 1].into_iter().find(|&tr| bytes(tr) <= budget)?;
-    // The staging loops need a thread per halo column.
-    if threads < tw + p.kernel_w - 1 {
-        return None;
-    }
-    let tiles = (p.batch as u64) * (p.height.div_ceil(tr) as u64) * (p.width.div_ceil(tw) as u64);
-    let per_sm = (2048 / threads)
-        .min(dev.max_smem as usize / bytes(tr))
-        .min(65536 / (threads * regs))
-        .max(1);
-    let nblk = tiles.min((per_sm as u64) * dev.sm_count as u64).max(1) as u32;
-    Some(WgradPlan::Tile {
-        tr: tr as u32,
-        tw: tw as u32,
-        threads: threads as u32,
-        nblk,
-        smem: bytes(tr) as u32,
-    })
-}
-
-fn wgrad_plan(p: &Problem, dt: Dtype, dev: &Device) -> Result<WgradPlan> {
-    if let Some(plan) = wgrad_tile_plan(p, dt, dev) {
-        return Ok(plan);
-    }
-    let cs = padded(p.channels) + 4;
-    let budget = (dev.max_smem as usize).min(100 * 1024);
-    let bytes = |chunk: usize| (2 * chunk * cs + THREADS as usize * 16) * dt.size();
-    let mut chunk = 256usize;
-    while chunk > 8 && bytes(chunk) > budget {
-        chunk /= 2;
-    }
-    if bytes(chunk) > dev.max_smem as usize {
-        return Err(Error::Device(format!(
-            "weight_grad: C = {} is too large for the kernel's shared-memory plan ({} bytes needed, {} available)",
-            p.channels,
-            bytes(chunk),
-            dev.max_smem
-        )));
-    }
-    let kk = (p.kernel_h * p.kernel_w) as u64;
-    let nchunks = ((p.batch as u64) * (p.pixels() as u64)).div_ceil(chunk as u64);
-    // About four blocks per SM in all, split over the taps (grid.y). `chunk` is a power of two
-    // no larger than THREADS, which the kernel's staging loop relies on.
-    let per_tap = (4 * dev.sm_count as u64).div_ceil(kk).max(1);
-    let nblk = nchunks.min(per_tap).max(1) as u32;
-    Ok(WgradPlan::Chunk {
-        chunk: chunk as u32,
-        nblk,
-        smem: bytes(chunk) as u32,
-    })
-}
-
 /// Elements of scratch [`weight_grad`] needs on device `ordinal` (compiles the kernels if this
 /// is the device's first use).
 pub fn weight_grad_scratch_len(p: &Problem, dt: Dtype, ordinal: usize) -> Result<usize> {
     let dev = device(ordinal)?;
-    let plan = wgrad_plan(p, dt, &dev)?;
+    let plan = wgrad_plan(p, dt, &dev.props(), generic_only())?;
     Ok(plan.nblk() as usize * p.kernel_h * p.kernel_w * p.channels * p.channels)
 }
 
@@ -816,7 +557,7 @@ pub fn weight_grad(
 ) -> Result<()> {
     let d = dims(p)?;
     let dev = device(t.device)?;
-    let plan = wgrad_plan(p, dt, &dev)?;
+    let plan = wgrad_plan(p, dt, &dev.props(), generic_only())?;
     let kk = p.kernel_h * p.kernel_w;
     check_scratch(
         "weight_grad",
@@ -922,6 +663,11 @@ pub fn inverse_backward(
 ) -> Result<()> {
     inverse_adjoint(p, dt, t, g, weight, u, prep, prep_elems)?;
     weight_grad(p, dt, t, x, u, grad_w, scratch, scratch_elems, true)
+}
+
+/// Every kernel entry point with its parameter types (see `kernels::ENTRY_POINTS`).
+pub fn entry_points() -> &'static [(&'static str, &'static str)] {
+    &kernels::ENTRY_POINTS
 }
 
 /// What [`compile_check`] reports.

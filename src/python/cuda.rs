@@ -278,7 +278,15 @@ fn compile_kernels_check<'py>(py: Python<'py>, arch: &str) -> PyResult<Bound<'py
     Ok(out)
 }
 
+/// The kernel entry points the backend launches and their parameter types (one letter each:
+/// p pointer, i int, l long long), for the test that checks them against kernels/*.cu.
+#[pyfunction]
+fn cuda_entry_points() -> Vec<(&'static str, &'static str)> {
+    cuda::entry_points().to_vec()
+}
+
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(cuda_entry_points, m)?)?;
     m.add_function(wrap_pyfunction!(cuda_set_nvrtc_path, m)?)?;
     m.add_function(wrap_pyfunction!(cuda_unavailable_reason, m)?)?;
     m.add_function(wrap_pyfunction!(cuda_device_info, m)?)?;

@@ -1,0 +1,50 @@
+//! Every tile size and launch limit that the kernels and the host's launch plans share, in one
+//! place: the plans use these constants, and the kernels see them as `INV_CONV_<NAME>` macros
+//! that [`header`] puts in front of the program NVRTC compiles.
+
+/// Threads per block of the generic (untiled) kernels.
+pub const THREADS: usize = 256;
+/// `conv_tile`: output columns and rows per tile, channels per staged chunk (also the output
+/// channels per block), the staged row stride (columns + halo, padded), threads per block, and
+/// the largest kernel side it handles.
+pub const CONV_TILE_W: usize = 32;
+pub const CONV_TILE_H: usize = 16;
+pub const CONV_TILE_CI: usize = 16;
+/// Output channels per `conv_tile` block (its threads are laid out for exactly 16).
+pub const CONV_TILE_CO: usize = 16;
+pub const CONV_TILE_ROW_STRIDE: usize = 40;
+pub const CONV_TILE_THREADS: usize = 256;
+pub const CONV_TILE_MAX_K: usize = 9;
+/// `wgrad_tile`: threads per block (its launch bound) and pixels per step, per dtype.
+pub const WGRAD_TILE_THREADS_F32: usize = 512;
+pub const WGRAD_TILE_THREADS_F64: usize = 256;
+pub const WGRAD_TILE_PX_F32: usize = 4;
+pub const WGRAD_TILE_PX_F64: usize = 2;
+/// The wavefront sweeps' launch bound.
+pub const SWEEP_MAX_THREADS: usize = 1024;
+/// Most layers `conv_chain` applies in one launch (an Inverse-Flow unit's four orders).
+pub const CHAIN_MAX_LAYERS: usize = 4;
+
+/// The `#define` lines the kernels are compiled with.
+pub fn header() -> String {
+    let defines = [
+        ("THREADS", THREADS),
+        ("CONV_TILE_W", CONV_TILE_W),
+        ("CONV_TILE_H", CONV_TILE_H),
+        ("CONV_TILE_CI", CONV_TILE_CI),
+        ("CONV_TILE_CO", CONV_TILE_CO),
+        ("CONV_TILE_ROW_STRIDE", CONV_TILE_ROW_STRIDE),
+        ("CONV_TILE_THREADS", CONV_TILE_THREADS),
+        ("CONV_TILE_MAX_K", CONV_TILE_MAX_K),
+        ("WGRAD_TILE_THREADS_F32", WGRAD_TILE_THREADS_F32),
+        ("WGRAD_TILE_THREADS_F64", WGRAD_TILE_THREADS_F64),
+        ("WGRAD_TILE_PX_F32", WGRAD_TILE_PX_F32),
+        ("WGRAD_TILE_PX_F64", WGRAD_TILE_PX_F64),
+        ("SWEEP_MAX_THREADS", SWEEP_MAX_THREADS),
+        ("CHAIN_MAX_LAYERS", CHAIN_MAX_LAYERS),
+    ];
+    defines
+        .iter()
+        .map(|(name, value)| format!("#define INV_CONV_{name} {value}\n"))
+        .collect()
+}

@@ -1,0 +1,430 @@
+//! Launch plans: pure functions of the problem, the dtype and the device's properties (no
+//! driver, no GPU), so `cargo test --features cuda` checks them anywhere. The launchers in
+//! `mod.rs` turn a plan into kernel arguments; the sizes the kernels share come from
+//! [`super::limits`].
+
+use super::limits::*;
+use super::Dtype;
+use crate::error::{Error, Result};
+use crate::geometry::Problem;
+
+/// What the plans need to know about a device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceProps {
+    /// Largest dynamic shared memory one block may use (after opting in), in bytes.
+    pub max_smem: usize,
+    pub sm_count: usize,
+    /// Compute capability (major, minor).
+    pub compute_capability: (u32, u32),
+}
+
+impl DeviceProps {
+    /// Thread-block clusters with distributed shared memory: compute capability 9.0 and up.
+    pub fn clusters(&self) -> bool {
+        self.compute_capability.0 >= 9
+    }
+}
+
+pub fn padded(c: usize) -> usize {
+    c.div_ceil(4) * 4
+}
+
+/// Elements of the coefficient scratch every op but weight_grad needs (see kernels/common.cu).
+pub fn prep_len(p: &Problem) -> usize {
+    (2 + p.kernel_h * p.kernel_w) * p.channels * padded(p.channels)
+}
+
+/// The tiled direct convolution's plan (kernels/conv.cu, `conv_tile`): 32 × 16 output tiles ×
+/// 16 output channels per block; None when the shape needs the generic kernel.
+pub struct ConvTilePlan {
+    pub tiles_h: usize,
+    pub tiles_w: usize,
+    pub grid_x: u32,
+    pub smem: u32,
+}
+
+pub fn conv_tile_plan(p: &Problem, dt: Dtype, max_smem: usize) -> Option<ConvTilePlan> {
+    let (c, kh, kw) = (p.channels, p.kernel_h, p.kernel_w);
+    if c % CONV_TILE_CO != 0
+        || kh > CONV_TILE_MAX_K
+        || kw > CONV_TILE_MAX_K
+        || c / CONV_TILE_CO > 65535
+    {
+        return None;
+    }
+    let smem = (CONV_TILE_CI * (CONV_TILE_H + kh - 1) * CONV_TILE_ROW_STRIDE
+        + kh * kw * CONV_TILE_CI * CONV_TILE_CO)
+        * dt.size();
+    if smem > max_smem {
+        return None;
+    }
+    let tiles_h = p.height.div_ceil(CONV_TILE_H);
+    let tiles_w = p.width.div_ceil(CONV_TILE_W);
+    let grid_x = (p.batch as u64).checked_mul((tiles_h * tiles_w) as u64)?;
+    let grid_x = u32::try_from(grid_x)
+        .ok()
+        .filter(|&g| g <= i32::MAX as u32)?;
+    Some(ConvTilePlan {
+        tiles_h,
+        tiles_w,
+        grid_x,
+        smem: smem as u32,
+    })
+}
+
+/// Shared bytes [`conv_chain`] needs: two copies of one sample's image and one layer's masked
+/// coefficients (kernels/chain.cu); None when that exceeds `max_smem`.
+pub fn chain_smem(p: &Problem, dt: Dtype, max_smem: usize) -> Option<usize> {
+    let image = (p.channels.checked_mul(p.pixels())?).div_ceil(4) * 4;
+    let coef = p.kernel_h * p.kernel_w * p.channels * padded(p.channels);
+    let bytes = (2 * image + coef).checked_mul(dt.size())?;
+    (bytes <= max_smem).then_some(bytes)
+}
+
+/// Where the sweep keeps the solution while later diagonals need it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Window {
+    Full,
+    Ring,
+    Global,
+}
+
+/// The sweep's shared-memory plan: window kind, coefficients in shared memory or not, bytes.
+pub fn sweep_plan(p: &Problem, dt: Dtype, max_smem: usize) -> (Window, bool, usize) {
+    let sz = dt.size();
+    let q = p.kernel_h * p.kernel_w * p.channels * padded(p.channels) * sz;
+    let full = p.channels * p.pixels() * sz;
+    let ring = (p.kernel_h + p.kernel_w - 1) * p.channels * p.height * sz;
+    let options = [
+        (Window::Full, true, q + full),
+        (Window::Ring, true, q + ring),
+        (Window::Full, false, full),
+        (Window::Ring, false, ring),
+        (Window::Global, true, q),
+        (Window::Global, false, 0),
+    ];
+    options
+        .into_iter()
+        .find(|o| o.2 <= max_smem)
+        .unwrap_or((Window::Global, false, 0))
+}
+
+/// The `sweep_tile` plan (kernels/wavefront.cu): CTAs per sample (2 = a cluster, sm_90+),
+/// pixel slots per pass, warps splitting the taps, threads, shared bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TilePlan {
+    pub ncta: usize,
+    pub pw: usize,
+    pub tsplit: usize,
+    pub threads: usize,
+    pub smem: usize,
+}
+
+/// Used when C % 16 == 0 on a GPU with clusters (two CTAs per sample), or C % 8 == 0 where the
+/// generic sweep would use its ring window; None otherwise or when it does not fit.
+pub fn tile_plan(
+    p: &Problem,
+    dt: Dtype,
+    max_smem: usize,
+    clusters: bool,
+    window: Window,
+) -> Option<TilePlan> {
+    let c = p.channels;
+    let ncta = if clusters && c % 16 == 0 {
+        2
+    } else if c % 8 == 0 && window == Window::Ring {
+        1
+    } else {
+        return None;
+    };
+    let coc = c / ncta;
+    let gc = coc / 8;
+    if gc * 32 > 1024 {
+        return None;
+    }
+    let pw = (p.height.min(p.width).div_ceil(32) * 32).min(1024 / gc / 32 * 32);
+    let kk = p.kernel_h * p.kernel_w;
+    let ring = p.kernel_h + p.kernel_w - 1;
+    let sz = dt.size();
+    for tsplit in [4usize, 2, 1] {
+        if tsplit > 1 && (tsplit > kk.saturating_sub(1) || pw * gc * tsplit > 1024) {
+            continue;
+        }
+        let smem = (kk * c * coc + (ring + 1) * c * p.height + (tsplit - 1) * coc * pw) * sz;
+        if smem <= max_smem {
+            return Some(TilePlan {
+                ncta,
+                pw,
+                tsplit,
+                threads: pw * gc * tsplit,
+                smem,
+            });
+        }
+    }
+    None
+}
+
+/// The weight-gradient launch plan: the v6 tiled kernel where it applies, else the v2 chunked
+/// one. Both write `nblk` partial C × C × KK sums into scratch for `wgrad_reduce`.
+pub enum WgradPlan {
+    /// `wgrad_partial`: pixels per chunk, blocks per tap, shared bytes.
+    Chunk { chunk: u32, nblk: u32, smem: u32 },
+    /// `wgrad_tile{KW}`: tile rows × columns, threads per block, blocks, shared bytes.
+    Tile {
+        tr: u32,
+        tw: u32,
+        threads: u32,
+        nblk: u32,
+        smem: u32,
+    },
+}
+
+impl WgradPlan {
+    pub fn nblk(&self) -> u32 {
+        match self {
+            WgradPlan::Chunk { nblk, .. } | WgradPlan::Tile { nblk, .. } => *nblk,
+        }
+    }
+}
+
+/// The tiled plan (kernels/weight_grad.cu, `wgrad_tile`): KW ≤ 3 and enough (tap row, 4×4
+/// channel tile) units to fill a block (≥ 64, so C ≥ 16 at K = 3; C = 12 keeps the chunked
+/// kernel, which is faster there). None when it does not apply.
+pub fn wgrad_tile_plan(p: &Problem, dt: Dtype, dev: &DeviceProps) -> Option<WgradPlan> {
+    if p.kernel_w > 3 {
+        return None;
+    }
+    let cp = padded(p.channels);
+    let g = cp / 4;
+    let units = g * g * p.kernel_h;
+    if units < 64 {
+        return None;
+    }
+    // Launch bounds of the entry points: 512 (f32, ≤ 128 registers) and 256 (f64).
+    let (max_t, px, regs) = match dt {
+        Dtype::F32 => (WGRAD_TILE_THREADS_F32, WGRAD_TILE_PX_F32, 128usize),
+        Dtype::F64 => (WGRAD_TILE_THREADS_F64, WGRAD_TILE_PX_F64, 176),
+    };
+    let passes = units.div_ceil(max_t);
+    let threads = units.div_ceil(passes).div_ceil(32) * 32;
+    let tw = if p.width >= 32 {
+        32
+    } else {
+        p.width.div_ceil(px) * px
+    };
+    let cs = cp + 4;
+    let budget = (dev.max_smem).min(200 * 1024);
+    let bytes =
+        |tr: usize| (tr * tw + (tr + p.kernel_h - 1) * (tw + p.kernel_w - 1)) * cs * dt.size();
+    let tr = [4usize, 2, 1].into_iter().find(|&tr| bytes(tr) <= budget)?;
+    // The staging loops need a thread per halo column.
+    if threads < tw + p.kernel_w - 1 {
+        return None;
+    }
+    let tiles = (p.batch as u64) * (p.height.div_ceil(tr) as u64) * (p.width.div_ceil(tw) as u64);
+    let per_sm = (2048 / threads)
+        .min(dev.max_smem / bytes(tr))
+        .min(65536 / (threads * regs))
+        .max(1);
+    let nblk = tiles.min((per_sm as u64) * dev.sm_count as u64).max(1) as u32;
+    Some(WgradPlan::Tile {
+        tr: tr as u32,
+        tw: tw as u32,
+        threads: threads as u32,
+        nblk,
+        smem: bytes(tr) as u32,
+    })
+}
+
+/// The weight-gradient plan: the tiled kernel where it applies (unless `generic`), else the
+/// chunked one.
+pub fn wgrad_plan(p: &Problem, dt: Dtype, dev: &DeviceProps, generic: bool) -> Result<WgradPlan> {
+    if let Some(plan) = wgrad_tile_plan(p, dt, dev).filter(|_| !generic) {
+        return Ok(plan);
+    }
+    let cs = padded(p.channels) + 4;
+    let budget = (dev.max_smem).min(100 * 1024);
+    let bytes = |chunk: usize| (2 * chunk * cs + THREADS * 16) * dt.size();
+    let mut chunk = 256usize;
+    while chunk > 8 && bytes(chunk) > budget {
+        chunk /= 2;
+    }
+    if bytes(chunk) > dev.max_smem {
+        return Err(Error::Device(format!(
+            "weight_grad: C = {} is too large for the kernel's shared-memory plan ({} bytes needed, {} available)",
+            p.channels,
+            bytes(chunk),
+            dev.max_smem
+        )));
+    }
+    let kk = (p.kernel_h * p.kernel_w) as u64;
+    let nchunks = ((p.batch as u64) * (p.pixels() as u64)).div_ceil(chunk as u64);
+    // About four blocks per SM in all, split over the taps (grid.y). `chunk` is a power of two
+    // no larger than THREADS, which the kernel's staging loop relies on.
+    let per_tap = (4 * dev.sm_count as u64).div_ceil(kk).max(1);
+    let nblk = nchunks.min(per_tap).max(1) as u32;
+    Ok(WgradPlan::Chunk {
+        chunk: chunk as u32,
+        nblk,
+        smem: bytes(chunk) as u32,
+    })
+}
+
+/// The generic sweep's thread roles (kernels/wavefront.cu): `split` lanes share one dot
+/// product, `ci_lanes` of them over input channels; `block` threads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GenericSweepPlan {
+    pub split: usize,
+    pub block: u32,
+    pub ci_lanes: usize,
+}
+
+pub fn generic_sweep_plan(p: &Problem) -> Result<GenericSweepPlan> {
+    // Threads per block: (pixels on the longest diagonal) × (4-channel groups) × split, where
+    // `split` lanes share one dot product; aim at ~768 threads so short diagonals still fill
+    // the SM's schedulers.
+    let groups = padded(p.channels) / 4;
+    let items = p.height.min(p.width) * groups;
+    let pairs = (p.kernel_h * p.kernel_w - 1) * p.channels;
+    let mut split = 1usize;
+    while split < 32 && items * split * 2 <= 768 && split < pairs {
+        split *= 2;
+    }
+    // A block holds whole pixels (split × groups threads each), at least one.
+    if split * groups > SWEEP_MAX_THREADS {
+        return Err(Error::Device(format!(
+            "C = {} is too large for the CUDA wavefront kernel (at most 4096 channels)",
+            p.channels
+        )));
+    }
+    let block = ((items * split)
+        .min(SWEEP_MAX_THREADS)
+        .max(split * groups)
+        .div_ceil(32)
+        * 32)
+        .max(64) as u32;
+    // Lanes split first over input channels (a power of two dividing both C and split, so the
+    // channel loop is balanced), the rest over taps.
+    let mut ci_lanes = 1usize;
+    while ci_lanes < split && p.channels % (ci_lanes * 2) == 0 {
+        ci_lanes *= 2;
+    }
+    Ok(GenericSweepPlan {
+        split,
+        block,
+        ci_lanes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::geometry::Order;
+
+    const H200: DeviceProps = DeviceProps {
+        max_smem: 227 * 1024,
+        sm_count: 132,
+        compute_capability: (9, 0),
+    };
+    const A100: DeviceProps = DeviceProps {
+        max_smem: 163 * 1024,
+        sm_count: 108,
+        compute_capability: (8, 0),
+    };
+
+    fn problem(b: usize, c: usize, h: usize, w: usize, k: usize) -> Problem {
+        Problem::new("x", &[b, c, h, w], &[c, c, k, k], Order::TL).unwrap()
+    }
+
+    #[test]
+    fn clusters_follow_the_compute_capability() {
+        assert!(H200.clusters());
+        assert!(!A100.clusters());
+    }
+
+    #[test]
+    fn conv_tile_covers_the_image_and_fits() {
+        let p = problem(64, 48, 64, 64, 3);
+        let plan = conv_tile_plan(&p, Dtype::F32, H200.max_smem).unwrap();
+        assert_eq!(
+            plan.tiles_h * CONV_TILE_H >= 64,
+            plan.tiles_w * CONV_TILE_W >= 64
+        );
+        assert_eq!(plan.grid_x as usize, 64 * plan.tiles_h * plan.tiles_w);
+        assert!(plan.smem as usize <= H200.max_smem);
+        // C not a multiple of the block's output channels, or a kernel too wide: generic kernel.
+        assert!(conv_tile_plan(&problem(64, 12, 32, 32, 3), Dtype::F32, H200.max_smem).is_none());
+        assert!(conv_tile_plan(
+            &problem(1, 16, 32, 32, CONV_TILE_MAX_K + 1),
+            Dtype::F32,
+            H200.max_smem
+        )
+        .is_none());
+    }
+
+    #[test]
+    fn sweep_windows_and_tiles_fit_the_device() {
+        let (window, _, smem) = sweep_plan(&problem(64, 12, 32, 32, 3), Dtype::F32, H200.max_smem);
+        assert_eq!(window, Window::Full);
+        assert!(smem <= H200.max_smem);
+        let s2 = problem(64, 48, 64, 64, 3);
+        let (window, _, _) = sweep_plan(&s2, Dtype::F32, H200.max_smem);
+        assert_eq!(window, Window::Ring);
+        let tile = tile_plan(&s2, Dtype::F32, H200.max_smem, H200.clusters(), window).unwrap();
+        assert_eq!(tile.ncta, 2);
+        assert!(tile.threads <= SWEEP_MAX_THREADS && tile.smem <= H200.max_smem);
+        let tile = tile_plan(&s2, Dtype::F32, A100.max_smem, A100.clusters(), window).unwrap();
+        assert_eq!(tile.ncta, 1);
+        let (window, _, smem) = sweep_plan(&problem(1, 4096, 64, 64, 3), Dtype::F64, H200.max_smem);
+        assert_eq!((window, smem), (Window::Global, 0));
+        let generic = generic_sweep_plan(&problem(64, 12, 32, 32, 3)).unwrap();
+        assert!(generic.block as usize <= SWEEP_MAX_THREADS && generic.block % 32 == 0);
+        assert!(generic.split.is_power_of_two() && generic.ci_lanes <= generic.split);
+        assert!(generic_sweep_plan(&problem(1, 8192, 4, 4, 3)).is_err());
+    }
+
+    #[test]
+    fn weight_grad_plans_respect_the_launch_bounds() {
+        for (c, dt, tiled) in [
+            (48, Dtype::F32, true),
+            (48, Dtype::F64, true),
+            (12, Dtype::F32, false),
+        ] {
+            let p = problem(64, c, 64, 64, 3);
+            match wgrad_plan(&p, dt, &H200, false).unwrap() {
+                WgradPlan::Tile {
+                    threads,
+                    nblk,
+                    smem,
+                    ..
+                } => {
+                    assert!(tiled);
+                    let bound = if dt == Dtype::F32 {
+                        WGRAD_TILE_THREADS_F32
+                    } else {
+                        WGRAD_TILE_THREADS_F64
+                    };
+                    assert!(threads as usize <= bound && threads % 32 == 0);
+                    assert!(nblk as usize <= 64 * 64 * 64 && smem as usize <= H200.max_smem);
+                }
+                WgradPlan::Chunk { chunk, smem, .. } => {
+                    assert!(!tiled);
+                    assert!(chunk as usize <= THREADS && chunk.is_power_of_two());
+                    assert!(smem as usize <= H200.max_smem);
+                }
+            }
+            assert!(matches!(
+                wgrad_plan(&p, dt, &H200, true).unwrap(),
+                WgradPlan::Chunk { .. }
+            ));
+        }
+    }
+
+    #[test]
+    fn chain_fits_the_flow_presets_images_and_refuses_large_ones() {
+        for (c, s) in [(12, 16), (24, 8), (12, 32), (48, 8)] {
+            assert!(chain_smem(&problem(100, c, s, s, 3), Dtype::F32, H200.max_smem).is_some());
+        }
+        assert!(chain_smem(&problem(1, 12, 128, 128, 3), Dtype::F32, H200.max_smem).is_none());
+    }
+}
