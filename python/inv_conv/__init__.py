@@ -24,7 +24,12 @@ else:
     from .nn import InvConv2d, InvFlowUnit
     from .ops import conv2d, conv2d_transpose, conv2d_weight_grad, inv_conv2d, inv_conv2d_transpose
 
-__version__ = "0.1.0"
+from importlib import metadata as _metadata
+
+try:  # one version source: Cargo.toml, which maturin writes into the package metadata
+    __version__ = _metadata.version("inv_conv")
+except _metadata.PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
 
 
 def cuda_available() -> bool:
@@ -37,7 +42,7 @@ def cuda_available() -> bool:
     return bool(_cuda.is_available())
 
 
-_NUMPY_API = ["CudaError", "ORDERS", "conv2d", "conv2d_transpose", "conv2d_weight_grad", "cuda_available",
+_NUMPY_API = ["CudaError", "__version__", "ORDERS", "conv2d", "conv2d_transpose", "conv2d_weight_grad", "cuda_available",
               "inv_conv2d", "inv_conv2d_transpose"]
 _TORCH_API = ["InvConv2d", "InvFlowUnit", "dw", "dy", "forward", "inverse", "reference"]
 # Without torch only the numpy functions exist.

@@ -43,6 +43,8 @@ from inv_flow.data import (DataSplits, check_image_shape, check_num_levels, load
 from inv_flow.flows import bits_per_dim as flow_bits_per_dim
 from inv_flow.logging_utils import RunLogger, Timer, is_main_process
 from inv_flow.plots import save_image_grid, save_reconstruction_figure
+from inv_flow.runs import claim_run_dir, describe_run
+from inv_flow.schedules import build_scheduler, restore_scheduler
 
 ModelBuilder = Callable[[dict, tuple], nn.Module]
 
@@ -168,10 +170,11 @@ class Experiment:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config["lr"])
         self.steps_per_epoch: int | None = None
         self._train_loader = None
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._warmup_factor)
+        self._scheduler = None if self._data is None else \
+            build_scheduler(self.optimizer, self.config, len(self.train_loader))  # else lazily
         self.epoch = 0          # completed epochs
         self.step = 0           # completed optimizer steps
-        self.best_val_bpd = math.inf
+        self.best_val_bpd, self._run_claimed = math.inf, False  # run folder: see train()
 
     # ----------------------------------------------------------------------------- plumbing
     @property
@@ -200,14 +203,12 @@ class Experiment:
             self.steps_per_epoch = len(self._train_loader)
         return self._train_loader
 
-    def _warmup_factor(self, step: int) -> float:
-        """Linear warm-up from lr/warmup_steps to lr over ``warmup_epochs`` epochs, per step."""
-        warmup_epochs = self.config["warmup_epochs"]
-        if warmup_epochs <= 0:
-            return 1.0
-        steps_per_epoch = self.steps_per_epoch or len(self.train_loader)
-        warmup_steps = max(1, round(warmup_epochs * steps_per_epoch))
-        return min(1.0, (step + 1) / warmup_steps)
+    @property
+    def scheduler(self) -> torch.optim.lr_scheduler.LRScheduler:
+        """Per-step LR schedule (:mod:`inv_flow.schedules`); needs the data's steps per epoch."""
+        if self._scheduler is None:
+            self._scheduler = build_scheduler(self.optimizer, self.config, len(self.train_loader))
+        return self._scheduler
 
     def _eval_loader(self, dataset):
         return make_loader(dataset, self.local_batch_size, shuffle=False,
@@ -254,6 +255,8 @@ class Experiment:
         """
         total_epochs = self.config["epochs"]
         stop = total_epochs if until_epoch is None else min(until_epoch, total_epochs)
+        if self.step == 0 and not self._run_claimed:  # a new run: its own folder (runs.py)
+            self.config, self._run_claimed = claim_run_dir(self.config, self), True
         logger = self.logger
         loader = self.train_loader
         if self.step == 0:
@@ -270,6 +273,7 @@ class Experiment:
             logger.message(f"{self.config['name']}: {sum(p.numel() for p in self.model.parameters()):,} "
                            f"parameters, {len(self.data.train)} training images of shape "
                            f"{self.image_shape}, {where}")
+            logger.message(describe_run(self.config))
         record: dict[str, Any] = {}
         for epoch in logger.progress(range(self.epoch, stop), desc="epochs", initial=self.epoch,
                                      total=total_epochs):
@@ -494,8 +498,7 @@ class Experiment:
             reconstructions = self.model.reconstruct(originals.to(self.device)).cpu()
         finally:
             self.model.train(was_training)
-        if self.is_main:
-            save_reconstruction_figure(originals, reconstructions, path)
+        save_reconstruction_figure(originals, reconstructions, path)
         return Path(path)
 
     # -------------------------------------------------------------------------- checkpoints
@@ -542,9 +545,9 @@ class Experiment:
         if not training_state:
             return
         self.optimizer.load_state_dict(payload["optimizer"])
-        self.scheduler.load_state_dict(payload["scheduler"])
         self.epoch = int(payload["epoch"])
         self.step = int(payload["step"])
+        restore_scheduler(self.scheduler, payload["scheduler"], self.step)
         self.best_val_bpd = float(payload["best_val_bpd"])
         rng_ranks = payload.get("rng_ranks")
         if rng_ranks is not None and len(rng_ranks) == self.world_size:
