@@ -206,7 +206,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers = {"train": _train, "eval": _eval, "sample": _sample, "export": _export,
                 "plot": _plot, "compare": compare.run,
                 "options": lambda _: print(describe_options()) or 0, "presets": _presets}
-    if args.command not in ("options", "presets") and importlib.util.find_spec("torch") is None:
+    if args.command in ("options", "presets"):
+        return handlers[args.command](args)  # torch-free
+    if importlib.util.find_spec("torch") is None:
         print(f"inv-flow {args.command}: error: PyTorch is not installed; install inv-flow's "
               "dependencies with `pip install 'inv_conv[flow]'` (a CPU-only torch: see the "
               "README)", file=sys.stderr)
