@@ -40,8 +40,10 @@ class Normalization(FlowLayer):
 class LogitTransform(FlowLayer):
     """Logit transform with boundary shrinkage (RealNVP, Dinh et al. 2017).
 
-    For ``x ∈ [0, 1]`` (anything else is a ValueError: without the scaling step in front the
-    logit would be NaN): ``p = alpha + (1 - 2 alpha) x`` and ``y = log p - log(1 - p)``.
+    For ``x ∈ [0, 1]``: ``p = alpha + (1 - 2 alpha) x`` and ``y = log p - log(1 - p)``.  The map
+    is a bijection from ``(-alpha, 1 - alpha) / (1 - 2 alpha)`` (slightly wider than [0, 1], so
+    continuous samples may land just outside it) onto the real line; an input with ``p`` outside
+    ``(0, 1)`` is a ValueError (e.g. the scaling step to [0, 1] is missing), not NaN.
     ``alpha`` keeps ``p`` away from 0 and 1 so ``y`` stays finite.
     ``logdet = Σ [log(1 - 2 alpha) - log p - log(1 - p)]``.
     """
@@ -55,13 +57,14 @@ class LogitTransform(FlowLayer):
         self.alpha = float(alpha)
 
     def forward(self, x, context=None):
-        low, high = float(x.detach().min()), float(x.detach().max())
-        if low < 0 or high > 1:
+        p = self.alpha + (1.0 - 2.0 * self.alpha) * x
+        low, high = float(p.detach().min()), float(p.detach().max())
+        if not (low > 0 and high < 1):  # outside the logit's domain: NaN or inf
             raise ValueError(
-                f"LogitTransform expects inputs in [0, 1], got values in [{low:.4g}, {high:.4g}]; "
+                f"LogitTransform expects inputs in [0, 1] (alpha={self.alpha} keeps them finite), "
+                f"got values in [{float(x.detach().min()):.4g}, {float(x.detach().max()):.4g}]; "
                 "put Normalization(scale=1/num_levels) between Dequantization and "
                 "LogitTransform (dequantized pixels lie in [0, num_levels))")
-        p = self.alpha + (1.0 - 2.0 * self.alpha) * x
         log_p, log_1mp = torch.log(p), torch.log1p(-p)
         y = log_p - log_1mp
         logdet = sum_except_batch(math.log1p(-2.0 * self.alpha) - log_p - log_1mp)
