@@ -207,7 +207,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "plot": _plot, "compare": compare.run,
                 "options": lambda _: print(describe_options()) or 0, "presets": _presets}
     if args.command in ("options", "presets"):
-        return handlers[args.command](args)  # torch-free
+        try:
+            return handlers[args.command](args)  # torch-free
+        except BrokenPipeError:  # piped into `head`: not an error
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
     if importlib.util.find_spec("torch") is None:
         print(f"inv-flow {args.command}: error: PyTorch is not installed; install inv-flow's "
               "dependencies with `pip install 'inv_conv[flow]'` (a CPU-only torch: see the "
