@@ -7,7 +7,6 @@ import json
 import math
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -30,7 +29,7 @@ def test_options_prints_every_key_with_its_meaning_default_and_rule(capsys):
     out = capsys.readouterr().out
     lines = out.splitlines()
     for key, option in OPTIONS.items():
-        line = next((l for l in lines if l.startswith(f"{key} = ")), None)
+        line = next((row for row in lines if row.startswith(f"{key} = ")), None)
         assert line is not None, key
         text = line if option.help[:20] in line else lines[lines.index(line) + 1]
         assert repr(option.default) in line and option.help[:20] in text, key
@@ -137,7 +136,8 @@ def test_lr_schedules_follow_their_closed_forms(schedule):
         elif schedule == "constant":
             expected = lr
         elif schedule == "cosine":
-            expected = lr_min + (lr - lr_min) * (1 + math.cos(math.pi * (step - warmup) / (total - warmup))) / 2
+            progress = (step - warmup) / (total - warmup)
+            expected = lr_min + (lr - lr_min) * (1 + math.cos(math.pi * progress)) / 2
         else:
             expected = lr * gamma ** ((step - warmup) / per_epoch)
         assert optimizer.param_groups[0]["lr"] == pytest.approx(expected, rel=1e-9), step
