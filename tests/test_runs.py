@@ -100,3 +100,13 @@ def test_outside_sample_dir_with_files_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="sample_dir"):
         claim_run_dir(config)
     assert not (tmp_path / "r").exists()
+
+
+def test_claim_folder_takes_a_sibling_of_a_folder_with_files(tmp_path):
+    from inv_flow.runs import claim_folder
+
+    earlier = tmp_path / "compare_digits"
+    earlier.mkdir()
+    (earlier / "compare.md").write_text("earlier results")
+    assert claim_folder(earlier) == tmp_path / "compare_digits-2"
+    assert (earlier / "compare.md").read_text() == "earlier results"

@@ -510,7 +510,10 @@ def run(args: argparse.Namespace) -> int:
             rows.append(row)
         histories[name] = result["history"]
 
-    out_dir = Path(args.out_dir or f"runs/compare_{args.preset}")
+    from inv_flow.runs import claim_folder  # noqa: PLC0415
+
+    # A fresh folder: an earlier comparison's tables are never overwritten.
+    out_dir = claim_folder(args.out_dir or f"runs/compare_{args.preset}")
     env = environment(device)
     paths = write_report(out_dir, rows, histories, config, env, args, reference)
     print(markdown_table(rows, reference))

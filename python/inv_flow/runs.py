@@ -95,12 +95,7 @@ def _claim(config: Mapping[str, Any]) -> dict[str, Any]:
             "a new run would overwrite files of an earlier run: " + ", ".join(conflicts)
             + ". Choose another path (or leave it at its default, inside the run folder), or "
             "continue that run with --resume.")
-    for index in range(1, _MAX_RUNS):
-        chosen = base if index == 1 else base.with_name(f"{base.name}-{index}")
-        if _take(chosen):
-            break
-    else:  # pragma: no cover - 100k runs of one name
-        raise ConfigError(f"no free run folder next to {base}; use another name or output_dir")
+    chosen = claim_folder(base)
     claimed = dict(config)
     claimed["output_dir"] = str(_relative_if_below_cwd(chosen))
     for key in PATH_KEYS:
@@ -108,6 +103,17 @@ def _claim(config: Mapping[str, Any]) -> dict[str, Any]:
         if path == base or base in path.parents:
             claimed[key] = str(_relative_if_below_cwd(chosen / path.relative_to(base)))
     return claimed
+
+
+def claim_folder(path: str | os.PathLike) -> Path:
+    """Create and claim ``path``, or its first free sibling ``<path>-2``, ``<path>-3`` ... when
+    it holds files; returns the folder claimed (for any command that writes a run's results)."""
+    base = _absolute(path)
+    for index in range(1, _MAX_RUNS):
+        chosen = base if index == 1 else base.with_name(f"{base.name}-{index}")
+        if _take(chosen):
+            return chosen
+    raise ConfigError(f"no free run folder next to {base}; use another name or output_dir")
 
 
 def _relative_if_below_cwd(path: Path) -> Path:
