@@ -218,3 +218,31 @@ def test_export_round_trip(run_dir, tmp_path, capsys):
     save_file({"w": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
     assert main(["eval", "--checkpoint", str(tmp_path / "other.safetensors")]) == 2
     assert "not an inv_flow export" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("warmup_epochs", [0.0, 1.5])
+def test_scheduler_state_of_an_older_checkpoint_is_replayed(warmup_epochs):
+    import torch
+
+    from inv_flow.schedules import build_scheduler, restore_scheduler
+
+    per_epoch, lr, steps = 4, 0.01, 5
+    warmup = round(warmup_epochs * per_epoch)
+
+    def factor(step):  # the warm-up rule checkpoints were written with before lr_schedule
+        return 1.0 if warmup == 0 else min(1.0, (step + 1) / warmup)
+
+    old_optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    old = torch.optim.lr_scheduler.LambdaLR(old_optimizer, factor)
+    for _ in range(steps):
+        old_optimizer.step()
+        old.step()
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    config = {"warmup_epochs": warmup_epochs, "epochs": 3, "lr_schedule": "constant"}
+    scheduler = build_scheduler(optimizer, config, per_epoch)
+    restore_scheduler(scheduler, old.state_dict(), steps)
+    for _ in range(3):
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(old_optimizer.param_groups[0]["lr"])
+        for opt, sched in ((optimizer, scheduler), (old_optimizer, old)):
+            opt.step()
+            sched.step()

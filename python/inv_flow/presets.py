@@ -11,7 +11,7 @@ from typing import Any, Dict
 
 # Architecture follows the Inverse-Flow README: MNIST n_blocks=3, block_size=32;
 # ImageNet 32/64 (and CIFAR-10) n_blocks=2, block_size=16; CelebA n_blocks=3, block_size=32.
-_BIG_GLOW = {"model": "glow", "actnorm": True, "split_prior": True, "activation": None,
+_BIG_GLOW = {"model": "glow", "actnorm": True, "split_prior": True, "activation": "none",
              "inv_conv": "unit", "kernel_size": 3, "coupling_hidden": 512,
              "modified_grad": True, "direction": "inverse", "lr": 1e-3}
 
@@ -40,7 +40,7 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     # rescales the raw 0..16; `num_levels=17` with raw values is also supported by the loader).
     # Small enough to train a few epochs on 2 CPU cores in minutes.
     "digits": {"model": "glow", "image_shape": (1, 8, 8), "num_levels": 256, "num_blocks": 2,
-               "block_size": 3, "actnorm": True, "split_prior": True, "activation": None,
+               "block_size": 3, "actnorm": True, "split_prior": True, "activation": "none",
                "inv_conv": "unit", "kernel_size": 3, "coupling_hidden": 32,
                "modified_grad": True, "direction": "inverse", "logit_alpha": 0.05,
                "lr": 2e-3, "batch_size": 64, "epochs": 60},

@@ -9,6 +9,7 @@ epoch, i.e. ``lr_gamma ** (1 / steps_per_epoch)`` per step); joined by ``Sequent
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Mapping
 
 import torch
@@ -54,5 +55,7 @@ def restore_scheduler(scheduler: lr_scheduler.LRScheduler, state: Mapping[str, A
         return
     except (KeyError, TypeError, ValueError, AttributeError):
         pass
-    for _ in range(step):
-        scheduler.step()
+    with warnings.catch_warnings():  # replaying: no optimizer steps to interleave
+        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+        for _ in range(step):
+            scheduler.step()
