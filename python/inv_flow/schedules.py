@@ -56,6 +56,6 @@ def restore_scheduler(scheduler: lr_scheduler.LRScheduler, state: Mapping[str, A
     except (KeyError, TypeError, ValueError, AttributeError):
         pass
     with warnings.catch_warnings():  # replaying: no optimizer steps to interleave
-        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
         for _ in range(step):
             scheduler.step()
