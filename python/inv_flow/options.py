@@ -48,7 +48,7 @@ def _add(key: str, default: Any, help: str, **rules: Any) -> None:
 # --- run identity ---------------------------------------------------------------------------
 _group = "run"
 _add("name", "inv_flow", "run name: the run folder is runs/<name> (runs/<name>-2, -3 ... when "
-     "that exists)")
+     "that one holds files)")
 _add("notes", "", "free text stored with the run (and sent to wandb)")
 _add("preset", "digits", "which entry of inv_flow.presets.PRESETS was applied")
 # --- data -------------------------------------------------------------------------------------
@@ -133,7 +133,8 @@ _add("activation", "none", "invertible pointwise activation after each step (Non
      choices=("none", "SLR", "LLR", "Spline", "SELU"), **_M)
 _add("actnorm", True, "ActNorm layers (data-dependent init on the first batch)", **_M)
 _add("split_prior", True, "glow: factor out half the channels after each level but the last", **_M)
-_add("num_levels", 256, "pixel levels of the data (raw values 0..num_levels-1)", ge=2, **_M)
+_add("num_levels", 256, "pixel levels of the data (raw values 0..num_levels-1); every loader serves "
+     "256, digits also 17", ge=2, **_M)
 _add("preprocess", "logit", "after dequantization and /num_levels: logit or center (-0.5)",
      choices=("logit", "center"), **_M)
 _add("logit_alpha", 0.05, "logit preprocessing: logit(alpha + (1 - 2 alpha) x)", ge=0.0, lt=0.5,
@@ -143,7 +144,7 @@ _add("spline_tail_bound", 10.0, "activation=Spline: the identity beyond +-this",
 _add("slr_alpha", 0.3, "activation=SLR: slope of the negative side", gt=0.0, lt=1.0, **_M)
 _add("learn_base", False, "learnable mean/log-std of the Gaussian base", **_M)
 _add("family", "auto", "invertible conv of every step: auto (from inv_conv/direction), "
-     "inverse_flow, finc_flow, glow or snf",
+     "inverse_flow, finc_flow, glow or snf (these override direction, and glow/snf inv_conv)",
      choices=("auto", "inverse_flow", "finc_flow", "glow", "snf"), **_M)
 _add("finc_unit", "grouped", "finc_flow: grouped (FInC Flow's unit + 1x1 mixing) or unit",
      choices=("grouped", "unit"), **_M)
