@@ -70,3 +70,16 @@ def test_embedded_digits_are_package_data_with_their_source():
     assert 20_000 < len((data / "digits.u8.xz").read_bytes()) < 60_000
     notes = (data / "README.md").read_text(encoding="utf-8")
     assert "CC BY 4.0" in notes and "archive.ics.uci.edu" in notes
+
+
+def test_inv_flow_names_and_submodules_load_on_first_use(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys, inv_flow\n"
+            "assert 'torch' not in sys.modules, 'import inv_flow imported torch'\n"
+            "assert inv_flow.options.DEFAULTS['lr'] == 1e-3\n"
+            "from inv_flow import FlowSequential, build_model\n"
+            "assert inv_flow.layers.ActNorm and callable(build_model) and FlowSequential\n"
+            "assert 'torch' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path, timeout=120)

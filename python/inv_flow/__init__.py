@@ -30,13 +30,22 @@ _LAZY = {
 __all__ = ["__version__", *sorted(_LAZY)]
 
 
+#: submodules reachable as attributes after a plain ``import inv_flow`` (imported on first use)
+_SUBMODULES = ("checkpoint", "cli", "compare", "config", "data", "distributed", "distributions",
+               "experiment", "export", "flows", "layers", "logging_utils", "models", "options",
+               "plots", "presets", "runs", "schedules")
+
+
 def __getattr__(name: str):
     if name in _LAZY:
         value = getattr(_import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'inv_flow' has no attribute {name!r}")
+    elif name in _SUBMODULES:
+        value = _import_module(f"inv_flow.{name}")
+    else:
+        raise AttributeError(f"module 'inv_flow' has no attribute {name!r}")
+    globals()[name] = value
+    return value
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | set(_SUBMODULES))
