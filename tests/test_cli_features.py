@@ -209,6 +209,19 @@ def test_export_round_trip(run_dir, tmp_path, capsys):
         grids.append(grid.read_bytes())
     assert grids[0] == grids[1]
 
+    # In Python: the exported model gives the checkpoint model's densities.
+    from inv_flow.export import load_model
+    from inv_flow.models import build_model
+
+    model = load_model(out)
+    reference = build_model(saved["config"], saved["image_shape"])
+    reference.load_state_dict(saved["model"])
+    pixels = torch.randint(0, 256, (5, 1, 8, 8)).float()
+    torch.manual_seed(0)
+    expected = reference.eval().log_prob(pixels)
+    torch.manual_seed(0)
+    torch.testing.assert_close(model.log_prob(pixels), expected, rtol=0, atol=0)
+
     # Never replaces a file; a foreign safetensors file is a clear error.
     before = out.read_bytes()
     assert main(["export", "--checkpoint", str(best), "--out", str(out)]) == 2

@@ -7,8 +7,8 @@
   file's metadata, so the one file is enough to rebuild the model;
 * ``model.json``: the same config, for reading.
 
-:func:`load_export` reads such a file back into a checkpoint-like dict, and
-:func:`experiment_from_export` builds an :class:`~inv_flow.experiment.Experiment` on it for
+:func:`load_export` reads such a file back into a checkpoint-like dict, :func:`load_model`
+into a ready model, and :func:`experiment_from_export` builds an :class:`~inv_flow.experiment.Experiment` on it for
 ``inv-flow eval`` / ``inv-flow sample`` (which accept an export wherever they take a checkpoint).
 """
 
@@ -106,6 +106,17 @@ def load_export(path: str | os.PathLike, device: str = "cpu") -> dict[str, Any]:
             config[key] = tuple(value)
     return {"model": state, "config": config,
             "image_shape": tuple(json.loads(metadata.get(SHAPE_KEY, "null")) or config["image_shape"])}
+
+
+def load_model(path: str | os.PathLike, device: str = "cpu"):
+    """The flow of an export, ready to use (eval mode): ``inv_flow.build_model`` from the
+    exported config, with the exported weights."""
+    from inv_flow.models import build_model  # noqa: PLC0415
+
+    payload = load_export(path)
+    model = build_model(payload["config"], payload["image_shape"])
+    model.load_state_dict(payload["model"])
+    return model.to(device).eval()
 
 
 def experiment_from_export(path: str | os.PathLike, overrides: Mapping[str, Any] | None = None,
