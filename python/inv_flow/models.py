@@ -1,10 +1,12 @@
-"""Model builders and presets for ``inv_flow``.
+"""Model builders for ``inv_flow`` (the presets are in :mod:`inv_flow.presets`, the options
+and their defaults in :mod:`inv_flow.options`).
 
 Data convention for every model built here: the input is a float (or integer) tensor of raw
-pixel values ``{0, ..., num_levels-1}`` (``num_levels`` = 256 for 8-bit images, 17 for
-scikit-learn digits), shape ``(B, C, H, W)``. The first layers dequantize (+U[0,1)), scale to
-[0, 1) and apply a logit (or centering), and ``log_prob`` is a density on
-``[0, num_levels)^D``, so ``bits/dim = -log_prob / (D ln 2)`` (:func:`inv_flow.bits_per_dim`).
+pixel values ``{0, ..., num_levels-1}`` (``num_levels`` = 256 for 8-bit images, 17 for the
+raw digits), shape ``(B, C, H, W)``; anything else is a ValueError saying how to convert it.
+The first layers dequantize (+U[0,1)), scale to [0, 1) and apply a logit (or centering), and
+``log_prob`` is a density on ``[0, num_levels)^D``, so ``bits/dim = -log_prob / (D ln 2)``
+(:func:`inv_flow.bits_per_dim`).
 """
 
 from __future__ import annotations
