@@ -52,12 +52,14 @@ def test_second_run_of_the_same_name_gets_its_own_folder(tmp_path, monkeypatch, 
     assert out.count("runs/smoke-2/best_checkpoint.tar") >= 2, out
 
 
-def test_resume_continues_in_its_own_folder(tmp_path, monkeypatch):
+def test_resume_continues_in_its_own_folder(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(train_args()) == 0
     run = tmp_path / "runs" / "smoke"
     lines = (run / "metrics.jsonl").read_text().count("\n")
+    capsys.readouterr()
     assert main(["train", "--resume", str(run / "last_checkpoint.tar"), "--set", "epochs=2"]) == 0
+    assert capsys.readouterr().out.count("run folder runs/smoke:") == 2  # at start and end
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["smoke"]
     assert (run / "metrics.jsonl").read_text().count("\n") > lines
     assert (run / "samples" / "samples_epoch0002.png").is_file()

@@ -258,6 +258,7 @@ class Experiment:
         if self.step == 0 and not self._run_claimed:  # a new run: its own folder (runs.py)
             self.config, self._run_claimed = claim_run_dir(self.config, self), True
         logger = self.logger
+        logger.message(describe_run(self.config))  # also when resuming
         loader = self.train_loader
         if self.step == 0:
             set_loader_epoch(loader, 0)
@@ -273,7 +274,6 @@ class Experiment:
             logger.message(f"{self.config['name']}: {sum(p.numel() for p in self.model.parameters()):,} "
                            f"parameters, {len(self.data.train)} training images of shape "
                            f"{self.image_shape}, {where}")
-            logger.message(describe_run(self.config))
         record: dict[str, Any] = {}
         for epoch in logger.progress(range(self.epoch, stop), desc="epochs", initial=self.epoch,
                                      total=total_epochs):
