@@ -1,23 +1,31 @@
 # One-command set-up on a fresh machine: every target installs what it needs first.
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
-PY_DEPS := torch numpy pytest hypothesis maturin scikit-learn tqdm matplotlib pillow
+# The same lists as pyproject.toml's extras (tests/test_packaging.py checks they agree):
+# FLOW_DEPS = [flow] — what `inv-flow train` needs; TEST_DEPS = [test] minus FLOW_DEPS.
+FLOW_DEPS := torch numpy tqdm matplotlib pillow safetensors
+TEST_DEPS := pytest hypothesis maturin normflows zuko pyyaml tensorboard scikit-learn
 
-.PHONY: install dev test test-rust test-python lint train demo bench bench-gpu clean
+.PHONY: install install-test dev test test-rust test-python lint train demo bench bench-gpu clean
 
-# A regular (non-editable) install: the tests then run against exactly what users get from
-# `pip install .`, so a package missing from the wheel fails them.
+# A regular (non-editable) install with only what `inv-flow train` needs: the tests then run
+# against exactly what users get from `pip install .[flow]`, so a file missing from the wheel
+# fails them.  Packages already installed are left as they are (no upgrades).
 install:
-	$(PIP) install --quiet $(PY_DEPS)
+	$(PIP) install --quiet $(FLOW_DEPS)
 	$(PIP) install --quiet --force-reinstall --no-deps .
 
-# For development: an editable install (Python changes apply without a rebuild).
+# install + the test and build tools and the packages the tests import.
+install-test: install
+	$(PIP) install --quiet $(TEST_DEPS)
+
+# For development: an editable install (Python changes apply without a rebuild) with test tools.
 dev:
-	$(PIP) install --quiet $(PY_DEPS)
+	$(PIP) install --quiet $(FLOW_DEPS) $(TEST_DEPS)
 	$(PIP) install --quiet -e .
 
 # The main job: train Inverse-Flow on the embedded 8×8 digits (no download), print bits/dim per
-# epoch, write a sample grid and a checkpoint under runs/.
+# epoch, write a sample grid and checkpoints into a new folder under runs/.
 train: install
 	$(PYTHON) -m inv_flow train --preset digits
 
@@ -31,10 +39,10 @@ test-rust:
 	cargo clippy --all-targets --features python,cuda -- -D warnings
 	cargo fmt --check
 
-test-python: install
+test-python: install-test
 	$(PYTHON) -m pytest -q
 
-test: install test-rust test-python
+test: install-test test-rust test-python
 
 bench: install
 	cargo bench --bench cpu_ops

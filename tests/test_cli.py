@@ -42,7 +42,7 @@ def test_values_are_parsed_with_the_type_of_the_default():
     assert config["grad_clip_norm"] == 5.0 and isinstance(config["grad_clip_norm"], float)
     assert config["image_shape"] == (1, 8, 8) and config["pad_to"] == ()
     assert config["coupling_width"] == 9  # typed by the preset that declares it
-    assert config["checkpoint_path"] == "./run 1_checkpoint.tar"
+    assert config["checkpoint_path"] == "./runs/run 1/best_checkpoint.tar"  # inside the run
     assert config["sample_dir"] == "./runs/run 1/samples"
 
 
@@ -69,17 +69,14 @@ def test_set_syntax():
         parse_overrides(["lr"])
 
 
-def test_defaults_agree_with_the_model_defaults():
+def test_model_defaults_come_from_the_one_table():
     models = pytest.importorskip("inv_flow.models")
+    from inv_flow.options import OPTIONS
+
     accepted = resolve_config("digits", {})
     for key, value in models.MODEL_DEFAULTS.items():
-        assert key in accepted, f"model key {key!r} is not a valid config key"
-        if key not in DEFAULTS:
-            continue  # accepted and typed through MODEL_DEFAULTS; document it in DEFAULTS too
-        if key == "activation":
-            assert value is None and DEFAULTS[key] == "none"
-        elif key != "num_levels":
-            assert DEFAULTS[key] == value, key
+        assert key in accepted and key in DEFAULTS, f"model key {key!r} is not a config key"
+        assert DEFAULTS[key] == value == OPTIONS[key].default, key
     for name in ("mnist", "cifar10", "imagenet32", "imagenet64", "celeba32", "celeba64",
                  "celeba128", "digits"):
         assert resolve_config(name, {})["dataset"] == name

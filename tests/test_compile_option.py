@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from inv_flow import experiment as experiment_module
+from inv_flow.compiled import compile_mode
 from inv_flow.config import ConfigError
 
 from test_experiment import make_config, make_experiment, random_splits
@@ -61,9 +61,9 @@ def test_a_compiler_failure_warns_once_and_training_goes_on_eagerly(tmp_path, mo
 
 
 def test_auto_is_off_on_the_cpu_and_reduce_overhead_on_cuda():
-    assert experiment_module.compile_mode("auto", torch.device("cpu")) == "off"
-    assert experiment_module.compile_mode("auto", torch.device("cuda", 0)) == "reduce-overhead"
-    assert experiment_module.compile_mode("default", torch.device("cpu")) == "default"
+    assert compile_mode("auto", torch.device("cpu")) == "off"
+    assert compile_mode("auto", torch.device("cuda", 0)) == "reduce-overhead"
+    assert compile_mode("default", torch.device("cpu")) == "default"
 
 
 def test_bad_compile_value_is_a_config_error(tmp_path):

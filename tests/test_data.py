@@ -34,6 +34,21 @@ def test_digits_are_real_8x8_images_rescaled_to_0_255():
     assert raw.max() == 16 and torch.equal(torch.round(raw.double() * 255 / 16).to(torch.uint8), images)
 
 
+def test_embedded_digits_equal_scikit_learns_copy():
+    sklearn_datasets = pytest.importorskip("sklearn.datasets")
+    reference = sklearn_datasets.load_digits().images  # float64 (1797, 8, 8), values 0..16
+    raw = digits_images(num_levels=17)[:, 0]
+    assert raw.shape == reference.shape and np.array_equal(raw.numpy(), reference)
+
+
+def test_digits_need_neither_scikit_learn_nor_network(tmp_path):
+    # scikit-learn blocked at import: the embedded default must still load.
+    code = ("import sys; sys.modules['sklearn'] = None; "
+            "from inv_flow.data import digits_images; "
+            "images = digits_images(); assert images.shape == (1797, 1, 8, 8), images.shape")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
+
+
 def test_digits_splits_loader_shapes_and_values(tmp_path):
     splits = load_datasets(data_config(tmp_path, dataset="digits", val_fraction=0.1))
     assert len(splits.train) + len(splits.val) == 1797

@@ -31,7 +31,6 @@ import pytest
 import torch
 
 pytest.importorskip("inv_conv")
-pytest.importorskip("sklearn")
 
 import torch.distributed as dist  # noqa: E402
 import torch.multiprocessing as mp  # noqa: E402

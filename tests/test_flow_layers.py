@@ -175,9 +175,38 @@ def test_dequantization_midpoint_mode():
     assert torch.equal(layer.reverse(y + 0.49 * (2 * torch.rand_like(y) - 1)), x)
 
 
-def test_dequantization_warns_on_unit_scaled_input():
-    with pytest.warns(UserWarning, match="scaled to"):
-        Dequantization()(torch.rand(2, 1, 4, 4))
+def test_dequantization_rejects_unit_scaled_and_non_integer_input():
+    # ToTensor()-scaled images: a plausible but wrong bits/dim before; now an error with the fix.
+    with pytest.raises(ValueError, match=r"scaled to \[0, 1\].*\(x \* 255\)\.round\(\)"):
+        Dequantization()(torch.randint(0, 256, (2, 1, 4, 4)) / 255.0)
+    with pytest.raises(ValueError, match="non-integer values in \\[3, 7.5\\]"):
+        Dequantization()(torch.tensor([[3.0, 7.5]]))
+    with pytest.raises(ValueError, match="raw pixel values 0..16 .*got values in \\[0, 17\\]"):
+        Dequantization(17)(torch.tensor([[0.0, 17.0]]))
+    with pytest.warns(UserWarning, match="only 0s and 1s"):
+        Dequantization()(torch.randint(0, 2, (2, 1, 4, 4)).float())
+    unchecked = Dequantization(check_input=False)
+    unchecked(torch.rand(2, 1, 4, 4))  # the check can be turned off
+
+
+def test_build_model_rejects_pixels_scaled_to_unit_interval():
+    from inv_flow.models import build_model
+
+    model = build_model({"model": "fc", "num_layers": 1}, (1, 2, 2))
+    pixels = torch.randint(0, 256, (3, 1, 2, 2)).float()
+    model(pixels)  # raw pixels are fine
+    with pytest.raises(ValueError, match="ToTensor"):
+        model(pixels / 255)
+
+
+def test_logit_transform_checks_its_input_range():
+    # A hand-built Dequantization -> Logit without the scaling step gave NaN silently.
+    flow = [Dequantization(256), LogitTransform(0.05)]
+    x, _ = flow[0](torch.randint(0, 256, (2, 1, 3, 3)).float())
+    with pytest.raises(ValueError, match=r"LogitTransform expects inputs in \[0, 1\].*Normalization"):
+        flow[1](x)
+    y, logdet = flow[1](x / 256)
+    assert torch.isfinite(y).all() and torch.isfinite(logdet).all()
 
 
 def test_split_prior_density_and_reverse():

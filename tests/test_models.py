@@ -44,7 +44,7 @@ def make_model(cfg, image_shape, batch):
     """A float64 model with ActNorm initialised on ``batch`` and then all parameters
     (couplings, priors, convs, base) moved off their identity initialisation."""
     model = build_model(cfg, image_shape).to(DTYPE)
-    initialize_actnorm(model, batch)
+    initialize_actnorm(model, batch.floor())  # the model takes raw (integer) pixel values
     randomize_parameters(model)
     return model
 
@@ -317,3 +317,12 @@ def test_package_exports():
     for name in ("FlowSequential", "bits_per_dim", "build_model", "PRESETS",
                  "initialize_actnorm", "DiagonalGaussian", "get_preset"):
         assert hasattr(inv_flow, name)
+
+
+def test_build_model_rejects_unknown_keys_with_a_did_you_mean():
+    # A misspelt key used to be ignored silently (the model got the default instead).
+    with pytest.raises(ValueError, match=r"unknown config key 'modle'\. Did you mean model\?"):
+        build_model({"modle": "cnn"}, (1, 8, 8))
+    with pytest.raises(ValueError, match="Did you mean num_blocks"):
+        build_model({"num_block": 1}, (1, 8, 8))
+    build_model({"model": "fc", "lr": 1e-3, "epochs": 3}, (1, 2, 2))  # trainer keys are fine

@@ -5,6 +5,7 @@
 one-element list returned) and compute the correct values (see :mod:`inv_conv.compat`).
 """
 
+from inv_conv import __version__
 from inv_conv.compat import dw, dy, forward, inverse
 
-__all__ = ["dw", "dy", "forward", "inverse"]
+__all__ = ["__version__", "dw", "dy", "forward", "inverse"]

@@ -1,11 +1,16 @@
 """``inv-flow`` command line (also ``python -m inv_flow``).
 
-    inv-flow train --preset digits [--set key=value ...] [--resume PATH]
+    inv-flow train --preset digits [--config FILE] [--set key=value ...] [--resume PATH]
     inv-flow eval --checkpoint PATH [--split val|test|train] [--set key=value ...]
     inv-flow sample --checkpoint PATH -n 64 --out grid.png [--temperature 0.8]
+    inv-flow export --checkpoint PATH --out model.safetensors
     inv-flow plot runs/NAME/metrics.jsonl --out bpd.png
-    inv-flow options            # every config key with its default
+    inv-flow options            # every config key: default, meaning, allowed values
     inv-flow presets            # the model presets
+
+Each new training run writes into its own folder under runs/ (see inv_flow.runs).  eval and
+sample take a checkpoint or an export (``.safetensors``).  torch is imported only when a
+command needs it, so ``--help`` is fast and a missing torch is a one-line error.
 
 Configuration errors, missing datasets and a diverged training exit with status 2 / 1 and a
 one-line message (no traceback).
@@ -17,12 +22,14 @@ Distributed data-parallel training: start ``train`` (or ``eval``) under torchrun
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
 from typing import Sequence
 
-from inv_flow.config import ConfigError, describe_options, parse_overrides, resolve_config
+from inv_flow.config import (ConfigError, describe_options, load_config_file, parse_overrides,
+                             resolve_config)
 
 PRESET_NAMES = ("mnist", "cifar10", "imagenet32", "imagenet64", "celeba32", "celeba64",
                 "celeba128", "digits")
@@ -39,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a model")
     train.add_argument("--preset", default=None,
                        help=f"model/dataset preset: {', '.join(PRESET_NAMES)} (default digits)")
+    train.add_argument("--config", default=None, metavar="FILE",
+                       help="options from a JSON file (or YAML with PyYAML), applied before --set")
     train.add_argument("--set", dest="overrides", action="append", default=[],
                        metavar="KEY=VALUE", help=set_help)
     train.add_argument("--resume", default=None, metavar="PATH",
@@ -46,44 +55,54 @@ def build_parser() -> argparse.ArgumentParser:
                             "last_checkpoint.tar); --set may extend epochs")
 
     evaluate = commands.add_parser("eval", help="report bits/dim of a checkpoint")
-    evaluate.add_argument("--checkpoint", required=True, metavar="PATH")
+    evaluate.add_argument("--checkpoint", required=True, metavar="PATH",
+                          help="a training checkpoint (.tar) or an export (.safetensors)")
     evaluate.add_argument("--split", default="val", choices=("val", "test", "train"))
     evaluate.add_argument("--set", dest="overrides", action="append", default=[],
                           metavar="KEY=VALUE", help="e.g. --set data_root=/data --set max_eval_ex=1000")
 
     sample = commands.add_parser("sample", help="write a PNG grid of samples from a checkpoint")
-    sample.add_argument("--checkpoint", required=True, metavar="PATH")
+    sample.add_argument("--checkpoint", required=True, metavar="PATH",
+                        help="a training checkpoint (.tar) or an export (.safetensors)")
     sample.add_argument("-n", "--num-samples", dest="num_samples", type=int, default=64)
     sample.add_argument("--out", required=True, metavar="PNG")
     sample.add_argument("--temperature", type=float, default=None)
     sample.add_argument("--seed", type=int, default=None, help="sampling seed (default: run seed)")
     sample.add_argument("--device", default=None, help="device to sample on (default: auto)")
 
+    export = commands.add_parser(
+        "export", help="write a checkpoint's model as safetensors (+ its config as JSON)")
+    export.add_argument("--checkpoint", required=True, metavar="PATH")
+    export.add_argument("--out", required=True, metavar="FILE.safetensors",
+                        help="the weights; the config goes to the .json of the same name")
+
     plot = commands.add_parser("plot", help="plot bits/dim against epoch from metrics.jsonl")
     plot.add_argument("metrics", metavar="METRICS_JSONL")
     plot.add_argument("--out", required=True, metavar="PNG")
 
-    from inv_flow import compare  # noqa: PLC0415 - keeps `inv-flow --help` light
+    from inv_flow import compare  # noqa: PLC0415 - torch-free at import
 
     compare.add_arguments(
         commands.add_parser("compare", help="train Inverse-Flow and baselines side by side, write tables and a plot")
     )
-    commands.add_parser("options", help="list every config option with its default")
+    commands.add_parser("options", help="list every config option: default, meaning, allowed values")
     commands.add_parser("presets", help="list the model presets")
     return parser
 
 
 def _train(args: argparse.Namespace) -> int:
     from inv_flow.experiment import Experiment  # noqa: PLC0415 - keeps `--help` fast
+    from inv_flow.runs import describe_run  # noqa: PLC0415
 
     overrides = parse_overrides(args.overrides)
+    if args.config:
+        overrides = {**load_config_file(args.config), **overrides}
     resume = args.resume or overrides.pop("resume", "")
     if resume:
         experiment = Experiment.from_checkpoint(resume, overrides)
     else:
         config = resolve_config(args.preset, overrides)
         experiment = Experiment(config)
-    config = experiment.config
     try:
         record = experiment.train()
     except BaseException as err:
@@ -95,9 +114,7 @@ def _train(args: argparse.Namespace) -> int:
     if experiment.is_main:
         summary = {k: record[k] for k in ("epoch", "train_bpd", "val_bpd", "best_val_bpd") if k in record}
         print(f"done: {json.dumps(summary)}")
-        print(f"best checkpoint: {config['checkpoint_path']}; last state: "
-              f"{config['last_checkpoint_path']}; metrics: {config['output_dir']}/metrics.jsonl; "
-              f"samples: {config['sample_dir']}")
+        print(describe_run(experiment.config))  # the run's own folder, chosen at the start
     return 0
 
 
@@ -116,11 +133,19 @@ def _report_rank_failure(experiment, err: BaseException) -> None:
     record_error(err)
 
 
-def _eval(args: argparse.Namespace) -> int:
+def _load_for_inference(path: str, overrides: dict, load_data: bool = True):
+    """An Experiment with the weights of a checkpoint or of an export (``.safetensors``)."""
+    from inv_flow import export  # noqa: PLC0415
     from inv_flow.experiment import Experiment  # noqa: PLC0415
 
+    if export.is_export(path):
+        return export.experiment_from_export(path, overrides, load_data=load_data)
+    return Experiment.from_checkpoint(path, overrides, load_data=load_data, training_state=False)
+
+
+def _eval(args: argparse.Namespace) -> int:
     overrides = parse_overrides(args.overrides)
-    experiment = Experiment.from_checkpoint(args.checkpoint, overrides, training_state=False)
+    experiment = _load_for_inference(args.checkpoint, overrides)
     with experiment:
         # Under torchrun every rank evaluates its shard; the sums are all-reduced.
         metrics = experiment.evaluate(args.split)
@@ -135,19 +160,24 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _sample(args: argparse.Namespace) -> int:
-    from inv_flow.experiment import Experiment  # noqa: PLC0415
-
     overrides = {"device": args.device} if args.device else {}
     if args.seed is not None:
         overrides["seed"] = str(args.seed)
     if args.num_samples <= 0:
         raise ConfigError(f"-n must be positive, got {args.num_samples}")
-    experiment = Experiment.from_checkpoint(args.checkpoint, overrides, load_data=False,
-                                            training_state=False)
+    experiment = _load_for_inference(args.checkpoint, overrides, load_data=False)
     with experiment:
         path = experiment.save_samples(args.out, n=args.num_samples, temperature=args.temperature)
     if experiment.is_main:
         print(f"wrote {args.num_samples} samples to {path}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from inv_flow.export import export_checkpoint  # noqa: PLC0415
+
+    weights, config = export_checkpoint(args.checkpoint, args.out)
+    print(f"wrote {weights} (weights) and {config} (config)")
     return 0
 
 
@@ -173,8 +203,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from inv_flow import compare  # noqa: PLC0415
 
-    handlers = {"train": _train, "eval": _eval, "sample": _sample, "plot": _plot, "compare": compare.run,
+    handlers = {"train": _train, "eval": _eval, "sample": _sample, "export": _export,
+                "plot": _plot, "compare": compare.run,
                 "options": lambda _: print(describe_options()) or 0, "presets": _presets}
+    if args.command in ("options", "presets"):
+        try:
+            return handlers[args.command](args)  # torch-free
+        except BrokenPipeError:  # piped into `head`: not an error
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
+    if importlib.util.find_spec("torch") is None:
+        print(f"inv-flow {args.command}: error: PyTorch is not installed; install inv-flow's "
+              "dependencies with `pip install 'inv_conv[flow]'` (a CPU-only torch: see the "
+              "README)", file=sys.stderr)
+        return 2
     from inv_flow.checkpoint import CheckpointError  # noqa: PLC0415
     from inv_flow.data import DatasetNotFoundError  # noqa: PLC0415
 

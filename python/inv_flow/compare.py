@@ -42,9 +42,11 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence
 
-import torch
+if TYPE_CHECKING:
+    import torch
+# torch is imported inside the functions that use it, so `inv-flow compare --help` stays fast.
 
 #: Model name → the config keys that make it (applied on top of the preset and --set).
 MODEL_SPECS: Dict[str, Dict[str, Any]] = {
@@ -205,6 +207,7 @@ def match_coupling_width(base: Mapping[str, Any], name: str, image_shape, target
 def median_ms(fn: Callable[[], Any], device: torch.device, repeats: int) -> float:
     """Median wall time of ``fn()`` in ms over ``repeats`` runs after one warm-up run:
     CUDA events on a GPU, ``time.perf_counter`` on the CPU."""
+    import torch  # noqa: PLC0415 - lazy, see the module imports
     fn()
     times = []
     for _ in range(repeats):
@@ -224,14 +227,15 @@ def median_ms(fn: Callable[[], Any], device: torch.device, repeats: int) -> floa
 
 
 def _sync(device: torch.device) -> None:
+    import torch  # noqa: PLC0415 - lazy, see the module imports
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
 # --------------------------------------------------------------------------- train / evaluate
-@torch.no_grad()
 def evaluate_bpd(model, dataset, config, device, num_dims: int) -> float:
     """Exact bits/dim of ``dataset`` (eval mode; capped at ``max_eval_ex`` examples)."""
+    import torch  # noqa: PLC0415 - lazy, see the module imports
     from inv_flow.data import make_loader  # noqa: PLC0415
     from inv_flow.flows import bits_per_dim  # noqa: PLC0415
 
@@ -242,13 +246,14 @@ def evaluate_bpd(model, dataset, config, device, num_dims: int) -> float:
     model.eval()
     total, count = 0.0, 0
     try:
-        for batch in loader:
-            if count >= limit:
-                break
-            batch = batch[: limit - count].to(device)
-            _, log_prob = model(batch)
-            total += float(log_prob.double().sum())
-            count += batch.shape[0]
+        with torch.no_grad():
+            for batch in loader:
+                if count >= limit:
+                    break
+                batch = batch[: limit - count].to(device)
+                _, log_prob = model(batch)
+                total += float(log_prob.double().sum())
+                count += batch.shape[0]
     finally:
         model.train(was_training)
     return float(bits_per_dim(total / max(count, 1), num_dims))
@@ -257,6 +262,7 @@ def evaluate_bpd(model, dataset, config, device, num_dims: int) -> float:
 def train_and_measure(name: str, config: Mapping[str, Any], datasets, device: torch.device,
                       args: argparse.Namespace, log: Callable[[str], None]) -> Dict[str, Any]:
     """Train one model with ``config`` and measure it; returns the table row and history."""
+    import torch  # noqa: PLC0415 - lazy, see the module imports
     from inv_flow.checkpoint import seed_everything  # noqa: PLC0415
     from inv_flow.data import make_loader, set_loader_epoch  # noqa: PLC0415
     from inv_flow.flows import bits_per_dim  # noqa: PLC0415
@@ -354,6 +360,7 @@ def train_and_measure(name: str, config: Mapping[str, Any], datasets, device: to
 
 
 def _timing_batch(datasets, batch_size: int) -> torch.Tensor:
+    import torch  # noqa: PLC0415 - lazy, see the module imports
     source = datasets.val if len(datasets.val) >= batch_size else datasets.train
     count = min(batch_size, len(source))
     return torch.stack([source[i] for i in range(count)])
@@ -370,6 +377,7 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 def environment(device: torch.device) -> Dict[str, Any]:
     """Where and when the comparison ran (for the report)."""
+    import torch  # noqa: PLC0415 - lazy, see the module imports
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as handle:
@@ -461,9 +469,10 @@ def plot_histories(histories: Mapping[str, Sequence[Mapping[str, Any]]], out: Pa
 # -------------------------------------------------------------------------------------- run
 def run(args: argparse.Namespace) -> int:
     """Run the comparison described by ``args`` (see :func:`add_arguments`); 0 on success."""
+    import torch  # noqa: PLC0415 - lazy, see the module imports
     from inv_flow.config import ConfigError  # noqa: PLC0415
     from inv_flow.data import load_datasets  # noqa: PLC0415
-    from inv_flow.experiment import select_device  # noqa: PLC0415
+    from inv_flow.building import select_device  # noqa: PLC0415
 
     log = (lambda text: None) if args.quiet else (lambda text: print(text, flush=True))
     names = parse_models(args.models)
@@ -501,7 +510,10 @@ def run(args: argparse.Namespace) -> int:
             rows.append(row)
         histories[name] = result["history"]
 
-    out_dir = Path(args.out_dir or f"runs/compare_{args.preset}")
+    from inv_flow.runs import claim_folder  # noqa: PLC0415
+
+    # A fresh folder: an earlier comparison's tables are never overwritten.
+    out_dir = claim_folder(args.out_dir or f"runs/compare_{args.preset}")
     env = environment(device)
     paths = write_report(out_dir, rows, histories, config, env, args, reference)
     print(markdown_table(rows, reference))

@@ -2,119 +2,35 @@
 
 Resolution order (later wins):
 
-1. :data:`DEFAULTS` below — every option the framework knows, with its type given by its default;
-2. the preset (``inv_flow.models.PRESETS[name]``: model settings and ``image_shape`` per dataset);
-3. the user's overrides (``--set key=value`` on the command line, or a dict in Python).
+1. :data:`inv_flow.options.OPTIONS` — every option the framework knows, with its default, type
+   (that of the default), allowed values and meaning;
+2. the preset (``inv_flow.presets.PRESETS[name]``: model settings and ``image_shape`` per dataset);
+3. the user's overrides (a ``--config`` file, then ``--set key=value``; or a dict in Python).
 
 An unknown key is an error that lists the valid keys, and string values (from the command line)
 are parsed with the type of the key's default, so ``--set lr=3e-4`` gives a float and
-``--set actnorm=false`` a bool.  See docs/TRAINING.md for what each option does.
+``--set actnorm=false`` a bool.  ``inv-flow options`` prints what each option does.
 """
 
 from __future__ import annotations
 
 import ast
 import difflib
+import json
+from pathlib import Path
 from typing import Any, Mapping
 
-#: Every option with its default.  The type of each default is the type of the option.
-DEFAULTS: dict[str, Any] = {
-    # --- run identity --------------------------------------------------------------------
-    "name": "inv_flow",          # run name; used in output_dir and checkpoint_path templates
-    "notes": "",                 # free text stored with the run (and sent to wandb)
-    "preset": "digits",          # which entry of inv_flow.models.PRESETS was applied
-    # --- data ------------------------------------------------------------------------------
-    "dataset": "",               # dataset name; "" = same as the preset
-    "data_root": "./data",       # where the real datasets live (never used for digits)
-    "download": False,           # let torchvision download MNIST / CIFAR10 / CelebA
-    "image_shape": (1, 8, 8),    # (C, H, W) fed to the model; set by the preset
-    "pad_to": (),                # zero-pad images to (H, W) before the model (MNIST 28 -> 32)
-    "val_fraction": 0.1,         # share of the training set held out for validation
-    "split_seed": 0,             # seed of the train/validation split (fixed across runs)
-    "num_workers": 0,            # DataLoader worker processes
-    # --- reproducibility / hardware -------------------------------------------------------------
-    "seed": 0,                   # seeds torch, numpy, random and the data shuffling
-    "device": "auto",            # "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1"
-    # --- distributed (torchrun; see inv_flow/distributed.py) -------------------------------------
-    "dist_backend": "auto",      # "auto" (nccl on GPUs, gloo on the CPU) | "nccl" | "gloo"
-    "dist_timeout": 600.0,       # seconds any collective may wait for the other ranks
-    "ddp_find_unused_parameters": False,  # DDP option, for models with parameters a step may skip
-    # --- optimisation -----------------------------------------------------------------------
-    "lr": 1e-3,                  # Adam learning rate after warm-up
-    "epochs": 100,               # total number of training epochs
-    "batch_size": 100,           # training (and evaluation) batch size
-    "warmup_epochs": 1.0,        # linear LR warm-up length in epochs, applied per step
-    "grad_clip_norm": 10000.0,   # max global gradient norm; 0 disables clipping
-    "compile": "auto",           # torch.compile the training loss: off | default | reduce-overhead |
-                                 # auto (reduce-overhead on CUDA, off on the CPU; see docs/TRAINING.md)
-    # --- evaluation --------------------------------------------------------------------------
-    "eval_epochs": 1,            # evaluate on validation every N epochs (0 = only at the end)
-    "eval_train": False,         # also report the likelihood on (a part of) the training set
-    "max_eval_ex": 0,            # cap on examples per evaluation; 0 = the whole split
-    # --- sampling / figures --------------------------------------------------------------------
-    "sample_epochs": 1,          # write a sample grid every N epochs (0 = never during training)
-    "n_samples": 64,             # images per sample grid
-    "temperature": 1.0,          # sampling temperature of the prior
-    "sample_dir": "{output_dir}/samples",  # where sample grids and figures go
-    "plot_recon": False,         # save data-vs-reconstruction figures each sample epoch
-    # --- checkpoints ------------------------------------------------------------------------------
-    "checkpoint_path": "./{name}_checkpoint.tar",  # the BEST validation model
-    "last_checkpoint_path": "{output_dir}/last_checkpoint.tar",  # latest state, for resuming
-    "resume": "",                # checkpoint to resume training from ("" = fresh run)
-    # --- logging ---------------------------------------------------------------------------------
-    "output_dir": "./runs/{name}",  # metrics.jsonl, TensorBoard events, samples
-    "log_interval": 100,         # log the training loss every N steps
-    "verbose": False,            # also log per-layer log-determinants
-    "log_timing": False,         # log mean/std time per batch and per sample
-    "progress": True,            # tqdm progress bars
-    "tensorboard": True,         # write TensorBoard events if tensorboard is installed
-    "wandb": False,              # log to Weights & Biases (imported only when True)
-    "wandb_project": "inv_flow",
-    "wandb_entity": "",
-    # --- model (passed to build_model; presets set most of them; same defaults as
-    #     inv_flow.models.MODEL_DEFAULTS) -----------------------------------------------------
-    "model": "glow",             # "glow" (multi-scale, coupling), "cnn" (Inverse-Flow CNN), "fc"
-    "modified_grad": True,       # True: fast exact parallel backward of inv_conv; False: dense autograd
-    "num_blocks": 2,             # glow: levels (squeeze + steps [+ split]); cnn: blocks
-    "block_size": 4,             # flow steps per block
-    "num_layers": 4,             # fc only: dense layers
-    "kernel_size": 3,            # k of the invertible k x k masked convolutions
-    "inv_conv": "unit",          # "unit" (TL,TR,BL,BR per step) | "single" | "conv1x1" (Glow)
-    "direction": "inverse",      # "inverse" (Inverse-Flow) | "conv" (FInC Flow)
-    "coupling_hidden": 512,      # hidden channels of the coupling networks (glow)
-    "activation": "none",        # invertible pointwise activation: none | SLR | LLR | Spline | SELU
-    "actnorm": True,             # ActNorm layers (data-dependent init on the first batch)
-    "split_prior": True,         # glow: factor out half the channels after each level but the last
-    "num_levels": 256,           # pixel levels of the data; fixed by the dataset (all serve 0..255)
-    "preprocess": "logit",       # "logit" or "center" (after dequantization and /num_levels)
-    "logit_alpha": 0.05,         # logit preprocessing: logit(alpha + (1 - 2 alpha) x)
-    "spline_bins": 10,           # activation=Spline: number of bins
-    "spline_tail_bound": 10.0,   # activation=Spline: tails beyond this are the identity
-    "slr_alpha": 0.3,            # activation=SLR: slope of the negative side
-    "learn_base": False,         # learnable mean/log-std of the Gaussian base
-    "family": "auto",            # "auto" (from inv_conv/direction) | inverse_flow | finc_flow | glow | snf
-    "finc_unit": "grouped",      # finc_flow: "grouped" (FInC Flow's unit) | "unit"
-    "recon_loss_weight": 1.0,    # snf (self-normalizing layers): initial reconstruction loss weight
-    "recon_loss_lr": 0.0,        # snf: step of the adaptive reconstruction weight (0 = fixed)
-    "sym_recon_grad": False,     # snf: also train W with the symmetric reconstruction loss
-    "sample_true_inv": False,    # snf: sample with the exact inverse (dense solve), not R
-    "snf_max_dense_dims": 4096,  # snf: largest C*H*W for the exact (dense) log-determinant
-}
+from inv_flow.options import DEFAULTS, OPTIONS, ConfigError, check_options, describe_options
 
-#: Values of the ``compile`` option.
-COMPILE_MODES = ("off", "default", "reduce-overhead", "auto")
-
-#: Settings fixed by the data pipeline, applied after the preset (user overrides still win).
+__all__ = ["DEFAULTS", "OPTIONS", "ConfigError", "check_options", "describe_options",
+           "coerce_value", "fill_templates", "load_config_file", "parse_overrides",
+           "resolve_config", "unknown_key_error", "validate_config"]
 
 #: Keys whose values are paths/templates that may mention other keys ({name}, {output_dir}).
 TEMPLATE_KEYS = ("output_dir", "sample_dir", "checkpoint_path", "last_checkpoint_path")
 
 _TRUE_WORDS = {"1", "true", "yes", "on", "y", "t"}
 _FALSE_WORDS = {"0", "false", "no", "off", "n", "f"}
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot run: unknown key, bad value, unknown preset, bad shape."""
 
 
 def valid_keys(presets: Mapping[str, Mapping[str, Any]] | None = None) -> list[str]:
@@ -125,7 +41,8 @@ def valid_keys(presets: Mapping[str, Mapping[str, Any]] | None = None) -> list[s
     return sorted(keys)
 
 
-def _unknown_key_error(key: str, keys: list[str]) -> ConfigError:
+def unknown_key_error(key: str, keys: list[str]) -> ConfigError:
+    """ConfigError for an unknown key, with the closest valid keys and the full list."""
     close = difflib.get_close_matches(key, keys, n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     return ConfigError(f"unknown config key {key!r}.{hint} Valid keys: {', '.join(keys)}")
@@ -192,8 +109,8 @@ def coerce_value(key: str, value: Any, reference: Any) -> Any:
         elif isinstance(reference, str):
             if isinstance(value, str):
                 return value
-            if value is None:
-                return None  # presets use None for "off" (e.g. activation)
+            if value is None and key == "activation":
+                return "none"  # presets and the original scripts use None for no activation
         else:
             return value
     except ValueError as err:
@@ -219,18 +136,10 @@ def parse_overrides(items: list[str] | None) -> dict[str, str]:
 
 
 def load_presets() -> dict[str, dict[str, Any]]:
-    """The model presets from ``inv_flow.models.PRESETS`` (imported lazily: it pulls in torch)."""
-    from inv_flow.models import PRESETS  # noqa: PLC0415 - lazy on purpose
+    """The model presets, ``inv_flow.presets.PRESETS``."""
+    from inv_flow.presets import PRESETS  # noqa: PLC0415
 
     return {name: dict(values) for name, values in PRESETS.items()}
-
-
-def load_model_defaults() -> dict[str, Any]:
-    """``inv_flow.models.MODEL_DEFAULTS``: every key build_model reads is a valid config key,
-    even one added there after :data:`DEFAULTS` was last updated."""
-    from inv_flow.models import MODEL_DEFAULTS  # noqa: PLC0415
-
-    return dict(MODEL_DEFAULTS)
 
 
 def resolve_config(
@@ -249,23 +158,17 @@ def resolve_config(
     Raises :class:`ConfigError` for an unknown preset, unknown key or badly typed value.
     """
     overrides = dict(overrides or {})
-    model_defaults: dict[str, Any] = {}
     if presets is None:
         presets = load_presets()
-        model_defaults = load_model_defaults()
-    keys = sorted(set(valid_keys(presets)) | set(model_defaults))
+    keys = valid_keys(presets)
     for key in overrides:
         if key not in keys:
-            raise _unknown_key_error(key, keys)
+            raise unknown_key_error(key, keys)
 
-    config: dict[str, Any] = dict(DEFAULTS if base is None else base)
-    # Types come from DEFAULTS, or from the preset for model keys only presets know.
+    config: dict[str, Any] = dict(DEFAULTS)
+    config.update(base or {})  # a saved run's config, completed by keys added since
+    # Types come from DEFAULTS, or from the preset for keys only a preset knows.
     reference_types: dict[str, Any] = dict(DEFAULTS)
-
-    # Model keys missing from DEFAULTS take their type from MODEL_DEFAULTS or a preset.
-    for key, value in model_defaults.items():
-        reference_types.setdefault(key, value)
-        config.setdefault(key, value)
     for values in presets.values():
         for key, value in values.items():
             reference_types.setdefault(key, value)
@@ -310,34 +213,41 @@ def fill_templates(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def validate_config(config: Mapping[str, Any]) -> None:
-    """Range checks that types alone cannot express; raises :class:`ConfigError`."""
-    positive = ("epochs", "batch_size", "n_samples", "log_interval", "kernel_size")
-    for key in positive:
-        if key in config and config[key] <= 0:
-            raise ConfigError(f"{key} must be positive, got {config[key]!r}")
-    non_negative = ("eval_epochs", "sample_epochs", "max_eval_ex", "num_workers", "warmup_epochs",
-                    "grad_clip_norm", "recon_loss_weight")
-    for key in non_negative:
-        if key in config and config[key] < 0:
-            raise ConfigError(f"{key} must be >= 0, got {config[key]!r}")
-    if config.get("dist_backend", "auto") not in ("auto", "nccl", "gloo"):
-        raise ConfigError(f"dist_backend must be auto, nccl or gloo, got {config['dist_backend']!r}")
-    if config.get("compile", "off") not in COMPILE_MODES:
-        raise ConfigError(f"compile must be one of {', '.join(COMPILE_MODES)}, got {config['compile']!r}")
-    if config.get("dist_timeout", 1.0) <= 0:
-        raise ConfigError(f"dist_timeout must be positive (seconds), got {config['dist_timeout']!r}")
-    if not 0.0 < config["val_fraction"] < 1.0:
-        raise ConfigError(f"val_fraction must be in (0, 1), got {config['val_fraction']!r}")
-    if config["lr"] <= 0:
-        raise ConfigError(f"lr must be positive, got {config['lr']!r}")
-    if config["temperature"] <= 0:
-        raise ConfigError(f"temperature must be positive, got {config['temperature']!r}")
+    """Every rule of :data:`OPTIONS` (ranges, choices) plus the checks that involve more than
+    one value; raises :class:`ConfigError`."""
+    check_options(config)
     shape = tuple(config["image_shape"])
     if len(shape) != 3 or any(int(s) <= 0 for s in shape):
         raise ConfigError(f"image_shape must be (C, H, W) with positive sizes, got {shape!r}")
 
 
-def describe_options() -> str:
-    """A table of every option and its default (for ``inv-flow options``)."""
-    width = max(len(key) for key in DEFAULTS)
-    return "\n".join(f"{key:<{width}}  {value!r}" for key, value in DEFAULTS.items())
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Overrides from a JSON file, or a YAML file (``.yaml``/``.yml``, needs PyYAML): one flat
+    mapping of option names to values, merged under ``--set``.  Raises :class:`ConfigError`."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path}: {err.strerror or err}") from None
+    if path.suffix.lower() in (".yaml", ".yml"):
+        try:
+            import yaml  # noqa: PLC0415 - optional
+        except ImportError:
+            raise ConfigError(f"{path} is YAML, which needs PyYAML (`pip install pyyaml`); or "
+                              "write the config as JSON") from None
+        try:
+            values = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    else:
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{path} is not valid JSON: {err} (YAML files need a .yaml or "
+                              ".yml suffix)") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict) or not all(isinstance(k, str) for k in values):
+        raise ConfigError(f"{path} must hold one mapping of option names to values, got "
+                          f"{type(values).__name__}")
+    return dict(values)

@@ -1,8 +1,9 @@
 """Datasets for ``inv_flow``: every loader yields float tensors (C, H, W) of integer pixel values
 in [0, 255]; dequantization and scaling happen inside the model.
 
-* ``digits`` — scikit-learn's bundled 8×8 handwritten digits (1797 real images, no download):
-  values 0..16 are rescaled to integers 0..255.
+* ``digits`` — 1797 real 8×8 handwritten digits shipped inside the package (the UCI optdigits
+  test set, also bundled by scikit-learn; no download, no scikit-learn): values 0..16 are
+  rescaled to integers 0..255.
 * ``mnist``, ``cifar10`` — torchvision, read from ``data_root`` (downloaded only if ``download``).
 * ``imagenet32``, ``imagenet64`` — downsampled ImageNet, from ``data_root/imagenet32`` (or 64):
   the official ``*.npz`` batches or ``train/`` + ``val/`` image folders.
@@ -129,18 +130,32 @@ class ImagesOnly(Dataset):
         return item[0] if isinstance(item, (tuple, list)) else item
 
 
+#: The embedded digits: 1797 images of 8×8 uint8 values 0..16 (source and licence:
+#: ``inv_flow/_data/README.md``).
+DIGITS_FILE = "digits.u8.xz"
+DIGITS_COUNT = 1797
+
+
+def raw_digits() -> np.ndarray:
+    """The 1797 handwritten 8×8 digits shipped inside the package, uint8 (1797, 8, 8) with
+    values 0..16 — the UCI optdigits test set, identical to scikit-learn's ``load_digits``."""
+    import lzma  # noqa: PLC0415
+    from importlib import resources  # noqa: PLC0415
+
+    packed = (resources.files("inv_flow") / "_data" / DIGITS_FILE).read_bytes()
+    return np.frombuffer(lzma.decompress(packed), dtype=np.uint8).reshape(DIGITS_COUNT, 8, 8)
+
+
 def digits_images(num_levels: int = 256) -> torch.Tensor:
-    """scikit-learn's 8×8 digits as uint8 (1797, 1, 8, 8).
+    """The embedded 8×8 digits as uint8 (1797, 1, 8, 8).
 
     The originals hold 0..16.  With ``num_levels=256`` (the default, like every other dataset)
     ``round(v * 255 / 16)`` maps them onto 0..255 (0 → 0, 16 → 255); ``num_levels=17`` keeps
     the raw values.
     """
-    from sklearn.datasets import load_digits  # noqa: PLC0415 - keep import time low
-
-    raw = load_digits().images  # float64 (1797, 8, 8), integer values 0..16
+    raw = raw_digits()
     if num_levels == 17:
-        scaled = raw.astype(np.uint8)
+        scaled = raw.copy()
     elif num_levels == 256:
         scaled = np.rint(raw * (255.0 / 16.0)).astype(np.uint8)
     else:

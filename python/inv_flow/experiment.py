@@ -21,9 +21,8 @@ import functools
 import importlib.util
 import math
 import time
-import warnings
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import torch
 from torch import nn
@@ -38,52 +37,21 @@ from inv_flow.checkpoint import (
     restore_rng_state,
     seed_everything,
 )
+from inv_flow.compiled import CompiledLoss
+from inv_flow.building import ModelBuilder, build_checked_model, select_device
 from inv_flow.config import ConfigError, resolve_config
 from inv_flow.data import (DataSplits, check_image_shape, check_num_levels, load_datasets,
                            make_loader, set_loader_epoch)
 from inv_flow.flows import bits_per_dim as flow_bits_per_dim
 from inv_flow.logging_utils import RunLogger, Timer, is_main_process
 from inv_flow.plots import save_image_grid, save_reconstruction_figure
+from inv_flow.runs import claim_run_dir, describe_run
+from inv_flow.schedules import build_scheduler, restore_scheduler
 
-ModelBuilder = Callable[[dict, tuple], nn.Module]
 
 
 class TrainingDiverged(RuntimeError):
     """The loss or the gradient became NaN/Inf; training stopped before applying that step."""
-
-
-def select_device(spec: str) -> torch.device:
-    """``"auto"`` → ``cuda`` when available, else ``cpu``; anything else is passed to
-    :class:`torch.device` (``"cpu"``, ``"cuda"``, ``"cuda:1"``)."""
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(spec)
-    except RuntimeError as err:
-        raise ConfigError(f"bad device {spec!r}: {err}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device={spec!r} but CUDA is not available; use device=cpu or auto")
-    return device
-
-
-def default_model_builder(config: dict, image_shape: tuple) -> nn.Module:
-    """``inv_flow.models.build_model`` (imported lazily)."""
-    from inv_flow.models import build_model  # noqa: PLC0415
-
-    return build_model(config, image_shape)
-
-
-def build_checked_model(config: Mapping[str, Any], image_shape: tuple[int, int, int],
-                        builder: ModelBuilder | None = None) -> nn.Module:
-    """Build the model, turning "cannot take this image shape" into a :class:`ConfigError`."""
-    builder = builder or default_model_builder
-    try:
-        return builder(dict(config), tuple(image_shape))
-    except ValueError as err:
-        raise ConfigError(
-            f"model {config.get('model')!r} cannot be built for images of shape "
-            f"{tuple(image_shape)} (C, H, W): {err}"
-        ) from err
 
 
 def bits_per_dim(mean_log_prob: float, num_dims: int) -> float:
@@ -97,15 +65,6 @@ def _initialize_actnorm(model: nn.Module, batch: torch.Tensor, all_reduce=None) 
     from inv_flow.layers.actnorm import initialize_actnorm  # noqa: PLC0415
 
     initialize_actnorm(model, batch, all_reduce=all_reduce)
-
-
-def compile_mode(option: str, device: torch.device) -> str:
-    """The torch.compile mode of the ``compile`` option ("off" for none). ``auto`` is
-    reduce-overhead on CUDA and off on the CPU, where compiling a whole flow takes minutes and
-    the step is not launch-bound (docs/TRAINING.md has the measurements)."""
-    if option == "auto":
-        return "reduce-overhead" if device.type == "cuda" else "off"
-    return option
 
 
 def _cuda_sync(device: torch.device) -> None:
@@ -176,15 +135,15 @@ class Experiment:
             self._data = load_datasets(self.config)
 
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config["lr"])
-        self.compile_mode = compile_mode(self.config.get("compile", "off"), self.device)
-        self._compiled_loss = None  # built at the first step, after ActNorm's init
-        self._compile_checked = False
+        # Compiled at the first step, after ActNorm's data-dependent init.
+        self._forward_loss = CompiledLoss(self._loss, self.config.get("compile", "off"), self.device)
         self.steps_per_epoch: int | None = None
         self._train_loader = None
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._warmup_factor)
+        self._scheduler = None if self._data is None else \
+            build_scheduler(self.optimizer, self.config, len(self.train_loader))  # else lazily
         self.epoch = 0          # completed epochs
         self.step = 0           # completed optimizer steps
-        self.best_val_bpd = math.inf
+        self.best_val_bpd, self._run_claimed = math.inf, False  # run folder: see train()
 
     # ----------------------------------------------------------------------------- plumbing
     @property
@@ -213,14 +172,12 @@ class Experiment:
             self.steps_per_epoch = len(self._train_loader)
         return self._train_loader
 
-    def _warmup_factor(self, step: int) -> float:
-        """Linear warm-up from lr/warmup_steps to lr over ``warmup_epochs`` epochs, per step."""
-        warmup_epochs = self.config["warmup_epochs"]
-        if warmup_epochs <= 0:
-            return 1.0
-        steps_per_epoch = self.steps_per_epoch or len(self.train_loader)
-        warmup_steps = max(1, round(warmup_epochs * steps_per_epoch))
-        return min(1.0, (step + 1) / warmup_steps)
+    @property
+    def scheduler(self) -> torch.optim.lr_scheduler.LRScheduler:
+        """Per-step LR schedule (:mod:`inv_flow.schedules`); needs the data's steps per epoch."""
+        if self._scheduler is None:
+            self._scheduler = build_scheduler(self.optimizer, self.config, len(self.train_loader))
+        return self._scheduler
 
     def _eval_loader(self, dataset):
         return make_loader(dataset, self.local_batch_size, shuffle=False,
@@ -267,7 +224,10 @@ class Experiment:
         """
         total_epochs = self.config["epochs"]
         stop = total_epochs if until_epoch is None else min(until_epoch, total_epochs)
+        if self.step == 0 and not self._run_claimed:  # a new run: its own folder (runs.py)
+            self.config, self._run_claimed = claim_run_dir(self.config, self), True
         logger = self.logger
+        logger.message(describe_run(self.config))  # also when resuming
         loader = self.train_loader
         if self.step == 0:
             set_loader_epoch(loader, 0)
@@ -403,33 +363,15 @@ class Experiment:
         self.step += 1
         return log_prob
 
+    @property
+    def compile_mode(self) -> str:
+        """The torch.compile mode the training loss runs under ("off": eager)."""
+        return self._forward_loss.mode
+
     def _loss(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(per-sample log-densities [B], mean bits/dim): what ``compile`` compiles."""
         _, log_prob = self._training_model()(batch)
         return log_prob, flow_bits_per_dim(log_prob, self.num_dims).mean()
-
-    def _forward_loss(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """:meth:`_loss`, compiled when ``compile`` asks for it. A failure of the first compiled
-        step is one warning, and training goes on eagerly."""
-        if self.compile_mode == "off":
-            return self._loss(batch)
-        if self._compiled_loss is None:
-            self._compiled_loss = torch.compile(self._loss, mode=self.compile_mode)
-        try:
-            if self.compile_mode == "reduce-overhead":
-                torch.compiler.cudagraph_mark_step_begin()
-            log_prob, loss = self._compiled_loss(batch)
-        except Exception as err:  # noqa: BLE001 - any compiler failure falls back to eager
-            if self._compile_checked:
-                raise
-            warnings.warn(f"compile={self.compile_mode} failed ({type(err).__name__}: "
-                          f"{str(err).strip().splitlines()[0][:200] if str(err).strip() else ''}); "
-                          "training continues without torch.compile", RuntimeWarning, stacklevel=2)
-            self.compile_mode = "off"
-            return self._loss(batch)
-        self._compile_checked = True
-        # CUDA-graph outputs are overwritten by the next replay: keep a copy of what we return.
-        return (log_prob.clone() if self.compile_mode == "reduce-overhead" else log_prob), loss
 
     def _diverged(self, what: str, epoch: int | None) -> None:
         kept = [str(p) for p in (self.best_checkpoint_path, self.last_checkpoint_path) if p.is_file()]
@@ -534,8 +476,7 @@ class Experiment:
             reconstructions = self.model.reconstruct(originals.to(self.device)).cpu()
         finally:
             self.model.train(was_training)
-        if self.is_main:
-            save_reconstruction_figure(originals, reconstructions, path)
+        save_reconstruction_figure(originals, reconstructions, path)
         return Path(path)
 
     # -------------------------------------------------------------------------- checkpoints
@@ -582,9 +523,9 @@ class Experiment:
         if not training_state:
             return
         self.optimizer.load_state_dict(payload["optimizer"])
-        self.scheduler.load_state_dict(payload["scheduler"])
         self.epoch = int(payload["epoch"])
         self.step = int(payload["step"])
+        restore_scheduler(self.scheduler, payload["scheduler"], self.step)
         self.best_val_bpd = float(payload["best_val_bpd"])
         rng_ranks = payload.get("rng_ranks")
         if rng_ranks is not None and len(rng_ranks) == self.world_size:

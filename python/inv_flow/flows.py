@@ -66,12 +66,14 @@ class FlowSequential(nn.Module):
     def split_layers(self) -> List[SplitPrior]:
         return [layer for layer in self.layers if isinstance(layer, SplitPrior)]
 
-    def _run(self, x, context, keep_splits: bool, record: bool):
+    def _run(self, x, context, keep_splits: bool, record: bool, dequantized: bool = False):
         logdet_total = x.new_zeros(x.shape[0], dtype=x.dtype if x.is_floating_point()
                                    else torch.get_default_dtype())
         splits: List[torch.Tensor] = []
         per_layer: Dict[str, torch.Tensor] = {}
         for name, layer in zip(self.layer_names, self.layers):
+            if dequantized and isinstance(layer, Dequantization):
+                continue  # x already holds dequantized values (shift: log-det 0)
             if keep_splits and isinstance(layer, SplitPrior):
                 x, logdet, factored = layer.split_forward(x, context)
                 splits.append(factored)
@@ -94,8 +96,13 @@ class FlowSequential(nn.Module):
             return z, log_prob, per_layer
         return z, log_prob
 
-    def log_prob(self, x: torch.Tensor, context: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Per-sample log-density ``[B]`` (nats)."""
+    def log_prob(self, x: torch.Tensor, context: Optional[torch.Tensor] = None, *,
+                 dequantized: bool = False) -> torch.Tensor:
+        """Per-sample log-density ``[B]`` (nats).  ``dequantized=True``: ``x`` already holds
+        dequantized values ``y ∈ [0, num_levels)^D`` (e.g. from :meth:`sample_and_log_prob`), so
+        the Dequantization layer is skipped and the result is the model's density of ``y``."""
+        if dequantized:
+            return self._run(x, context, keep_splits=False, record=False, dequantized=True)[1]
         return self.forward(x, context)[1]
 
     def encode(self, x: torch.Tensor, context: Optional[torch.Tensor] = None
@@ -106,10 +113,12 @@ class FlowSequential(nn.Module):
         return z, log_prob, splits
 
     def reverse(self, z: torch.Tensor, splits: Optional[Sequence[Optional[torch.Tensor]]] = None,
-                temperature: float = 1.0, context: Optional[torch.Tensor] = None) -> torch.Tensor:
+                temperature: float = 1.0, context: Optional[torch.Tensor] = None,
+                requantize: bool = True) -> torch.Tensor:
         """Map a final latent back to data. ``splits[i]`` is used for the i-th SplitPrior
         (forward order) when given; missing ones are sampled from their priors at
-        ``temperature``."""
+        ``temperature``.  ``requantize=False`` stops before the Dequantization layer's floor:
+        continuous values in ``[0, num_levels)^D``, differentiable."""
         num_splits = len(self.split_layers)
         if splits is None:
             splits = [None] * num_splits
@@ -121,7 +130,7 @@ class FlowSequential(nn.Module):
                 split_index -= 1
                 z = layer.reverse(z, context, factored=splits[split_index],
                                   temperature=temperature)
-            else:
+            elif requantize or not isinstance(layer, Dequantization):
                 z = layer.reverse(z, context)
         return z
 
@@ -132,6 +141,32 @@ class FlowSequential(nn.Module):
         floats). ``temperature`` scales the std of the base and of every split prior."""
         z = self.base.sample(num_samples, temperature)
         return self.reverse(z, temperature=temperature, context=context)
+
+    def sample_and_log_prob(self, num_samples: int, temperature: float = 1.0,
+                            context: Optional[torch.Tensor] = None
+                            ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Differentiable samples and their exact log-density under the model, ``(x, log_p)``
+        with ``log_p`` of shape ``[num_samples]`` (nats) — what variational inference and
+        reverse-KL training need.  Gradients reach every parameter through both (the base and
+        split priors are sampled by reparameterization).
+
+        For image models (with a Dequantization layer) the samples are *not* re-quantized:
+        they are continuous dequantized pixel values ``y``, and ``log_p`` is the model's density
+        of ``y`` (Lebesgue measure on pixel space; unit-volume bins, as in ``log_prob`` of data,
+        whose expectation over the dequantization noise bounds the discrete likelihood), equal
+        to ``log_prob(y, dequantized=True)``.  The samples lie in ``[0, num_levels)^D`` up to the
+        logit preprocessing's margin (``alpha / (1 - 2 alpha)`` of the range on either side,
+        where the model's density also has some mass); ``y.floor().clamp(0, num_levels - 1)``
+        gives the pixel values :meth:`sample` returns.
+
+        ``temperature`` scales the standard deviation of the base and split priors; ``log_p`` is
+        always the model's (temperature 1) density at the samples, which is the density of the
+        sampling distribution only at ``temperature=1``.  The density is evaluated by a second,
+        data→latent pass over the samples (exact up to floating-point round trip).
+        """
+        z = self.base.sample(num_samples, temperature)
+        x = self.reverse(z, temperature=temperature, context=context, requantize=False)
+        return x, self.log_prob(x, context, dequantized=True)
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, context: Optional[torch.Tensor] = None) -> torch.Tensor:

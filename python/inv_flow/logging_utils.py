@@ -172,7 +172,14 @@ class RunLogger:
             self._wandb_run.log({**numbers, "epoch": record.get("epoch")}, step=step)
 
     def log_image(self, tag: str, path: str | Path, step: int | None = None) -> None:
-        """Send a saved PNG to wandb (TensorBoard gets scalars only, to stay dependency-light)."""
+        """Send a saved PNG (e.g. a sample grid) to TensorBoard and wandb when they are on."""
+        if self._tensorboard is not None:
+            from PIL import Image  # noqa: PLC0415 - what wrote the PNG
+
+            with Image.open(path) as image:
+                pixels = np.asarray(image.convert("RGB"))
+            self._tensorboard.add_image(tag, pixels, global_step=step, dataformats="HWC")
+            self._tensorboard.flush()
         if self._wandb_run is not None:
             import wandb  # noqa: PLC0415
 

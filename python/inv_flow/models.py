@@ -1,15 +1,16 @@
-"""Model builders and presets for ``inv_flow``.
+"""Model builders for ``inv_flow`` (the presets are in :mod:`inv_flow.presets`, the options
+and their defaults in :mod:`inv_flow.options`).
 
 Data convention for every model built here: the input is a float (or integer) tensor of raw
-pixel values ``{0, ..., num_levels-1}`` (``num_levels`` = 256 for 8-bit images, 17 for
-scikit-learn digits), shape ``(B, C, H, W)``. The first layers dequantize (+U[0,1)), scale to
-[0, 1) and apply a logit (or centering), and ``log_prob`` is a density on
-``[0, num_levels)^D``, so ``bits/dim = -log_prob / (D ln 2)`` (:func:`inv_flow.bits_per_dim`).
+pixel values ``{0, ..., num_levels-1}`` (``num_levels`` = 256 for 8-bit images, 17 for the
+raw digits), shape ``(B, C, H, W)``; anything else is a ValueError saying how to convert it.
+The first layers dequantize (+U[0,1)), scale to [0, 1) and apply a logit (or centering), and
+``log_prob`` is a density on ``[0, num_levels)^D``, so ``bits/dim = -log_prob / (D ln 2)``
+(:func:`inv_flow.bits_per_dim`).
 """
 
 from __future__ import annotations
 
-import copy
 import warnings
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -20,101 +21,36 @@ from .flows import FlowSequential
 from .layers import (ActNorm, AffineCoupling, Dequantization, FInCFlowUnit, Flatten, FlowLayer,
                      InvConv, InvFlowUnit, InvertibleConv1x1, LogitTransform, LULinear,
                      Normalization, SelfNormConv2d, SplitPrior, Squeeze, build_activation)
-from .layers.activations import ACTIVATIONS
-from .layers.invconv import DIRECTIONS, ORDERS
+from .layers.invconv import ORDERS
 from .layers.snf import recon_loss_scale
+from .options import DEFAULTS, MODEL_KEYS, OPTIONS, check_options
+from .presets import PRESETS, get_preset  # noqa: F401 - re-exported (inv_flow.models.PRESETS)
 
-MODELS = ("glow", "cnn", "fc")
-INV_CONV_KINDS = ("unit", "single", "conv1x1")
-PREPROCESSING = ("logit", "center")
+# Choices and defaults come from the one options table (inv_flow.options).
+MODELS = OPTIONS["model"].choices
+INV_CONV_KINDS = OPTIONS["inv_conv"].choices
+PREPROCESSING = OPTIONS["preprocess"].choices
 #: Flow families (``cfg["family"]``): which invertible convolution each step of flow uses.
-#: "auto" keeps the behaviour of ``inv_conv`` / ``direction`` alone (the original keys).
-FAMILIES = ("auto", "inverse_flow", "finc_flow", "glow", "snf")
-FINC_UNITS = ("grouped", "unit")
+#: "auto" keeps the behaviour of ``inv_conv`` / ``direction`` alone (the original keys);
+#: anything else overrides them (inverse_flow/finc_flow still honour inv_conv unit/single).
+FAMILIES = OPTIONS["family"].choices
+FINC_UNITS = OPTIONS["finc_unit"].choices
 
-#: Defaults for every model key ``build_model`` reads (a missing key takes this value).
-MODEL_DEFAULTS: Dict[str, Any] = {
-    "model": "glow",
-    "num_blocks": 2,          # glow: levels (squeeze + steps [+ split]); cnn: blocks between squeezes
-    "block_size": 4,          # steps of flow per block
-    "num_layers": 4,          # fc only: dense layers
-    "actnorm": True,
-    "split_prior": True,      # glow only: factor out half the channels after every level but the last
-    "activation": None,       # None | "none" | "SLR" | "LLR" | "Spline" | "SELU"
-    "kernel_size": 3,         # k of the invertible k x k convolution
-    "inv_conv": "unit",       # "unit" (InvFlowUnit: TL,TR,BL,BR) | "single" (one order per step,
-                              # cycling TL,TR,BL,BR over steps) | "conv1x1" (Glow's 1x1 conv, LU)
-    "coupling_hidden": 512,   # hidden channels of the coupling CNN (glow)
-    "modified_grad": True,    # True: inv_conv's fast exact backward; False: dense autograd reference
-                              # (snf: True = self-normalized gradient, False = exact dense gradient)
-    "direction": "inverse",   # "inverse" (Inverse-Flow) | "conv" (FInC Flow)
-    "num_levels": 256,        # number of discrete pixel values of the data
-    "preprocess": "logit",    # "logit": x/num_levels -> logit(alpha + (1-2 alpha) x); "center": x/num_levels - 0.5
-    "logit_alpha": 0.05,
-    "spline_bins": 10,
-    "spline_tail_bound": 10.0,
-    "slr_alpha": 0.3,
-    "learn_base": False,      # learnable mean/log-std of the Gaussian base
-    # --- flow family (baselines); see _mixing_layers ---------------------------------------
-    "family": "auto",         # "auto" (from inv_conv/direction) | "inverse_flow" | "finc_flow" |
-                              # "glow" | "snf"; anything but "auto" overrides inv_conv/direction
-                              # (inverse_flow/finc_flow still honour inv_conv "unit"/"single")
-    "finc_unit": "grouped",   # finc_flow: "grouped" (FInC Flow's unit: 4 channel groups, one order
-                              # each, then Glow's 1x1 conv to mix them) | "unit" (Inverse-Flow's
-                              # TL,TR,BL,BR unit, convolution in the density direction)
-    "recon_loss_weight": 1.0, # snf: initial weight of the reconstruction loss ||R(Wx) - x||^2
-    "recon_loss_lr": 0.0,     # snf: adaptive weight step (0 = fixed), see layers/snf.py
-    "sym_recon_grad": False,  # snf: also train W with ||W(R z) - z||^2
-    "sample_true_inv": False, # snf: sample with the exact inverse (dense solve), not R
-    "snf_max_dense_dims": 4096,  # snf: largest C*H*W for the exact (dense) log-determinant
-}
-
-# Architecture follows the Inverse-Flow README: MNIST n_blocks=3, block_size=32;
-# ImageNet 32/64 (and CIFAR-10) n_blocks=2, block_size=16; CelebA n_blocks=3, block_size=32.
-_BIG_GLOW = {"model": "glow", "actnorm": True, "split_prior": True, "activation": None,
-             "inv_conv": "unit", "kernel_size": 3, "coupling_hidden": 512,
-             "modified_grad": True, "direction": "inverse", "lr": 1e-3}
-
-PRESETS: Dict[str, Dict[str, Any]] = {
-    # MNIST is 28x28, which three squeezes cannot divide (28 -> 14 -> 7 -> 3.5). Like the
-    # README's 3-level setting needs, the data pipeline zero-pads each 28x28 image by 2 pixels
-    # on every side to 32x32 (``pad_to``) before the model; the padded pixels are part of the
-    # modelled data, so bits/dim are over 32*32 dims and not directly comparable with
-    # 28x28 numbers in the literature.
-    "mnist": {**_BIG_GLOW, "image_shape": (1, 32, 32), "pad_to": (32, 32),
-              "source_shape": (1, 28, 28), "num_blocks": 3, "block_size": 32,
-              "logit_alpha": 1e-6, "batch_size": 64, "epochs": 100},
-    "cifar10": {**_BIG_GLOW, "image_shape": (3, 32, 32), "num_blocks": 2, "block_size": 16,
-                "batch_size": 64, "epochs": 100},
-    "imagenet32": {**_BIG_GLOW, "image_shape": (3, 32, 32), "num_blocks": 2, "block_size": 16,
-                   "batch_size": 64, "epochs": 20},
-    "imagenet64": {**_BIG_GLOW, "image_shape": (3, 64, 64), "num_blocks": 2, "block_size": 16,
-                   "batch_size": 32, "epochs": 20},
-    "celeba32": {**_BIG_GLOW, "image_shape": (3, 32, 32), "num_blocks": 3, "block_size": 32,
-                 "batch_size": 64, "epochs": 50},
-    "celeba64": {**_BIG_GLOW, "image_shape": (3, 64, 64), "num_blocks": 3, "block_size": 32,
-                 "batch_size": 32, "epochs": 50},
-    "celeba128": {**_BIG_GLOW, "image_shape": (3, 128, 128), "num_blocks": 3, "block_size": 32,
-                  "batch_size": 16, "epochs": 50},
-    # scikit-learn's 8x8 digits, served like every dataset as 8-bit values 0..255 (the loader
-    # rescales the raw 0..16; `num_levels=17` with raw values is also supported by the loader).
-    # Small enough to train a few epochs on 2 CPU cores in minutes.
-    "digits": {"model": "glow", "image_shape": (1, 8, 8), "num_levels": 256, "num_blocks": 2,
-               "block_size": 3, "actnorm": True, "split_prior": True, "activation": None,
-               "inv_conv": "unit", "kernel_size": 3, "coupling_hidden": 32,
-               "modified_grad": True, "direction": "inverse", "logit_alpha": 0.05,
-               "lr": 2e-3, "batch_size": 64, "epochs": 60},
-}
-
-
-def get_preset(name: str) -> Dict[str, Any]:
-    """A deep copy of ``PRESETS[name]`` (ValueError listing the choices if unknown)."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
-    return copy.deepcopy(PRESETS[name])
+#: Defaults for every model key ``build_model`` reads (a missing key takes this value);
+#: ``activation``: None and "none" both mean no activation.
+MODEL_DEFAULTS: Dict[str, Any] = {key: DEFAULTS[key] for key in MODEL_KEYS}
 
 
 def _resolve_config(cfg: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+    """MODEL_DEFAULTS completed by ``cfg``: rejects keys that are no config option (with the
+    closest valid ones), parses and type-checks the model keys (one pass, shared with
+    ``inv_flow.config``)."""
+    from .config import coerce_value, unknown_key_error, valid_keys  # noqa: PLC0415
+
+    known = set(valid_keys(PRESETS))
+    for key in cfg or {}:
+        if key not in known:
+            raise unknown_key_error(key, sorted(known))
     merged = dict(MODEL_DEFAULTS)
     for key, value in (cfg or {}).items():
         if key in MODEL_DEFAULTS and value is not None:
@@ -122,36 +58,18 @@ def _resolve_config(cfg: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
         elif key in MODEL_DEFAULTS:
             # None means "default" except for activation, where None means no activation
             merged[key] = None if key == "activation" else MODEL_DEFAULTS[key]
+    for key in MODEL_KEYS:
+        if merged[key] is not None:
+            merged[key] = coerce_value(key, merged[key], MODEL_DEFAULTS[key])
+    check_options(merged, MODEL_KEYS)
     return merged
-
-
-def _positive_int(cfg, key) -> int:
-    value = cfg[key]
-    if isinstance(value, bool) or int(value) != value or int(value) < 1:
-        raise ValueError(f"config {key!r} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def _validate(cfg: Dict[str, Any], image_shape: Sequence[int]) -> Tuple[int, int, int]:
     if len(tuple(image_shape)) != 3 or any(int(s) < 1 for s in image_shape):
         raise ValueError(f"image_shape must be (C, H, W) with positive sizes, got {image_shape!r}")
     channels, height, width = (int(s) for s in image_shape)
-    if cfg["model"] not in MODELS:
-        raise ValueError(f"unknown model {cfg['model']!r}; expected one of {MODELS}")
-    for key in ("num_blocks", "block_size", "num_layers", "kernel_size", "coupling_hidden",
-                "spline_bins"):
-        _positive_int(cfg, key)
-    if _positive_int(cfg, "num_levels") < 2:
-        raise ValueError("num_levels must be at least 2")
-    activation = cfg["activation"]
-    if activation is not None and str(activation).lower() != "none" and activation not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {activation!r}; expected one of {ACTIVATIONS} or None")
-    if cfg["inv_conv"] not in INV_CONV_KINDS:
-        raise ValueError(f"unknown inv_conv {cfg['inv_conv']!r}; expected one of {INV_CONV_KINDS}")
-    if cfg["direction"] not in DIRECTIONS:
-        raise ValueError(f"unknown direction {cfg['direction']!r}; expected one of {DIRECTIONS}")
-    if cfg["preprocess"] not in PREPROCESSING:
-        raise ValueError(f"unknown preprocess {cfg['preprocess']!r}; expected one of {PREPROCESSING}")
+    # Ranges and choices of single keys were checked by _resolve_config (options table).
     _validate_family(cfg, channels, height, width)
 
     model, num_blocks = cfg["model"], int(cfg["num_blocks"])
@@ -177,8 +95,6 @@ def _preprocessing(cfg) -> List[FlowLayer]:
 
 def _validate_family(cfg: Dict[str, Any], channels: int, height: int, width: int) -> None:
     family = cfg["family"]
-    if family not in FAMILIES:
-        raise ValueError(f"unknown family {family!r}; expected one of {FAMILIES}")
     if family == "auto":
         return
     if cfg["model"] == "fc":
@@ -187,17 +103,12 @@ def _validate_family(cfg: Dict[str, Any], channels: int, height: int, width: int
     if family in ("inverse_flow", "finc_flow") and cfg["inv_conv"] == "conv1x1":
         raise ValueError(f"family {family!r} uses k x k masked convolutions, but inv_conv="
                          "'conv1x1'; set inv_conv to 'unit' or 'single' (or family='glow')")
-    if cfg["finc_unit"] not in FINC_UNITS:
-        raise ValueError(f"unknown finc_unit {cfg['finc_unit']!r}; expected one of {FINC_UNITS}")
     if family == "snf":
         if int(cfg["kernel_size"]) % 2 == 0:
             raise ValueError(f"family 'snf' needs an odd kernel_size ('same' padding), got "
                              f"{cfg['kernel_size']}")
-        for key in ("recon_loss_weight", "recon_loss_lr"):
-            if float(cfg[key]) < 0:
-                raise ValueError(f"{key} must be >= 0, got {cfg[key]!r}")
         # Every SNF convolution sees C*H*W dims (squeeze and split never increase it).
-        dims, limit = channels * height * width, _positive_int(cfg, "snf_max_dense_dims")
+        dims, limit = channels * height * width, int(cfg["snf_max_dense_dims"])
         if dims > limit:
             raise ValueError(
                 f"family 'snf' evaluates its exact log-likelihood through the dense DxD matrix of "
@@ -342,7 +253,8 @@ def build_model(cfg: Optional[Mapping[str, Any]], image_shape: Tuple[int, int, i
                 ) -> FlowModel:
     """Build a flow for images of shape ``image_shape = (C, H, W)`` from a config dict.
 
-    Keys read (others are ignored; missing ones take :data:`MODEL_DEFAULTS`): ``model``
+    Keys read (missing ones take :data:`MODEL_DEFAULTS`; the trainer's options are accepted
+    and ignored; a key that is no option at all is an error with a did-you-mean): ``model``
     ("glow" | "cnn" | "fc"), ``num_blocks``, ``block_size``, ``num_layers`` (fc),
     ``actnorm``, ``split_prior`` (glow), ``activation``, ``kernel_size``, ``inv_conv``,
     ``coupling_hidden``, ``modified_grad``, ``direction``, ``num_levels``, ``preprocess``,

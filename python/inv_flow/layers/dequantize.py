@@ -20,6 +20,10 @@ class Dequantization(FlowLayer):
     ``E_u[log p(x + u)]`` lower-bounds the discrete log-likelihood of ``x`` (Theis et al. 2016).
     Bits per dimension are then ``-log_prob / (D ln 2)`` with no extra constant.
 
+    Anything else is a ``ValueError`` that says how to fix the data (``[0, 1]``-scaled
+    ``ToTensor()`` images give a plausible but wrong bits/dim otherwise); a float batch of only
+    0s and 1s gets a warning.  ``check_input=False`` skips these checks (one device sync each).
+
     The log-determinant is 0 (a shift). ``reverse`` re-quantizes: ``floor(y)`` clamped to
     ``[0, num_levels - 1]`` — for samples this yields valid pixel values.
 
@@ -31,25 +35,20 @@ class Dequantization(FlowLayer):
 
     is_preprocessing = True
 
-    def __init__(self, num_levels: int = 256):
+    def __init__(self, num_levels: int = 256, check_input: bool = True):
         super().__init__()
         self.num_levels = int(num_levels)
-        self._checked_input_range = False
+        #: Reject inputs that are not raw pixel values (a data sync per call; turn off for
+        #: torch.compile or when the data are known to be right).
+        self.check_input = check_input
         self.midpoint = False
 
     def forward(self, x: torch.Tensor, context: Optional[torch.Tensor] = None
                 ) -> Tuple[torch.Tensor, torch.Tensor]:
         if not x.is_floating_point():
             x = x.to(torch.get_default_dtype())
-        if not self._checked_input_range:
-            # One-time sanity check: a [0, 1]-scaled input would silently give wrong bits/dim.
-            self._checked_input_range = True
-            peak = float(x.detach().max())
-            if 0.0 < peak <= 1.0:
-                warnings.warn(
-                    "Dequantization expects raw pixel values in {0..%d}, but the first batch "
-                    "has max %.3g; was the data scaled to [0, 1]?" % (self.num_levels - 1, peak),
-                    stacklevel=2)
+        if self.check_input and not torch.compiler.is_compiling():  # a graph break when compiled
+            check_pixel_values(x, self.num_levels)
         noise = torch.full_like(x, 0.5) if self.midpoint else torch.rand_like(x)
         return x + noise, zero_logdet(x)
 
@@ -58,3 +57,25 @@ class Dequantization(FlowLayer):
 
     def extra_repr(self) -> str:
         return f"num_levels={self.num_levels}"
+
+
+def check_pixel_values(x: torch.Tensor, num_levels: int) -> None:
+    """ValueError, with the fix, unless ``x`` holds integers in ``[0, num_levels - 1]``."""
+    detached = x.detach()
+    low, high = float(detached.min()), float(detached.max())
+    top = num_levels - 1
+    if not torch.equal(detached, torch.round(detached)):
+        scaled = " (it looks scaled to [0, 1], as ToTensor() does)" if low >= 0 and high <= 1 else ""
+        raise ValueError(
+            f"the model expects raw pixel values, integers 0..{top}, but got non-integer values "
+            f"in [{low:.3g}, {high:.3g}]{scaled}. Feed the integer pixel values: "
+            f"(x * {top}).round() for [0, 1]-scaled images, or transforms.PILToTensor() instead "
+            "of ToTensor(); for continuous data use a flow without Dequantization.")
+    if low < 0 or high > top:
+        raise ValueError(f"the model expects raw pixel values 0..{top} (num_levels={num_levels}), "
+                         f"but got values in [{low:g}, {high:g}]")
+    if high <= 1 and top > 1 and x.is_floating_point() and x.numel() > 1:
+        warnings.warn(
+            f"the model expects raw pixel values 0..{top}, but this batch holds only 0s and 1s; "
+            f"if the images were scaled to [0, 1] (ToTensor()), feed (x * {top}).round() instead, "
+            "or the bits/dim will be wrong", stacklevel=3)

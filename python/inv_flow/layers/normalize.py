@@ -40,7 +40,10 @@ class Normalization(FlowLayer):
 class LogitTransform(FlowLayer):
     """Logit transform with boundary shrinkage (RealNVP, Dinh et al. 2017).
 
-    For ``x ∈ [0, 1)``: ``p = alpha + (1 - 2 alpha) x`` and ``y = log p - log(1 - p)``.
+    For ``x ∈ [0, 1]``: ``p = alpha + (1 - 2 alpha) x`` and ``y = log p - log(1 - p)``.  The map
+    is a bijection from ``(-alpha, 1 - alpha) / (1 - 2 alpha)`` (slightly wider than [0, 1], so
+    continuous samples may land just outside it) onto the real line; an input with ``p`` outside
+    ``(0, 1)`` is a ValueError (e.g. the scaling step to [0, 1] is missing), not NaN.
     ``alpha`` keeps ``p`` away from 0 and 1 so ``y`` stays finite.
     ``logdet = Σ [log(1 - 2 alpha) - log p - log(1 - p)]``.
     """
@@ -53,8 +56,20 @@ class LogitTransform(FlowLayer):
             raise ValueError(f"LogitTransform alpha must be in [0, 0.5), got {alpha}")
         self.alpha = float(alpha)
 
+    def _check_domain(self, x, p) -> None:
+        low, high = float(p.detach().min()), float(p.detach().max())
+        if not (low > 0 and high < 1):  # outside the logit's domain: NaN or inf
+            raise ValueError(
+                f"LogitTransform expects inputs in [0, 1] (alpha={self.alpha} keeps them finite), "
+                f"got values in [{float(x.detach().min()):.4g}, {float(x.detach().max()):.4g}]; "
+                "put Normalization(scale=1/num_levels) between Dequantization and "
+                "LogitTransform (dequantized pixels lie in [0, num_levels))")
+
     def forward(self, x, context=None):
         p = self.alpha + (1.0 - 2.0 * self.alpha) * x
+        # Checked in eager mode only: under torch.compile the check would break the graph.
+        if not torch.compiler.is_compiling():
+            self._check_domain(x, p)
         log_p, log_1mp = torch.log(p), torch.log1p(-p)
         y = log_p - log_1mp
         logdet = sum_except_batch(math.log1p(-2.0 * self.alpha) - log_p - log_1mp)
