@@ -165,8 +165,16 @@ unsafe fn accumulate_row<T: Real>(
     let pixel = rows_per_pixel * c;
     let a = src.add(span.src_pixel * pixel);
     let o = out.add(span.out_pixel * pixel);
+    let m = span.len * rows_per_pixel;
+    if m * c * c <= SMALL_GEMM_WORK {
+        let (a, o) = (
+            std::slice::from_raw_parts(a, m * c),
+            std::slice::from_raw_parts_mut(o, m * c),
+        );
+        return small_gemm_acc(o, a, &tap.k, c, alpha);
+    }
     T::gemm(
-        span.len * rows_per_pixel,
+        m,
         c,
         c,
         alpha,
@@ -182,6 +190,10 @@ unsafe fn accumulate_row<T: Real>(
         1,
     );
 }
+
+/// Below this many multiply-adds a row's GEMM runs as [`small_gemm_acc`]: packing the operands
+/// costs more than the arithmetic.
+const SMALL_GEMM_WORK: usize = 2048;
 
 /// `out[m×c] += alpha · a[m×c] · k[c×c]`, for the per-pixel steps of the wavefront where a
 /// general GEMM's packing would cost more than the arithmetic.
