@@ -75,11 +75,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _train(args: argparse.Namespace) -> int:
     from inv_flow.experiment import Experiment  # noqa: PLC0415 - keeps `--help` fast
+    from inv_flow.resume import check_epochs_left  # noqa: PLC0415
 
     overrides = parse_overrides(args.overrides)
     resume = args.resume or overrides.pop("resume", "")
     if resume:
         experiment = Experiment.from_checkpoint(resume, overrides)
+        try:
+            check_epochs_left(experiment.epoch, experiment.config["epochs"], resume)
+        except BaseException:
+            experiment.close(failed=True)
+            raise
     else:
         config = resolve_config(args.preset, overrides)
         experiment = Experiment(config)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import math
 from typing import Any, Mapping
 
 #: Every option with its default.  The type of each default is the type of the option.
@@ -306,6 +307,10 @@ def fill_templates(config: dict[str, Any]) -> dict[str, Any]:
 
 def validate_config(config: Mapping[str, Any]) -> None:
     """Range checks that types alone cannot express; raises :class:`ConfigError`."""
+    for key, value in config.items():
+        # NaN passes every `<` check, and no option means anything at infinity.
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key} must be a finite number, got {value!r}")
     positive = ("epochs", "batch_size", "n_samples", "log_interval", "kernel_size")
     for key in positive:
         if key in config and config[key] <= 0:

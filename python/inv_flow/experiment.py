@@ -29,6 +29,7 @@ from torch import nn
 from torch.utils.data import Subset
 
 from inv_flow import distributed as distributed_utils
+from inv_flow import resume as resume_rules
 from inv_flow.checkpoint import (
     CHECKPOINT_FORMAT,
     atomic_save,
@@ -564,16 +565,27 @@ class Experiment:
                         datasets: DataSplits | None = None, load_data: bool = True,
                         training_state: bool = True) -> "Experiment":
         """Rebuild an experiment from a checkpoint (its saved config, then ``overrides``, e.g.
-        ``{"epochs": 200}`` to train longer or ``{"data_root": ...}`` on another machine)."""
+        ``{"epochs": 200}`` to train longer or ``{"data_root": ...}`` on another machine).
+
+        With ``training_state`` (resuming), only :data:`inv_flow.resume.RESUMABLE_KEYS` may be
+        overridden, and a new ``lr`` is applied to the loaded optimizer and scheduler.  A file
+        that does not fit (another architecture, an edited config, no training state) is a
+        one-line :class:`CheckpointError`."""
         payload = load_checkpoint(path)
-        config = dict(payload["config"])
-        if overrides:
-            config = resolve_config(overrides=overrides, presets=presets, base=config)
+        saved = resume_rules.saved_config(payload, path, presets)
+        config = resolve_config(overrides=overrides, presets=presets, base=saved) if overrides \
+            else saved
+        if training_state:
+            resume_rules.check_resume_overrides(saved, config, payload, path)
         experiment = cls(config, model_builder=model_builder, datasets=datasets,
                          load_data=load_data)
         try:
+            resume_rules.check_model_fits(experiment.model, payload["model"], path)
             # Every rank loads the (CPU-mapped) checkpoint into its own model on its device.
             experiment.load_state(payload, training_state=training_state)
+            if training_state:
+                resume_rules.apply_learning_rate(experiment.optimizer, experiment.scheduler,
+                                                 config["lr"])
         except BaseException:
             experiment.close(failed=True)
             raise
