@@ -305,7 +305,9 @@ impl<T> SendPtr<T> {
     }
 }
 
-/// Splits the batch into chunks that are solved independently, one rayon task each.
+/// Splits the batch into chunks that are solved independently, one rayon task each. Call it
+/// inside [`install`]: outside, `current_num_threads` would start rayon's global pool (threads
+/// that a forked child does not have) just to count its threads.
 fn batch_chunk(p: &Problem) -> usize {
     let threads = rayon::current_num_threads().max(1);
     p.batch.div_ceil(threads).max(1)
@@ -331,8 +333,8 @@ fn solve<T: Real>(
     let rows_ascending = p.order.pads_top() != adjoint;
     let cols_ascending = p.order.pads_left() != adjoint;
     let per_sample = p.channels * p.pixels();
-    let chunk = batch_chunk(p);
     install(|| {
+        let chunk = batch_chunk(p);
         out.par_chunks_mut(chunk * per_sample)
             .zip(rhs.par_chunks(chunk * per_sample))
             .for_each(|(out_chunk, rhs_chunk)| {
