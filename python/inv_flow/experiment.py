@@ -431,10 +431,11 @@ class Experiment:
         """
         datasets = {"val": self.data.val, "test": self.data.test, "train": self.data.train}
         if split not in datasets:
-            raise ValueError(f"split must be one of {sorted(datasets)}, got {split!r}")
+            raise ConfigError(f"split must be one of {sorted(datasets)}, got {split!r}")
         dataset = datasets[split]
         if dataset is None:
-            raise ValueError(f"the {self.data.name} dataset has no {split!r} split")
+            raise ConfigError(f"the {self.data.name} dataset has no {split!r} split; use "
+                              f"{' or '.join(s for s, d in datasets.items() if d is not None)}")
         limit = min(self.config["max_eval_ex"] or len(dataset), len(dataset))
         if limit < len(dataset):
             dataset = Subset(dataset, range(limit))  # the first `limit` images, as before

@@ -13,6 +13,7 @@ factor (mid-warm-up stays mid-warm-up).
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -143,3 +144,21 @@ def check_model_fits(model: nn.Module, state: Any, path: str | os.PathLike) -> N
         f"{Path(path)}: its weights do not fit the model its config builds with this code "
         f"({'; '.join(problems)} entries): it was written by another architecture or version, "
         "or its config was edited; use the code and config that wrote it, or train a new run")
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; the message says where the last checkpoint is and how to go on."""
+
+
+def interrupted_message(experiment: Any) -> str:
+    """One line for an interrupted training run: the last checkpoint and the command that
+    continues from it (checkpoints are atomic, so the file holds the last completed epoch)."""
+    where = f"training interrupted in epoch {experiment.epoch + 1} (step {experiment.step})"
+    path = Path(experiment.last_checkpoint_path)
+    if not path.is_file():
+        return f"{where}, before the first checkpoint: nothing was saved; start it again"
+    command = f"inv-flow train --resume {shlex.quote(str(path.resolve()))}"
+    if getattr(experiment, "distributed", False):
+        command = (f"torchrun --nproc_per_node={experiment.world_size} -m inv_flow train "
+                   f"--resume {shlex.quote(str(path.resolve()))}")
+    return f"{where}; the last checkpoint is {path}; continue with: {command}"
