@@ -600,6 +600,9 @@ class Experiment:
             if getattr(self, "_logger", None) is not None:
                 self._logger.close()
         finally:
+            # The DDP wrapper holds the process group: dropped first, the group's last reference
+            # goes with destroy_process_group, which then joins gloo's threads (not exit).
+            self._ddp_model = None
             if getattr(self, "dist", None) is not None:
                 self.dist.shutdown(failed=failed)
 
