@@ -173,3 +173,23 @@ def test_invalid_saved_config_is_a_checkpoint_error(tmp_path, bad_config, messag
     for training_state in (True, False):
         with pytest.raises(CheckpointError, match=message):
             _resume(path, training_state=training_state)
+
+
+# ----------------------------------------------------------------- configs given to Experiment
+@pytest.mark.parametrize("config, error, message", [
+    ("digits", TypeError, r"config must be a dict from inv_flow.config.resolve_config; got str"),
+    ({}, ConfigError, r"config lacks .* and \d+ more; build it with inv_flow.config.resolve_config"),
+    ({"lr": 1e-3}, ConfigError, r"config lacks activation, actnorm, batch_size"),
+])
+def test_experiment_refuses_a_config_it_cannot_run(config, error, message):
+    with pytest.raises(error, match=message):
+        Experiment(config, model_builder=tiny_flow, datasets=random_splits())
+
+
+def test_experiment_validates_values_set_after_resolving(tmp_path):
+    from test_experiment import make_config
+
+    config = make_config(tmp_path)
+    config["lr"] = math.nan
+    with pytest.raises(ConfigError, match=r"lr must be a finite number, got nan"):
+        Experiment(config, model_builder=tiny_flow, datasets=random_splits())

@@ -335,6 +335,20 @@ def validate_config(config: Mapping[str, Any]) -> None:
         raise ConfigError(f"image_shape must be (C, H, W) with positive sizes, got {shape!r}")
 
 
+def checked_config(config: Any) -> dict[str, Any]:
+    """``config`` as a dict, if it is a full, valid config (as :func:`resolve_config` builds)."""
+    if not isinstance(config, Mapping):
+        raise TypeError(f"config must be a dict from inv_flow.config.resolve_config; got "
+                        f"{type(config).__name__}")
+    missing = sorted(set(DEFAULTS) - set(config))
+    if missing:
+        shown = ", ".join(missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
+        raise ConfigError(f"config lacks {shown}; build it with "
+                          "inv_flow.config.resolve_config(preset, overrides)")
+    validate_config(config)
+    return dict(config)
+
+
 def describe_options() -> str:
     """A table of every option and its default (for ``inv-flow options``)."""
     width = max(len(key) for key in DEFAULTS)

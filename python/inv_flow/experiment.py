@@ -34,11 +34,10 @@ from inv_flow.checkpoint import (
     CHECKPOINT_FORMAT,
     atomic_save,
     capture_rng_state,
-    load_checkpoint,
     restore_rng_state,
     seed_everything,
 )
-from inv_flow.config import ConfigError, resolve_config
+from inv_flow.config import ConfigError, checked_config, resolve_config
 from inv_flow.data import (DataSplits, check_image_shape, check_num_levels, load_datasets,
                            make_loader, set_loader_epoch)
 from inv_flow.flows import bits_per_dim as flow_bits_per_dim
@@ -121,7 +120,7 @@ class Experiment:
     def __init__(self, config: Mapping[str, Any], *, model_builder: ModelBuilder | None = None,
                  datasets: DataSplits | None = None, load_data: bool = True,
                  main_process: bool | None = None):
-        self.config = dict(config)
+        self.config = checked_config(config)
         seed_everything(self.config["seed"])
         # Under torchrun: join the process group and take this rank's device (None otherwise).
         self.dist = distributed_utils.setup(self.config)
@@ -569,28 +568,11 @@ class Experiment:
         ``{"epochs": 200}`` to train longer or ``{"data_root": ...}`` on another machine).
 
         With ``training_state`` (resuming), only :data:`inv_flow.resume.RESUMABLE_KEYS` may be
-        overridden, and a new ``lr`` is applied to the loaded optimizer and scheduler.  A file
-        that does not fit (another architecture, an edited config, no training state) is a
-        one-line :class:`CheckpointError`."""
-        payload = load_checkpoint(path)
-        saved = resume_rules.saved_config(payload, path, presets)
-        config = resolve_config(overrides=overrides, presets=presets, base=saved) if overrides \
-            else saved
-        if training_state:
-            resume_rules.check_resume_overrides(saved, config, payload, path)
-        experiment = cls(config, model_builder=model_builder, datasets=datasets,
-                         load_data=load_data)
-        try:
-            resume_rules.check_model_fits(experiment.model, payload["model"], path)
-            # Every rank loads the (CPU-mapped) checkpoint into its own model on its device.
-            experiment.load_state(payload, training_state=training_state)
-            if training_state:
-                resume_rules.apply_learning_rate(experiment.optimizer, experiment.scheduler,
-                                                 config["lr"])
-        except BaseException:
-            experiment.close(failed=True)
-            raise
-        return experiment
+        overridden, and a new ``lr`` reaches the loaded optimizer and scheduler.  A file that
+        does not fit is a one-line :class:`CheckpointError` (see :mod:`inv_flow.resume`)."""
+        return resume_rules.from_checkpoint(
+            cls, path, overrides, presets=presets, training_state=training_state,
+            model_builder=model_builder, datasets=datasets, load_data=load_data)
 
     def close(self, failed: bool = False) -> None:
         """Flush and close the loggers, and end the process group if this experiment created

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from inv_flow.checkpoint import CheckpointError
+from inv_flow.checkpoint import CheckpointError, load_checkpoint
 from inv_flow.config import DEFAULTS, ConfigError, coerce_value, resolve_config
 
 #: Keys a resumed training run may change with ``--set``.
@@ -43,6 +43,30 @@ SINGLE_PROCESS_RESUMABLE_KEYS = frozenset({"batch_size"})
 
 #: What a checkpoint must hold to continue training (``Experiment.state``).
 TRAINING_STATE_KEYS = ("optimizer", "scheduler", "epoch", "step", "best_val_bpd", "rng")
+
+
+def from_checkpoint(cls: Any, path: str | os.PathLike,
+                    overrides: Mapping[str, Any] | None, *,
+                    presets: Mapping[str, Mapping[str, Any]] | None, training_state: bool,
+                    **experiment_kwargs: Any) -> Any:
+    """``Experiment.from_checkpoint``: the checks of this module, in order, around building
+    the experiment and loading the file's state into it."""
+    payload = load_checkpoint(path)
+    saved = saved_config(payload, path, presets)
+    config = resolve_config(overrides=overrides, presets=presets, base=saved) if overrides else saved
+    if training_state:
+        check_resume_overrides(saved, config, payload, path)
+    experiment = cls(config, **experiment_kwargs)
+    try:
+        check_model_fits(experiment.model, payload["model"], path)
+        # Every rank loads the (CPU-mapped) checkpoint into its own model on its device.
+        experiment.load_state(payload, training_state=training_state)
+        if training_state:
+            apply_learning_rate(experiment.optimizer, experiment.scheduler, config["lr"])
+    except BaseException:
+        experiment.close(failed=True)
+        raise
+    return experiment
 
 
 def saved_config(payload: Mapping[str, Any], path: str | os.PathLike,
