@@ -242,3 +242,36 @@ def test_crash_in_one_rank_ends_the_run_with_a_message(tmp_path):
     assert "rank      : 1" in output or "rank: 1" in output, output
     assert seconds < 60, f"took {seconds:.0f} s: the surviving rank waited too long"
     assert time.monotonic() - started < 90
+
+
+TEARDOWN_SCRIPT = """
+import json, os, sys
+from inv_flow.config import resolve_config
+from inv_flow.experiment import Experiment
+
+experiment = Experiment(resolve_config("digits", json.loads(sys.argv[1])))
+experiment.train()
+experiment.close()
+me = os.getpid()
+names = [open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task")
+         if int(t) != me]
+print(f"rank {experiment.rank} threads after close: {sorted(n for n in names if 'gloo' in n)}")
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/task")
+def test_close_ends_the_process_group_before_exit(tmp_path):
+    """After Experiment.close() under torchrun the gloo group is gone with its threads (I/O loop
+    and workers), so nothing of it is left to tear down at interpreter exit, where a group kept
+    alive (here once by torch.distributed.nn's default arguments and the DDP wrapper) aborted
+    ranks now and then with `terminate called without an active exception`."""
+    script = tmp_path / "teardown.py"
+    script.write_text(TEARDOWN_SCRIPT)
+    settings = {**SMALL_DIGITS, "epochs": 1, "name": "td", "output_dir": str(tmp_path / "run"),
+                "checkpoint_path": str(tmp_path / "best.tar"), "max_eval_ex": 100,
+                "dist_timeout": 60}
+    completed, _ = torchrun([str(script), json.dumps(settings)], cwd=tmp_path, timeout=90)
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 0, output
+    for rank in (0, 1):
+        assert f"rank {rank} threads after close: []" in output, output

@@ -29,3 +29,29 @@ def test_ops_work_in_forked_child():
     os.kill(pid, 9)
     os.waitpid(pid, 0)
     pytest.fail("the op hung in a forked child")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/task")
+def test_ops_start_no_threads_besides_their_own_pool():
+    """Every CPU op runs on inv_conv's fork-aware pool; none may start rayon's global pool,
+    whose threads a forked child would not have. Checked in a fresh numpy-only interpreter,
+    where every thread but the main one must be an ``inv_conv-N`` worker."""
+    import subprocess
+
+    script = (
+        "import os, numpy as np, inv_conv\n"
+        "x = np.random.default_rng(0).standard_normal((4, 3, 6, 5)).astype(np.float32)\n"
+        "k = np.zeros((3, 3, 3, 3), np.float32)\n"
+        "for f in (inv_conv.conv2d, inv_conv.inv_conv2d, inv_conv.conv2d_transpose, inv_conv.inv_conv2d_transpose):\n"
+        "    f(x, k, 'BR')\n"
+        "inv_conv.conv2d_weight_grad(x, x, 3)\n"
+        "main = os.getpid()\n"
+        "names = [open(f'/proc/self/task/{t}/comm').read().strip() for t in os.listdir('/proc/self/task') if int(t) != main]\n"
+        "print(' '.join(sorted(names)))\n"
+    )
+    env = dict(os.environ, RAYON_NUM_THREADS="3", OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1",
+               MKL_NUM_THREADS="1")  # numpy's BLAS threads are not the subject
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["inv_conv-0", "inv_conv-1", "inv_conv-2"]

@@ -4,9 +4,17 @@ Same signatures and calling convention as the original scripts use: TL order, th
 written into ``output`` in place and a one-element list ``[output]`` is returned; ``M`` is
 accepted and ignored. The values are the correct ones of the contract (DESIGN.md), not the
 original's: its ``dy`` computed J·g instead of Jᵀ·g and its ``dw`` was wrong in several ways.
+
+Errors name these functions' own parameters (``input``, ``kernel``, ``grad``, ``output``); an
+``output`` of another dtype, shape or device than the result is refused (never cast into) and
+left untouched. The arguments are checked by the ops first, so ``output`` is judged against a
+valid input.
 """
 
 from __future__ import annotations
+
+import contextlib
+import re
 
 import torch
 
@@ -15,13 +23,31 @@ from . import ops
 _ORDER = "TL"
 
 
-def _check_output(output, like_shape, like) -> None:
-    if not isinstance(output, torch.Tensor):
-        raise TypeError(f"output must be a torch.Tensor; got {type(output).__name__}")
-    if tuple(output.shape) != tuple(like_shape):
-        raise ValueError(f"output must have shape {tuple(like_shape)}; got {tuple(output.shape)}")
+def _check_tensor(name: str, value: object) -> None:
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor; got {type(value).__name__}")
+
+
+@contextlib.contextmanager
+def _named(**names: str):
+    """Re-raise the ops' argument errors with this function's parameter names
+    (``_named(y="input", weight="kernel")`` turns "y has 3 channels but weight expects 2" into
+    "input has 3 channels but kernel expects 2")."""
+    try:
+        yield
+    except (TypeError, ValueError) as err:
+        pattern = re.compile(r"\b(" + "|".join(map(re.escape, names)) + r")\b")
+        raise type(err)(pattern.sub(lambda m: names[m.group(1)], str(err))) from None
+
+
+def _check_output(output, shape, like: torch.Tensor, like_name: str) -> None:
+    _check_tensor("output", output)
+    if output.dtype != like.dtype:
+        raise TypeError(f"output must have dtype {like.dtype} like the {like_name}; got {output.dtype}")
+    if tuple(output.shape) != tuple(shape):
+        raise ValueError(f"output must have shape {tuple(shape)}; got {tuple(output.shape)}")
     if output.device != like.device:
-        raise ValueError(f"output must be on {like.device}; got {output.device}")
+        raise ValueError(f"output must be on {like.device} like the {like_name}; got {output.device}")
 
 
 def _write(output: torch.Tensor, value: torch.Tensor) -> list:
@@ -32,23 +58,32 @@ def _write(output: torch.Tensor, value: torch.Tensor) -> list:
 
 def inverse(input: torch.Tensor, kernel: torch.Tensor, output: torch.Tensor) -> list:
     """``output = A⁻¹ input`` (TL order), in place; returns ``[output]``."""
-    _check_output(output, input.shape, input)
-    with torch.no_grad():
-        return _write(output, ops.inv_conv2d(input, kernel, _ORDER))
+    _check_tensor("input", input)
+    _check_tensor("kernel", kernel)
+    with torch.no_grad(), _named(y="input", weight="kernel"):
+        value = ops.inv_conv2d(input, kernel, _ORDER)
+    _check_output(output, input.shape, input, "input")
+    return _write(output, value)
 
 
 def forward(input: torch.Tensor, kernel: torch.Tensor, output: torch.Tensor) -> list:
     """``output = A input`` (TL order), in place; returns ``[output]``."""
-    _check_output(output, input.shape, input)
-    with torch.no_grad():
-        return _write(output, ops.conv2d(input, kernel, _ORDER))
+    _check_tensor("input", input)
+    _check_tensor("kernel", kernel)
+    with torch.no_grad(), _named(x="input", weight="kernel"):
+        value = ops.conv2d(input, kernel, _ORDER)
+    _check_output(output, input.shape, input, "input")
+    return _write(output, value)
 
 
 def dy(grad: torch.Tensor, kernel: torch.Tensor, M=None, output: torch.Tensor = None) -> list:
     """``output = A⁻ᵀ grad``: the gradient of the inverse w.r.t. its input (TL), in place."""
-    _check_output(output, grad.shape, grad)
-    with torch.no_grad():
-        return _write(output, ops.inv_conv2d_transpose(grad, kernel, _ORDER))
+    _check_tensor("grad", grad)
+    _check_tensor("kernel", kernel)
+    with torch.no_grad(), _named(weight="kernel"):
+        value = ops.inv_conv2d_transpose(grad, kernel, _ORDER)
+    _check_output(output, grad.shape, grad, "grad")
+    return _write(output, value)
 
 
 def dw(input: torch.Tensor, kernel: torch.Tensor, grad: torch.Tensor, M=None, output: torch.Tensor = None) -> list:
@@ -56,8 +91,14 @@ def dw(input: torch.Tensor, kernel: torch.Tensor, grad: torch.Tensor, M=None, ou
 
     Zero at the masked anchor entries; ``output`` has the kernel's shape.
     """
-    _check_output(output, kernel.shape, kernel)
+    for name, value in (("input", input), ("kernel", kernel), ("grad", grad)):
+        _check_tensor(name, value)
+    if grad.shape != input.shape:
+        raise ValueError(f"grad must have the shape of input {tuple(input.shape)}; got {tuple(grad.shape)}")
     with torch.no_grad():
-        x = ops.inv_conv2d(input, kernel, _ORDER)
-        u = ops.inv_conv2d_transpose(grad, kernel, _ORDER)
+        with _named(y="input", weight="kernel"):
+            x = ops.inv_conv2d(input, kernel, _ORDER)
+        with _named(weight="kernel"):
+            u = ops.inv_conv2d_transpose(grad, kernel, _ORDER)
+        _check_output(output, kernel.shape, kernel, "kernel")
         return _write(output, -ops.conv2d_weight_grad(x, u, tuple(kernel.shape[2:]), _ORDER))

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from . import ops, reference
-from ._args import kernel_pair, normalise_order
+from ._args import kernel_pair, non_negative_finite, normalise_order, positive_int
 
 DIRECTIONS = ("inverse", "conv")
 
@@ -32,10 +32,12 @@ class InvConv2d(nn.Module):
     def __init__(self, channels: int, kernel_size=3, order: str = "TL", direction: str = "inverse",
                  dense_reference: bool = False, init_std: float = 0.01):
         super().__init__()
-        if not isinstance(channels, int) or channels < 1:
-            raise ValueError(f"channels must be a positive int; got {channels!r}")
-        if direction not in DIRECTIONS:
+        channels = positive_int("channels", channels)
+        if not isinstance(direction, str) or direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}; got {direction!r}")
+        if not isinstance(dense_reference, bool):
+            raise TypeError(f"dense_reference must be a bool; got {dense_reference!r}")
+        init_std = non_negative_finite("init_std", init_std)
         self.order = normalise_order(order)
         self.direction = direction
         self.dense_reference = dense_reference

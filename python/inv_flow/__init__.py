@@ -31,9 +31,9 @@ __all__ = ["__version__", *sorted(_LAZY)]
 
 
 #: submodules reachable as attributes after a plain ``import inv_flow`` (imported on first use)
-_SUBMODULES = ("checkpoint", "cli", "compare", "config", "data", "distributed", "distributions",
-               "experiment", "export", "flows", "layers", "logging_utils", "models", "options",
-               "plots", "presets", "runs", "schedules")
+_SUBMODULES = ("building", "checkpoint", "cli", "compare", "compiled", "config", "data", "distributed",
+               "distributions", "experiment", "export", "flows", "layers", "logging_utils", "models",
+               "options", "plots", "presets", "resume", "runs", "schedules")
 
 
 def __getattr__(name: str):

@@ -8,6 +8,7 @@ the new complete file, never a truncated one.
 
 from __future__ import annotations
 
+import io
 import os
 import random
 import tempfile
@@ -16,6 +17,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from inv_flow.writes import WriteError, writing  # noqa: F401 - WriteError is part of this API
 
 #: Bumped when the checkpoint layout changes incompatibly.
 CHECKPOINT_FORMAT = 1
@@ -29,16 +32,27 @@ def atomic_save(payload: Any, path: str | os.PathLike) -> Path:
     """``torch.save(payload)`` to ``path`` atomically; returns the final path.
 
     On any failure the temporary file is removed and the previous file at ``path`` (if any) is
-    left untouched.
+    left untouched; a failed write (full disk, unwritable folder) is a :class:`WriteError`.
     """
     destination = Path(path)
+    # Serialised in memory first: torch.save reports a failing file write as an obscure
+    # RuntimeError, a plain write gives the OSError (errno) saying what went wrong.
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    with writing(destination):
+        _write_atomically(buffer.getbuffer(), destination)
+    _fsync_directory(destination.parent)
+    return destination
+
+
+def _write_atomically(data: memoryview, destination: Path) -> None:
     destination.parent.mkdir(parents=True, exist_ok=True)
     fd, temp_name = tempfile.mkstemp(
         prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent
     )
     try:
         with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(temp_name, default_file_mode())  # mkstemp makes 0600; use the usual umask
@@ -50,8 +64,6 @@ def atomic_save(payload: Any, path: str | os.PathLike) -> Path:
         except FileNotFoundError:
             pass
         raise
-    _fsync_directory(destination.parent)
-    return destination
 
 
 def default_file_mode() -> int:

@@ -12,8 +12,10 @@ Each new training run writes into its own folder under runs/ (see inv_flow.runs)
 sample take a checkpoint or an export (``.safetensors``).  torch is imported only when a
 command needs it, so ``--help`` is fast and a missing torch is a one-line error.
 
-Configuration errors, missing datasets and a diverged training exit with status 2 / 1 and a
-one-line message (no traceback).
+Exit status: 0 done; 1 training diverged; 2 an error reported in one line on stderr (usage,
+config, missing data, a checkpoint that does not fit, a file that cannot be read or written);
+130 interrupted (Ctrl-C; the message names the last checkpoint and the --resume command).
+See docs/TRAINING.md, "Exit codes and errors".
 
 Distributed data-parallel training: start ``train`` (or ``eval``) under torchrun, e.g.
 ``torchrun --nproc_per_node=4 -m inv_flow train --preset cifar10``; see inv_flow.distributed.
@@ -92,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _train(args: argparse.Namespace) -> int:
     from inv_flow.experiment import Experiment  # noqa: PLC0415 - keeps `--help` fast
+    from inv_flow.resume import TrainingInterrupted, check_epochs_left, interrupted_message  # noqa: PLC0415
     from inv_flow.runs import describe_run  # noqa: PLC0415
 
     overrides = parse_overrides(args.overrides)
@@ -100,6 +103,11 @@ def _train(args: argparse.Namespace) -> int:
     resume = args.resume or overrides.pop("resume", "")
     if resume:
         experiment = Experiment.from_checkpoint(resume, overrides)
+        try:
+            check_epochs_left(experiment.epoch, experiment.config["epochs"], resume)
+        except BaseException:
+            experiment.close(failed=True)
+            raise
     else:
         config = resolve_config(args.preset, overrides)
         experiment = Experiment(config)
@@ -109,6 +117,8 @@ def _train(args: argparse.Namespace) -> int:
         if experiment.distributed:
             _report_rank_failure(experiment, err)
         experiment.close(failed=True)
+        if isinstance(err, KeyboardInterrupt) and experiment.is_main:
+            raise TrainingInterrupted(interrupted_message(experiment)) from None
         raise
     experiment.close()
     if experiment.is_main:
@@ -159,15 +169,22 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Most images ``inv-flow sample`` draws into its one grid.
+MAX_GRID_SAMPLES = 10_000
+
+
 def _sample(args: argparse.Namespace) -> int:
     overrides = {"device": args.device} if args.device else {}
     if args.seed is not None:
         overrides["seed"] = str(args.seed)
-    if args.num_samples <= 0:
-        raise ConfigError(f"-n must be positive, got {args.num_samples}")
+    if args.temperature is not None:
+        overrides["temperature"] = str(args.temperature)  # validated like the config option
+    if not 1 <= args.num_samples <= MAX_GRID_SAMPLES:
+        raise ConfigError(f"-n must be between 1 and {MAX_GRID_SAMPLES} (one PNG grid), got "
+                          f"{args.num_samples}")
     experiment = _load_for_inference(args.checkpoint, overrides, load_data=False)
     with experiment:
-        path = experiment.save_samples(args.out, n=args.num_samples, temperature=args.temperature)
+        path = experiment.save_samples(args.out, n=args.num_samples)
     if experiment.is_main:
         print(f"wrote {args.num_samples} samples to {path}")
     return 0
@@ -184,7 +201,12 @@ def _export(args: argparse.Namespace) -> int:
 def _plot(args: argparse.Namespace) -> int:
     from inv_flow.plots import plot_bits_per_dim  # noqa: PLC0415
 
-    path = plot_bits_per_dim(args.metrics, args.out)
+    if not os.path.isfile(args.metrics):
+        raise ConfigError(f"metrics file not found: {args.metrics} (a run's metrics.jsonl)")
+    try:
+        path = plot_bits_per_dim(args.metrics, args.out)
+    except ValueError as err:  # not JSON lines, not UTF-8, or no per-epoch records
+        raise ConfigError(f"cannot plot {args.metrics}: {err}") from None
     print(f"wrote {path}")
     return 0
 
@@ -197,8 +219,42 @@ def _presets(_: argparse.Namespace) -> int:
     return 0
 
 
+#: Exit statuses of ``inv-flow`` (docs/TRAINING.md, "Exit codes and errors").
+EXIT_OK, EXIT_DIVERGED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+#: Modules of the ``flow`` extra (``pip install 'inv_conv[flow]'``), by import name.
+FLOW_EXTRA_MODULES = ("torch", "tqdm", "matplotlib", "PIL", "sklearn")
+
+
+def _describe(err: BaseException) -> str:
+    """The one-line message of an expected failure."""
+    from inv_flow.writes import WriteError  # noqa: PLC0415
+
+    if isinstance(err, ImportError) and (err.name or "").split(".")[0] in FLOW_EXTRA_MODULES:
+        return f"{err}; install the training extra: pip install 'inv_conv[flow]'"
+    if isinstance(err, WriteError):
+        return f"{err}; free some space or choose another path; files written before are unchanged"
+    if isinstance(err, OSError) and err.filename is not None:
+        return f"{err.strerror or err}: {err.filename}"
+    return str(err)
+
+
+def _torch_missing() -> ImportError | None:
+    try:
+        import torch  # noqa: F401, PLC0415
+    except ImportError as err:
+        return err
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``inv-flow``; returns the exit status (0 ok, 1 diverged/runtime, 2 usage)."""
+    """Entry point of ``inv-flow``; returns the exit status: 0 ok, 1 diverged, 2 an error
+    reported in one line (usage, config, data, checkpoint, files), 130 interrupted."""
+    missing = _torch_missing()
+    if missing is not None:
+        print(f"inv-flow: error: PyTorch is not installed ({missing}); install the training "
+              "extra: pip install 'inv_conv[flow]'", file=sys.stderr)
+        return EXIT_ERROR
     parser = build_parser()
     args = parser.parse_args(argv)
     from inv_flow import compare  # noqa: PLC0415
@@ -225,16 +281,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     where = f"[rank {os.environ.get('RANK', '?')} of {world}] " if world != "1" else ""
     try:
         return handlers[args.command](args)
-    except (ConfigError, DatasetNotFoundError, CheckpointError, ImportError) as err:
+    except KeyboardInterrupt as err:
+        print(f"inv-flow {args.command}: {where}{err or 'interrupted'}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (ConfigError, DatasetNotFoundError, CheckpointError, ImportError, OSError) as err:
         # ImportError: an optional dependency the run asked for (torchvision, wandb, inv_conv).
-        print(f"inv-flow {args.command}: error: {where}{err}", file=sys.stderr)
-        return 2
+        # OSError: a file that cannot be read or written (full disk, missing folder).
+        print(f"inv-flow {args.command}: error: {where}{_describe(err)}", file=sys.stderr)
+        return EXIT_ERROR
     except Exception as err:  # noqa: BLE001 - diverged training: message, no traceback
         from inv_flow.experiment import TrainingDiverged  # noqa: PLC0415
 
         if isinstance(err, TrainingDiverged):
             print(f"inv-flow {args.command}: error: {where}{err}", file=sys.stderr)
-            return 1
+            return EXIT_DIVERGED
         raise
 
 

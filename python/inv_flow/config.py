@@ -17,13 +17,14 @@ from __future__ import annotations
 import ast
 import difflib
 import json
+import math
 from pathlib import Path
 from typing import Any, Mapping
 
 from inv_flow.options import DEFAULTS, OPTIONS, ConfigError, check_options, describe_options
 
 __all__ = ["DEFAULTS", "OPTIONS", "ConfigError", "check_options", "describe_options",
-           "coerce_value", "fill_templates", "load_config_file", "parse_overrides",
+           "checked_config", "coerce_value", "fill_templates", "load_config_file", "parse_overrides",
            "resolve_config", "unknown_key_error", "validate_config"]
 
 #: Keys whose values are paths/templates that may mention other keys ({name}, {output_dir}).
@@ -215,6 +216,10 @@ def fill_templates(config: dict[str, Any]) -> dict[str, Any]:
 def validate_config(config: Mapping[str, Any]) -> None:
     """Every rule of :data:`OPTIONS` (ranges, choices) plus the checks that involve more than
     one value; raises :class:`ConfigError`."""
+    for key, value in config.items():
+        # NaN passes every `<` check, and no option means anything at infinity.
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key} must be a finite number; got {value!r}")
     check_options(config)
     shape = tuple(config["image_shape"])
     if len(shape) != 3 or any(int(s) <= 0 for s in shape):
@@ -251,3 +256,17 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path} must hold one mapping of option names to values, got "
                           f"{type(values).__name__}")
     return dict(values)
+
+
+def checked_config(config: Any) -> dict[str, Any]:
+    """``config`` as a dict, if it is a full, valid config (as :func:`resolve_config` builds)."""
+    if not isinstance(config, Mapping):
+        raise TypeError(f"config must be a dict from inv_flow.config.resolve_config; got "
+                        f"{type(config).__name__}")
+    missing = sorted(set(DEFAULTS) - set(config))
+    if missing:
+        shown = ", ".join(missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
+        raise ConfigError(f"config lacks {shown}; build it with "
+                          "inv_flow.config.resolve_config(preset, overrides)")
+    validate_config(config)
+    return dict(config)

@@ -35,7 +35,9 @@ The rest of the design (which parts live in ``experiment.py`` / ``data.py``):
   log-likelihoods and the counts, so metrics are exact over the whole split.
 * Only rank 0 writes checkpoints, samples, figures and logs; every rank loads a checkpoint to
   resume; checkpoints also hold every rank's RNG states.
-* :meth:`DistContext.shutdown` destroys (or, after an error, aborts) the process group.
+* :meth:`DistContext.shutdown` destroys (or, after an error, aborts) the process group; the
+  experiment drops its DDP wrapper first, so that nothing else holds the group and its threads
+  are joined there and then, not at interpreter exit.
 """
 
 from __future__ import annotations
@@ -48,6 +50,15 @@ from typing import Any, Mapping
 
 import torch
 import torch.distributed as dist
+
+if dist.is_available():
+    # Imported before any process group exists, on purpose: DDP imports torch.distributed.nn,
+    # whose functions bind `group=group.WORLD` as a default argument when that module is first
+    # imported.  Imported while a group exists, they would keep that group (and gloo's worker and
+    # I/O threads) alive after destroy_process_group, until interpreter exit, where tearing it
+    # down raced the C++ runtime's own teardown: a rank now and then aborted with "terminate
+    # called without an active exception" after a run that had succeeded.
+    import torch.distributed.nn  # noqa: F401
 
 #: Environment variables torchrun sets for every worker.
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")

@@ -29,17 +29,17 @@ from torch import nn
 from torch.utils.data import Subset
 
 from inv_flow import distributed as distributed_utils
+from inv_flow import resume as resume_rules
 from inv_flow.checkpoint import (
     CHECKPOINT_FORMAT,
     atomic_save,
     capture_rng_state,
-    load_checkpoint,
     restore_rng_state,
     seed_everything,
 )
-from inv_flow.compiled import CompiledLoss
 from inv_flow.building import ModelBuilder, build_checked_model, select_device
-from inv_flow.config import ConfigError, resolve_config
+from inv_flow.compiled import CompiledLoss
+from inv_flow.config import ConfigError, checked_config
 from inv_flow.data import (DataSplits, check_image_shape, check_num_levels, load_datasets,
                            make_loader, set_loader_epoch)
 from inv_flow.flows import bits_per_dim as flow_bits_per_dim
@@ -89,7 +89,7 @@ class Experiment:
     def __init__(self, config: Mapping[str, Any], *, model_builder: ModelBuilder | None = None,
                  datasets: DataSplits | None = None, load_data: bool = True,
                  main_process: bool | None = None):
-        self.config = dict(config)
+        self.config = checked_config(config)
         seed_everything(self.config["seed"])
         # Under torchrun: join the process group and take this rank's device (None otherwise).
         self.dist = distributed_utils.setup(self.config)
@@ -412,10 +412,11 @@ class Experiment:
         """
         datasets = {"val": self.data.val, "test": self.data.test, "train": self.data.train}
         if split not in datasets:
-            raise ValueError(f"split must be one of {sorted(datasets)}, got {split!r}")
+            raise ConfigError(f"split must be one of {sorted(datasets)}, got {split!r}")
         dataset = datasets[split]
         if dataset is None:
-            raise ValueError(f"the {self.data.name} dataset has no {split!r} split")
+            raise ConfigError(f"the {self.data.name} dataset has no {split!r} split; use "
+                              f"{' or '.join(s for s, d in datasets.items() if d is not None)}")
         limit = min(self.config["max_eval_ex"] or len(dataset), len(dataset))
         if limit < len(dataset):
             dataset = Subset(dataset, range(limit))  # the first `limit` images, as before
@@ -545,20 +546,14 @@ class Experiment:
                         datasets: DataSplits | None = None, load_data: bool = True,
                         training_state: bool = True) -> "Experiment":
         """Rebuild an experiment from a checkpoint (its saved config, then ``overrides``, e.g.
-        ``{"epochs": 200}`` to train longer or ``{"data_root": ...}`` on another machine)."""
-        payload = load_checkpoint(path)
-        config = dict(payload["config"])
-        if overrides:
-            config = resolve_config(overrides=overrides, presets=presets, base=config)
-        experiment = cls(config, model_builder=model_builder, datasets=datasets,
-                         load_data=load_data)
-        try:
-            # Every rank loads the (CPU-mapped) checkpoint into its own model on its device.
-            experiment.load_state(payload, training_state=training_state)
-        except BaseException:
-            experiment.close(failed=True)
-            raise
-        return experiment
+        ``{"epochs": 200}`` to train longer or ``{"data_root": ...}`` on another machine).
+
+        With ``training_state`` (resuming), only :data:`inv_flow.resume.RESUMABLE_KEYS` may be
+        overridden, and a new ``lr`` reaches the loaded optimizer and scheduler.  A file that
+        does not fit is a one-line :class:`CheckpointError` (see :mod:`inv_flow.resume`)."""
+        return resume_rules.from_checkpoint(
+            cls, path, overrides, presets=presets, training_state=training_state,
+            model_builder=model_builder, datasets=datasets, load_data=load_data)
 
     def close(self, failed: bool = False) -> None:
         """Flush and close the loggers, and end the process group if this experiment created
@@ -568,6 +563,9 @@ class Experiment:
             if getattr(self, "_logger", None) is not None:
                 self._logger.close()
         finally:
+            # The DDP wrapper holds the process group: dropped first, the group's last reference
+            # goes with destroy_process_group, which then joins gloo's threads (not exit).
+            self._ddp_model = None
             if getattr(self, "dist", None) is not None:
                 self.dist.shutdown(failed=failed)
 

@@ -15,6 +15,8 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from inv_flow.writes import writing
+
 METRICS_FILENAME = "metrics.jsonl"
 
 
@@ -54,7 +56,8 @@ def format_metrics(metrics: Mapping[str, Any]) -> str:
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """All records of a metrics JSONL file (a truncated last line is ignored)."""
+    """All records (JSON objects) of a metrics JSONL file; a truncated last line, or any line
+    that is not an object, is ignored."""
     records = []
     with open(path, encoding="utf-8") as handle:
         for line in handle:
@@ -62,9 +65,11 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
             if not line:
                 continue
             try:
-                records.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut by an interruption
+            if isinstance(record, dict):
+                records.append(record)
     return records
 
 
@@ -101,9 +106,11 @@ class RunLogger:
         self._wandb_run = None
         if not self.enabled:
             return
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.output_dir / "config.json", "w", encoding="utf-8") as handle:
-            json.dump(_jsonable(dict(config)), handle, indent=2, sort_keys=True)
+        config_path = self.output_dir / "config.json"
+        with writing(config_path):
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            with open(config_path, "w", encoding="utf-8") as handle:
+                json.dump(_jsonable(dict(config)), handle, indent=2, sort_keys=True)
         if config.get("tensorboard", True):
             try:
                 from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415 - optional
@@ -152,7 +159,7 @@ class RunLogger:
         if not self.enabled:
             return
         record = {"time": round(time.time(), 3), **record}
-        with open(self.metrics_path, "a", encoding="utf-8") as handle:
+        with writing(self.metrics_path), open(self.metrics_path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(_jsonable(record)) + "\n")
             handle.flush()
         if echo:

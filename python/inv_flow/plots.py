@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from inv_flow.checkpoint import default_file_mode
+from inv_flow.writes import writing
 
 
 def to_uint8_images(images: torch.Tensor) -> np.ndarray:
@@ -52,18 +53,19 @@ def _save_png_atomically(array: np.ndarray, path: str | os.PathLike) -> Path:
     from PIL import Image  # noqa: PLC0415
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     mode_array = array[:, :, 0] if array.shape[2] == 1 else array
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            Image.fromarray(mode_array).save(handle, format="PNG")
-        os.chmod(temp, default_file_mode())
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                Image.fromarray(mode_array).save(handle, format="PNG")
+            os.chmod(temp, default_file_mode())
+            os.replace(temp, path)
+        except BaseException:
+            if os.path.exists(temp):
+                os.unlink(temp)
+            raise
     return path
 
 
@@ -104,9 +106,12 @@ def plot_curves(series: Mapping[str, Sequence[tuple[float, Any]]], out: str | os
     axis.set_title(title)
     figure.tight_layout()
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out, dpi=100)
-    plt.close(figure)
+    try:
+        with writing(out):
+            out.parent.mkdir(parents=True, exist_ok=True)
+            figure.savefig(out, dpi=100)
+    finally:
+        plt.close(figure)
     return out
 
 

@@ -16,6 +16,11 @@
 //!
 //! where L is the anchor tap's unit lower-triangular matrix. Memory: two pixel-major copies of
 //! an image, O(B·C·H·W), plus O(C²·KH·KW) for the tap matrices.
+//!
+//! Determinism: every op is bitwise repeatable on one machine, whatever the thread count and
+//! however many callers run at once. Each output element is computed by one task in an order
+//! fixed by the problem's shape; the one cross-task sum, the weight gradient's, adds per-block
+//! partial sums in block order over blocks chosen from the shape alone.
 
 mod layout;
 mod pool;
@@ -312,7 +317,9 @@ impl<T> SendPtr<T> {
     }
 }
 
-/// Splits the batch into chunks that are solved independently, one rayon task each.
+/// Splits the batch into chunks that are solved independently, one rayon task each. Call it
+/// inside [`install`]: outside, `current_num_threads` would start rayon's global pool (threads
+/// that a forked child does not have) just to count its threads.
 fn batch_chunk(p: &Problem) -> usize {
     let threads = rayon::current_num_threads().max(1);
     p.batch.div_ceil(threads).max(1)
@@ -434,17 +441,31 @@ pub fn weight_grad<T: Real>(p: &Problem, x: &[T], grad: &[T], out: &mut [T]) -> 
     Ok(())
 }
 
+/// Most row blocks the weight gradient is split into (enough to keep a large machine busy).
+const MAX_ROW_BLOCKS: usize = 64;
+
+/// How many contiguous row blocks the weight gradient sums separately before adding them up in
+/// block order. A function of the problem only, never of the thread count or of scheduling, so
+/// the floating-point sum runs in the same order every time (bitwise repeatable results). The
+/// per-block partial sums are bounded by the size of one image, to keep memory O(B·C·H·W).
+fn weight_grad_row_blocks(p: &Problem) -> usize {
+    let by_memory = (p.image_len() / p.weight_len().max(1)).max(1);
+    p.height.min(MAX_ROW_BLOCKS).min(by_memory).max(1)
+}
+
 fn weight_grad_unchecked<T: Real>(p: &Problem, x: &[T], grad: &[T], out: &mut [T]) {
     let (h, w, c, bsz) = (p.height, p.width, p.channels, p.batch);
     let taps = p.taps();
     let x_pm = to_pixel_major(x, bsz, c, h, w);
     let g_pm = to_pixel_major(grad, bsz, c, h, w);
     let pixel = bsz * c;
-    let acc = (0..h)
+    let blocks = weight_grad_row_blocks(p);
+    // Block `b` holds rows [b·h/blocks, (b+1)·h/blocks); rows within a block in ascending order.
+    let partials: Vec<Vec<T>> = (0..blocks)
         .into_par_iter()
-        .fold(
-            || vec![T::ZERO; taps.len() * c * c],
-            |mut acc, row| {
+        .map(|block| {
+            let mut acc = vec![T::ZERO; taps.len() * c * c];
+            for row in block * h / blocks..(block + 1) * h / blocks {
                 for (t, tap) in taps.iter().enumerate() {
                     let Some(span) = row_span(row, tap.di, tap.dj, h, w) else {
                         continue;
@@ -471,16 +492,16 @@ fn weight_grad_unchecked<T: Real>(p: &Problem, x: &[T], grad: &[T], out: &mut [T
                         )
                     };
                 }
-                acc
-            },
-        )
-        .reduce(
-            || vec![T::ZERO; taps.len() * c * c],
-            |mut a, b| {
-                a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
-                a
-            },
-        );
+            }
+            acc
+        })
+        .collect();
+    // In block order, on one thread: the same sum whatever thread computed which block.
+    let mut partials = partials.into_iter();
+    let mut acc = partials.next().unwrap_or_default();
+    for partial in partials {
+        acc.iter_mut().zip(partial).for_each(|(a, b)| *a += b);
+    }
     let kk = p.kernel_h * p.kernel_w;
     for (t, m) in acc.chunks_exact(c * c).enumerate() {
         for co in 0..c {
