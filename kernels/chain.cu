@@ -44,13 +44,7 @@ __device__ void conv_chain_impl(const T* __restrict__ x, T* __restrict__ out, co
                 if (hs < 0 || hs >= H || wsrc < 0 || wsrc >= W) continue;
                 const T* s = src + hs * W + wsrc;
                 const Quad<T>* q = reinterpret_cast<const Quad<T>*>(coef + (i64)t * C * Cp) + g;
-#pragma unroll 4
-                for (int ci = 0; ci < C; ++ci) {
-                    const T v = s[ci * HW];
-                    const Quad<T> c = q[ci * G];
-#pragma unroll
-                    for (int k = 0; k < 4; ++k) acc[k] += c.v[k] * v;
-                }
+                quad_dot(acc, s, HW, q, G, C);
             }
 #pragma unroll
             for (int k = 0; k < 4; ++k)

@@ -19,6 +19,20 @@ struct __align__(4 * sizeof(T)) Quad {
 
 __device__ __forceinline__ int round_up4(int c) { return (c + 3) & ~3; }
 
+// acc[k] += Σ_ci q[ci·q_stride].v[k] · src[ci·src_stride]: one tap's contribution to 4 output
+// channels (one Quad of coefficients per input value).
+template <typename T, typename S>
+__device__ __forceinline__ void quad_dot(T (&acc)[4], const T* __restrict__ src, S src_stride,
+                                         const Quad<T>* __restrict__ q, S q_stride, int C) {
+#pragma unroll 4
+    for (int ci = 0; ci < C; ++ci) {
+        const T v = src[ci * src_stride];
+        const Quad<T> c = q[ci * q_stride];
+#pragma unroll
+        for (int k = 0; k < 4; ++k) acc[k] += c.v[k] * v;
+    }
+}
+
 // Effective weight: the anchor tap's C x C matrix is unit lower-triangular; the masked
 // entries of `w` are never read (they may hold anything, NaN included).
 template <typename T>

@@ -35,14 +35,7 @@ __device__ void conv_impl(const T* __restrict__ in, T* __restrict__ out, const T
         const int hs = h + sign * (i - ai), ws = w + sign * (j - aj);
         if (hs < 0 || hs >= H || ws < 0 || ws >= W) continue;
         const T* src = img + (i64)hs * W + ws;
-        const Quad<T>* qt = q_base + (i64)t * C * q_stride;
-#pragma unroll 4
-        for (int ci = 0; ci < C; ++ci) {
-            const T v = src[ci * HW];
-            const Quad<T> c = qt[ci * q_stride];
-#pragma unroll
-            for (int k = 0; k < 4; ++k) acc[k] += c.v[k] * v;
-        }
+        quad_dot(acc, src, HW, q_base + (i64)t * C * q_stride, q_stride, C);
     }
     T* dst = out + b * CHW + hw;
 #pragma unroll

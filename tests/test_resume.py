@@ -40,7 +40,8 @@ def test_resume_applies_a_new_learning_rate(tmp_path):
     resumed = _resume(first.last_checkpoint_path, {"lr": "1e-7", "epochs": 2})
     assert resumed.config["lr"] == 1e-7
     assert resumed.optimizer.param_groups[0]["lr"] == 1e-7  # warm-up (0.5 epoch) is over
-    assert resumed.scheduler.base_lrs == [1e-7]
+    for part in [resumed.scheduler, *getattr(resumed.scheduler, "_schedulers", [])]:
+        assert getattr(part, "base_lrs", [1e-7]) == [1e-7]
     resumed.train()
     assert resumed.optimizer.param_groups[0]["lr"] == 1e-7
     # Adam moves each weight by about lr per step: 4 steps of 1e-7, not of the saved 1e-2.
@@ -156,7 +157,7 @@ def test_weights_only_checkpoint_cannot_resume_but_evaluates(tmp_path):
     ("not a dict", r"its config is a str, not a dict"),
     ([("lr", 1e-3)], r"its config is a list, not a dict"),
     ({"lr": "fast"}, r"its saved config is not valid \(bad value for 'lr'"),
-    ({"lr": math.nan}, r"its saved config is not valid \(lr must be a finite number, got nan"),
+    ({"lr": math.nan}, r"its saved config is not valid \(lr must be a finite number; got nan"),
     ({"epochs": -1}, r"its saved config is not valid \(epochs must be positive"),
 ])
 def test_invalid_saved_config_is_a_checkpoint_error(tmp_path, bad_config, message):
@@ -191,5 +192,5 @@ def test_experiment_validates_values_set_after_resolving(tmp_path):
 
     config = make_config(tmp_path)
     config["lr"] = math.nan
-    with pytest.raises(ConfigError, match=r"lr must be a finite number, got nan"):
+    with pytest.raises(ConfigError, match=r"lr must be a finite number; got nan"):
         Experiment(config, model_builder=tiny_flow, datasets=random_splits())

@@ -234,18 +234,29 @@ def _tap_adjoint(g, w_t, order):
     return _FwdAdjFn.apply(g, w_t, order) - g
 
 
+def _image_function(run, keep_output: bool = False):
+    """Class decorator for the four image ops: ``forward`` is ``run`` (a _dispatch function),
+    the context keeps (the input, or the output when ``keep_output``, and the weight) for the
+    backward and the tangent, and vmap folds a vmapped input into the batch axis."""
+
+    def decorate(cls):
+        def setup_context(ctx, inputs, output):
+            inp, weight, ctx.order = inputs
+            kept = output if keep_output else inp
+            ctx.save_for_backward(kept, weight)
+            ctx.save_for_forward(kept, weight)
+
+        cls.forward = staticmethod(run)
+        cls.setup_context = staticmethod(setup_context)
+        cls.vmap = staticmethod(lambda info, in_dims, *args: _image_vmap(cls, info, in_dims, *args))
+        return cls
+
+    return decorate
+
+
+@_image_function(_dispatch.run_forward)
 class _ConvFn(torch.autograd.Function):
     """y = A x (the sampling direction)."""
-
-    @staticmethod
-    def forward(x, weight, order):
-        return _dispatch.run_forward(x, weight, order)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        x, weight, ctx.order = inputs
-        ctx.save_for_backward(x, weight)
-        ctx.save_for_forward(x, weight)
 
     @staticmethod
     def backward(ctx, g):
@@ -263,24 +274,10 @@ class _ConvFn(torch.autograd.Function):
         return _add(_ConvFn.apply(x_t, weight, ctx.order) if x_t is not None else None,
                     _tap(x, w_t, ctx.order) if w_t is not None else None)
 
-    @staticmethod
-    def vmap(info, in_dims, x, weight, order):
-        return _image_vmap(_ConvFn, info, in_dims, x, weight, order)
 
-
+@_image_function(_dispatch.run_inverse, keep_output=True)
 class _InvFn(torch.autograd.Function):
     """x = A⁻¹ y (the density direction)."""
-
-    @staticmethod
-    def forward(y, weight, order):
-        return _dispatch.run_inverse(y, weight, order)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        _, weight, ctx.order = inputs
-        # The backward and the tangent need the solution x, not y: keep the output.
-        ctx.save_for_backward(output, weight)
-        ctx.save_for_forward(output, weight)
 
     @staticmethod
     def backward(ctx, g):
@@ -301,23 +298,10 @@ class _InvFn(torch.autograd.Function):
         rhs = _add(y_t, -_tap(x, w_t, ctx.order) if w_t is not None else None)
         return _InvFn.apply(rhs, weight, ctx.order)
 
-    @staticmethod
-    def vmap(info, in_dims, y, weight, order):
-        return _image_vmap(_InvFn, info, in_dims, y, weight, order)
 
-
+@_image_function(_dispatch.run_forward_adjoint)
 class _FwdAdjFn(torch.autograd.Function):
     """Aᵀ g (the convolution's input-gradient)."""
-
-    @staticmethod
-    def forward(g, weight, order):
-        return _dispatch.run_forward_adjoint(g, weight, order)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        g, weight, ctx.order = inputs
-        ctx.save_for_backward(g, weight)
-        ctx.save_for_forward(g, weight)
 
     @staticmethod
     def backward(ctx, v):
@@ -331,23 +315,10 @@ class _FwdAdjFn(torch.autograd.Function):
         return _add(_FwdAdjFn.apply(g_t, weight, ctx.order) if g_t is not None else None,
                     _tap_adjoint(g, w_t, ctx.order) if w_t is not None else None)
 
-    @staticmethod
-    def vmap(info, in_dims, g, weight, order):
-        return _image_vmap(_FwdAdjFn, info, in_dims, g, weight, order)
 
-
+@_image_function(_dispatch.run_inverse_adjoint, keep_output=True)
 class _InvAdjFn(torch.autograd.Function):
     """u = A⁻ᵀ g (the inverse's input-gradient)."""
-
-    @staticmethod
-    def forward(g, weight, order):
-        return _dispatch.run_inverse_adjoint(g, weight, order)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        _, weight, ctx.order = inputs
-        ctx.save_for_backward(output, weight)
-        ctx.save_for_forward(output, weight)
 
     @staticmethod
     def backward(ctx, v):
@@ -362,10 +333,6 @@ class _InvAdjFn(torch.autograd.Function):
         u, weight = ctx.saved_tensors
         rhs = _add(g_t, -_tap_adjoint(u, w_t, ctx.order) if w_t is not None else None)
         return _InvAdjFn.apply(rhs, weight, ctx.order)
-
-    @staticmethod
-    def vmap(info, in_dims, g, weight, order):
-        return _image_vmap(_InvAdjFn, info, in_dims, g, weight, order)
 
 
 class _WGradFn(torch.autograd.Function):

@@ -24,7 +24,6 @@ Distributed data-parallel training: start ``train`` (or ``eval``) under torchrun
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
@@ -250,11 +249,6 @@ def _torch_missing() -> ImportError | None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``inv-flow``; returns the exit status: 0 ok, 1 diverged, 2 an error
     reported in one line (usage, config, data, checkpoint, files), 130 interrupted."""
-    missing = _torch_missing()
-    if missing is not None:
-        print(f"inv-flow: error: PyTorch is not installed ({missing}); install the training "
-              "extra: pip install 'inv_conv[flow]'", file=sys.stderr)
-        return EXIT_ERROR
     parser = build_parser()
     args = parser.parse_args(argv)
     from inv_flow import compare  # noqa: PLC0415
@@ -268,11 +262,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         except BrokenPipeError:  # piped into `head`: not an error
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 0
-    if importlib.util.find_spec("torch") is None:
-        print(f"inv-flow {args.command}: error: PyTorch is not installed; install inv-flow's "
-              "dependencies with `pip install 'inv_conv[flow]'` (a CPU-only torch: see the "
-              "README)", file=sys.stderr)
-        return 2
+    missing = _torch_missing()  # imported only now: `--help`, options and presets need no torch
+    if missing is not None:
+        print(f"inv-flow {args.command}: error: PyTorch is not installed ({missing}); install the "
+              "training extra: pip install 'inv_conv[flow]' (a CPU-only torch: see the README)",
+              file=sys.stderr)
+        return EXIT_ERROR
     from inv_flow.checkpoint import CheckpointError  # noqa: PLC0415
     from inv_flow.data import DatasetNotFoundError  # noqa: PLC0415
 

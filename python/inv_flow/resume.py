@@ -137,8 +137,10 @@ def apply_learning_rate(optimizer: torch.optim.Optimizer, scheduler: Any, lr: fl
         group["lr"] = lr * factor
         group["initial_lr"] = lr
         base_lrs[index] = lr
-    if hasattr(scheduler, "base_lrs"):
-        scheduler.base_lrs = base_lrs
+    # A warm-up joined to the schedule (SequentialLR) keeps the base rates in its parts.
+    for part in [scheduler, *getattr(scheduler, "_schedulers", [])]:
+        if hasattr(part, "base_lrs"):
+            part.base_lrs = list(base_lrs)
     if hasattr(scheduler, "_last_lr"):
         scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
 
@@ -185,4 +187,4 @@ def interrupted_message(experiment: Any) -> str:
     if getattr(experiment, "distributed", False):
         command = (f"torchrun --nproc_per_node={experiment.world_size} -m inv_flow train "
                    f"--resume {shlex.quote(str(path.resolve()))}")
-    return f"{where}; the last checkpoint is {path}; continue with: {command}"
+    return f"{where}; the last checkpoint is {path.resolve()}; continue with: {command}"

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from inv_flow.options import ConfigError
+from inv_flow.writes import WriteError, writing
 
 #: The path options of a run (besides ``output_dir`` itself).
 PATH_KEYS = ("checkpoint_path", "last_checkpoint_path", "sample_dir")
@@ -76,13 +77,16 @@ def claim_run_dir(config: Mapping[str, Any], experiment: Any = None) -> dict[str
     if experiment.is_main:
         try:
             claimed = _claim(config)
-        except ConfigError as err:
+        except (ConfigError, WriteError) as err:
             claimed = err
     if experiment.distributed:
         from inv_flow import distributed  # noqa: PLC0415 - needs torch
 
-        claimed = distributed.all_gather_object(claimed, experiment.dist)[0]
-    if isinstance(claimed, ConfigError):
+        # Every rank learns the folder, or the error (as text: a WriteError does not pickle).
+        shared = ConfigError(str(claimed)) if isinstance(claimed, WriteError) else claimed
+        shared = distributed.all_gather_object(shared, experiment.dist)[0]
+        claimed = claimed if experiment.is_main else shared
+    if isinstance(claimed, (ConfigError, WriteError)):
         raise claimed
     return claimed
 
@@ -95,13 +99,15 @@ def _claim(config: Mapping[str, Any]) -> dict[str, Any]:
             "a new run would overwrite files of an earlier run: " + ", ".join(conflicts)
             + ". Choose another path (or leave it at its default, inside the run folder), or "
             "continue that run with --resume.")
-    chosen = claim_folder(base)
+    with writing(base):  # an unwritable place is one line naming it, not a traceback
+        chosen = claim_folder(base)
     claimed = dict(config)
-    claimed["output_dir"] = str(_relative_if_below_cwd(chosen))
+    # Absolute: a run resumed from another directory must keep writing into its own folder.
+    claimed["output_dir"] = str(chosen)
     for key in PATH_KEYS:
         path = _absolute(config[key])
         if path == base or base in path.parents:
-            claimed[key] = str(_relative_if_below_cwd(chosen / path.relative_to(base)))
+            claimed[key] = str(chosen / path.relative_to(base))
     return claimed
 
 
@@ -126,6 +132,9 @@ def _relative_if_below_cwd(path: Path) -> Path:
 
 def describe_run(config: Mapping[str, Any]) -> str:
     """One line with a run's folder and files (printed when a run starts and ends)."""
-    return (f"run folder {config['output_dir']}: best checkpoint {config['checkpoint_path']}, "
-            f"last state {config['last_checkpoint_path']}, metrics "
-            f"{Path(config['output_dir']) / 'metrics.jsonl'}, samples {config['sample_dir']}")
+    def shown(key: str) -> Path:
+        return _relative_if_below_cwd(_absolute(config[key]))
+
+    return (f"run folder {shown('output_dir')}: best checkpoint {shown('checkpoint_path')}, "
+            f"last state {shown('last_checkpoint_path')}, metrics "
+            f"{shown('output_dir') / 'metrics.jsonl'}, samples {shown('sample_dir')}")
