@@ -87,7 +87,7 @@ extern "C" __global__ void channel_mix_f64(const double* src, double* dst, const
 }
 
 // ---------------------------------------------------------------------------------------------
-// conv_tile (v5, C % 16 == 0, KH, KW <= 9): block = a 32-column × 16-row output tile × 16
+// conv_tile (C % 16 == 0, KH, KW <= 9): block = a 32-column × 16-row output tile × 16
 // output channels (grid.y), 256 threads = 32 columns × 4 row groups × 2 channel groups. Each
 // thread computes 4 rows × 8 channels. Per chunk of 16 input channels the block stages the input
 // tile with its halo (rows stride CONV_XS) and the chunk's coefficients in shared memory; per

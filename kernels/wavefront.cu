@@ -147,7 +147,7 @@ INV_CONV_SWEEP_ENTRY(sweep_global_f32, float, WINDOW_GLOBAL)
 INV_CONV_SWEEP_ENTRY(sweep_global_f64, double, WINDOW_GLOBAL)
 
 // ---------------------------------------------------------------------------------------------
-// sweep_tile: the ring-window sweep, re-mapped for C % 8 == 0 (v5).
+// sweep_tile: the ring-window sweep, re-mapped for C % 8 == 0.
 //
 // Lanes are pixels of the diagonal (consecutive hc: conflict-free ring reads) and a warp shares
 // one (8-output-channel group, tap subset): the coefficient reads are warp broadcasts, two

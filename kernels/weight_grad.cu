@@ -127,7 +127,7 @@ extern "C" __global__ void wgrad_reduce_f64(const double* partial, double* out, 
 }
 
 // ---------------------------------------------------------------------------------------------
-// wgrad_tile (v6): one staging per pixel tile for all taps. Block k takes the spatial tiles
+// wgrad_tile: one staging per pixel tile for all taps. Block k takes the spatial tiles
 // k, k + nblk, ... (tile = TR rows × TW columns of one sample) and stages g of the tile and x of
 // the tile plus its (KH−1) × (KW−1) halo, pixel-major ([pixel][channel], row stride Cs), once.
 // Thread unit u = (i, cg, xg) owns the 4×4 (co, ci) tile of every tap (i, j), j < KW, of tap

@@ -164,7 +164,7 @@ pub fn tile_plan(
     None
 }
 
-/// The weight-gradient launch plan: the v6 tiled kernel where it applies, else the v2 chunked
+/// The weight-gradient launch plan: the tiled kernel where it applies, else the chunked
 /// one. Both write `nblk` partial C × C × KK sums into scratch for `wgrad_reduce`.
 pub enum WgradPlan {
     /// `wgrad_partial`: pixels per chunk, blocks per tap, shared bytes.

@@ -1,0 +1,217 @@
+//! Launchers of the direct convolutions: the forward map, its adjoint (the forward op's
+//! input-gradient) and the fused sampling chain (kernels/conv.cu, kernels/chain.cu).
+
+// The ops take a problem, a dtype, a target and raw buffers: more than seven arguments is
+// their nature.
+#![allow(clippy::too_many_arguments)]
+
+use super::device::{device, launch, Args, Device};
+use super::limits::{self, CHAIN_MAX_LAYERS};
+use super::plan::{chain_smem, conv_tile_plan, padded, prep_len};
+use super::{check_scratch, dims, generic_only, grid_1d, Dims, Dtype, Target, THREADS};
+use crate::error::{Error, Result};
+use crate::geometry::Problem;
+
+/// prepare_taps: Q_t for mode 0 forward, 1 forward adjoint, 2 inverse, 3 inverse adjoint.
+pub(super) fn prepare_taps(
+    dev: &Device,
+    t: Target,
+    dt: Dtype,
+    d: &Dims,
+    p: &Problem,
+    w: u64,
+    prep: u64,
+    mode: i32,
+) -> Result<()> {
+    let n = (d.kk as u64) * (p.channels as u64) * (padded(p.channels) as u64);
+    let grid = grid_1d(n, THREADS)?.min(4096);
+    let args = Args::default()
+        .ptr(w)
+        .ptr(prep)
+        .int(d.c)
+        .int(d.kk)
+        .int(d.anchor_t)
+        .int(mode);
+    launch(
+        dev,
+        &format!("prepare_taps_{}", dt.suffix()),
+        (grid, 1, 1),
+        THREADS,
+        0,
+        t.stream,
+        args,
+    )
+}
+
+fn conv(
+    p: &Problem,
+    dt: Dtype,
+    t: Target,
+    input: u64,
+    weight: u64,
+    out: u64,
+    prep: u64,
+    prep_elems: usize,
+    adjoint: bool,
+) -> Result<()> {
+    check_scratch("coefficient", prep_elems, prep_len(p))?;
+    let d = dims(p)?;
+    let dev = device(t.device)?;
+    prepare_taps(
+        &dev,
+        t,
+        dt,
+        &d,
+        p,
+        weight,
+        prep,
+        if adjoint { 1 } else { 0 },
+    )?;
+    if let Some(plan) = conv_tile_plan(p, dt, dev.max_smem as usize).filter(|_| !generic_only()) {
+        let args = Args::default()
+            .ptr(input)
+            .ptr(out)
+            .ptr(prep)
+            .int(d.c)
+            .int(d.h)
+            .int(d.w)
+            .int(d.kh)
+            .int(d.kw)
+            .int(d.ai)
+            .int(d.aj)
+            .int(if adjoint { -1 } else { 1 })
+            .int(plan.tiles_h as i32)
+            .int(plan.tiles_w as i32);
+        return launch(
+            &dev,
+            &format!("conv_tile_{}", dt.suffix()),
+            (plan.grid_x, (p.channels / limits::CONV_TILE_CO) as u32, 1),
+            limits::CONV_TILE_THREADS as u32,
+            plan.smem,
+            t.stream,
+            args,
+        );
+    }
+    let groups = padded(p.channels) / 4;
+    // One group's coefficients (KK·C quads) in shared memory when they fit in the default 48 KB.
+    let q_bytes = (d.kk as usize) * p.channels * 4 * dt.size();
+    let q_in_smem = q_bytes <= 48 * 1024;
+    let smem = if q_in_smem { q_bytes as u32 } else { 0 };
+    let grid = (
+        grid_1d(d.pixels, THREADS)?,
+        u32::try_from(groups).unwrap_or(u32::MAX),
+        1,
+    );
+    let args = Args::default()
+        .ptr(input)
+        .ptr(out)
+        .ptr(prep)
+        .int(d.b)
+        .int(d.c)
+        .int(d.h)
+        .int(d.w)
+        .int(d.kh)
+        .int(d.kw)
+        .int(d.ai)
+        .int(d.aj)
+        .int(if adjoint { -1 } else { 1 })
+        .int(q_in_smem as i32);
+    launch(
+        &dev,
+        &format!("conv_{}", dt.suffix()),
+        grid,
+        THREADS,
+        smem,
+        t.stream,
+        args,
+    )
+}
+
+/// Forward map `y = conv2d(pad(x), ŵ)`. `prep` is caller scratch of [`prep_len`] elements.
+pub fn forward(
+    p: &Problem,
+    dt: Dtype,
+    t: Target,
+    x: u64,
+    weight: u64,
+    y: u64,
+    prep: u64,
+    prep_elems: usize,
+) -> Result<()> {
+    conv(p, dt, t, x, weight, y, prep, prep_elems, false)
+}
+
+/// The forward map's adjoint `Aᵀ g` (the forward op's input-gradient).
+pub fn forward_adjoint(
+    p: &Problem,
+    dt: Dtype,
+    t: Target,
+    g: u64,
+    weight: u64,
+    out: u64,
+    prep: u64,
+    prep_elems: usize,
+) -> Result<()> {
+    conv(p, dt, t, g, weight, out, prep, prep_elems, true)
+}
+
+/// `out = A_n ⋯ A_1 x`: the masked convolutions of `orders[l]` with `weights[l]` (raw weights,
+/// masked by the kernel), applied in sequence to each sample in one launch. Returns
+/// `Ok(false)`, launching nothing, when a sample's image does not fit in shared memory (the
+/// caller then runs the layers one by one).
+pub fn conv_chain(
+    p: &Problem,
+    orders: &[crate::geometry::Order],
+    dt: Dtype,
+    t: Target,
+    x: u64,
+    weights: &[u64],
+    out: u64,
+) -> Result<bool> {
+    if orders.is_empty() || orders.len() > CHAIN_MAX_LAYERS || orders.len() != weights.len() {
+        return Err(Error::Shape(format!(
+            "conv_chain takes 1 to {CHAIN_MAX_LAYERS} layers with one weight each; got {} orders and {} weights",
+            orders.len(),
+            weights.len()
+        )));
+    }
+    let d = dims(p)?;
+    let dev = device(t.device)?;
+    let Some(smem) = chain_smem(p, dt, dev.max_smem as usize) else {
+        return Ok(false);
+    };
+    let batch = u32::try_from(p.batch)
+        .ok()
+        .filter(|&b| b <= i32::MAX as u32)
+        .ok_or_else(|| Error::Shape("batch too large".into()))?;
+    let items = (padded(p.channels) / 4) * p.pixels();
+    let threads = (items.div_ceil(32) * 32).clamp(64, 1024) as u32;
+    let mut args = Args::default().ptr(x).ptr(out);
+    for l in 0..CHAIN_MAX_LAYERS {
+        args = args.ptr(weights.get(l).copied().unwrap_or(0));
+    }
+    args = args
+        .int(orders.len() as i32)
+        .int(d.c)
+        .int(d.h)
+        .int(d.w)
+        .int(d.kh)
+        .int(d.kw);
+    for l in 0..CHAIN_MAX_LAYERS {
+        let (ai, aj) = orders
+            .get(l)
+            .map(|&order| Problem { order, ..*p }.anchor())
+            .unwrap_or((0, 0));
+        args = args.int(ai as i32).int(aj as i32);
+    }
+    launch(
+        &dev,
+        &format!("conv_chain_{}", dt.suffix()),
+        (batch, 1, 1),
+        threads,
+        smem as u32,
+        t.stream,
+        args,
+    )?;
+    Ok(true)
+}

@@ -1,0 +1,186 @@
+//! Launchers of the wavefront solves: the inverse and its adjoint (kernels/prepare.cu,
+//! kernels/conv.cu's channel_mix, kernels/wavefront.cu).
+
+#![allow(clippy::too_many_arguments)]
+
+use super::conv::prepare_taps;
+use super::device::{device, launch, Args};
+use super::plan::{
+    generic_sweep_plan, padded, prep_len, sweep_plan, tile_plan, GenericSweepPlan, Window,
+};
+use super::{check_scratch, dims, generic_only, grid_1d, Dims, Dtype, Target, THREADS};
+use crate::error::{Error, Result};
+use crate::geometry::Problem;
+
+/// The arguments every sweep kernel takes first: the image being solved in place, the
+/// coefficients, the problem's dimensions, the canonical tap signs and axis flips, and the ring
+/// length (KH + KW − 1 diagonals).
+fn sweep_args(out: u64, prep: u64, d: &Dims, signs: (i32, i32), flips: (bool, bool)) -> Args {
+    Args::default()
+        .ptr(out)
+        .ptr(prep)
+        .int(d.c)
+        .int(d.h)
+        .int(d.w)
+        .int(d.kh)
+        .int(d.kw)
+        .int(d.ai)
+        .int(d.aj)
+        .int(signs.0)
+        .int(signs.1)
+        .int(flips.0 as i32)
+        .int(flips.1 as i32)
+        .int(d.kh + d.kw - 1)
+}
+
+fn solve(
+    p: &Problem,
+    dt: Dtype,
+    t: Target,
+    rhs: u64,
+    weight: u64,
+    out: u64,
+    prep: u64,
+    prep_elems: usize,
+    adjoint: bool,
+) -> Result<()> {
+    check_scratch("coefficient", prep_elems, prep_len(p))?;
+    let d = dims(p)?;
+    let dev = device(t.device)?;
+    let sfx = dt.suffix();
+    // L⁻¹ and P (one block), then Q_t = P·M_t, then z = P·rhs into the output.
+    let subst_bytes = (padded(p.channels) + p.channels) * p.channels * dt.size();
+    let subst_in_smem = subst_bytes <= dev.max_smem as usize;
+    let args = Args::default()
+        .ptr(weight)
+        .ptr(prep)
+        .int(d.c)
+        .int(d.kk)
+        .int(d.anchor_t)
+        .int(adjoint as i32)
+        .int(subst_in_smem as i32);
+    let smem = if subst_in_smem { subst_bytes as u32 } else { 0 };
+    launch(
+        &dev,
+        &format!("prepare_inverse_{sfx}"),
+        (1, 1, 1),
+        THREADS,
+        smem,
+        t.stream,
+        args,
+    )?;
+    prepare_taps(
+        &dev,
+        t,
+        dt,
+        &d,
+        p,
+        weight,
+        prep,
+        if adjoint { 3 } else { 2 },
+    )?;
+    let args = Args::default()
+        .ptr(rhs)
+        .ptr(out)
+        .ptr(prep)
+        .int(d.b)
+        .int(d.c)
+        .long(p.pixels() as i64);
+    launch(
+        &dev,
+        &format!("channel_mix_{sfx}"),
+        (grid_1d(d.pixels, THREADS)?, 1, 1),
+        THREADS,
+        0,
+        t.stream,
+        args,
+    )?;
+
+    // Canonical coordinates: flip the axes so that the sweep starts at the corner that depends
+    // on nothing (the order's start for the inverse, the opposite corner for the adjoint).
+    let sign = if adjoint { -1 } else { 1 };
+    let flip_h = p.order.pads_top() == adjoint;
+    let flip_w = p.order.pads_left() == adjoint;
+    let th = sign * if flip_h { -1 } else { 1 };
+    let tw = sign * if flip_w { -1 } else { 1 };
+    // Keep 1 KB for the kernel's static shared memory (its tap table).
+    let (window, q_in_smem, smem) = sweep_plan(p, dt, dev.max_smem as usize - 1024);
+    let clusters = dev.props().clusters();
+    let tile = tile_plan(p, dt, dev.max_smem as usize - 1024, clusters, window);
+    if let Some(plan) = tile.filter(|_| !generic_only()) {
+        let batch = u32::try_from(p.batch)
+            .ok()
+            .and_then(|b| b.checked_mul(plan.ncta as u32))
+            .filter(|&g| g <= i32::MAX as u32)
+            .ok_or_else(|| Error::Shape("batch too large".into()))?;
+        let args = sweep_args(out, prep, &d, (th, tw), (flip_h, flip_w))
+            .int(plan.pw as i32)
+            .int(plan.tsplit as i32);
+        let kernel = if plan.ncta == 2 {
+            "sweep_tile2"
+        } else {
+            "sweep_tile"
+        };
+        return launch(
+            &dev,
+            &format!("{kernel}_{sfx}"),
+            (batch, 1, 1),
+            plan.threads as u32,
+            plan.smem as u32,
+            t.stream,
+            args,
+        );
+    }
+    let kernel = match window {
+        Window::Full => "sweep_full",
+        Window::Ring => "sweep_ring",
+        Window::Global => "sweep_global",
+    };
+    let GenericSweepPlan {
+        split,
+        block,
+        ci_lanes,
+    } = generic_sweep_plan(p)?;
+    let batch = u32::try_from(p.batch).map_err(|_| Error::Shape("batch too large".into()))?;
+    let args = sweep_args(out, prep, &d, (th, tw), (flip_h, flip_w))
+        .int(q_in_smem as i32)
+        .int(split as i32)
+        .int(ci_lanes as i32);
+    launch(
+        &dev,
+        &format!("{kernel}_{sfx}"),
+        (batch, 1, 1),
+        block,
+        smem as u32,
+        t.stream,
+        args,
+    )
+}
+
+/// Density direction `x = A⁻¹ y`.
+pub fn inverse(
+    p: &Problem,
+    dt: Dtype,
+    t: Target,
+    y: u64,
+    weight: u64,
+    x: u64,
+    prep: u64,
+    prep_elems: usize,
+) -> Result<()> {
+    solve(p, dt, t, y, weight, x, prep, prep_elems, false)
+}
+
+/// The inverse's input-gradient `u = A⁻ᵀ g`.
+pub fn inverse_adjoint(
+    p: &Problem,
+    dt: Dtype,
+    t: Target,
+    g: u64,
+    weight: u64,
+    u: u64,
+    prep: u64,
+    prep_elems: usize,
+) -> Result<()> {
+    solve(p, dt, t, g, weight, u, prep, prep_elems, true)
+}
