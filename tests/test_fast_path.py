@@ -173,3 +173,22 @@ def test_conv2d_chain_bad_arguments():
         inv_conv.conv2d_chain(x, [w], ["XX"])
     with pytest.raises(TypeError, match="weights\\[1\\]"):
         inv_conv.conv2d_chain(x.cuda() if torch.cuda.is_available() else x, [w, w.int()], ["TL", "BR"])
+
+
+def test_mixed_numpy_and_torch_arguments_say_so():
+    x = torch.randn(1, 3, 4, 4)
+    w = torch.randn(3, 3, 3, 3)
+    for fn, name in ((inv_conv.conv2d, "x"), (inv_conv.inv_conv2d, "y")):
+        with pytest.raises(TypeError, match=f"both numpy arrays; {name} is a torch.Tensor, weight is a numpy.ndarray"):
+            fn(x, w.numpy())
+    with pytest.raises(TypeError, match="both numpy arrays; x is a numpy.ndarray, grad is a torch.Tensor"):
+        inv_conv.conv2d_weight_grad(x.numpy(), x, 3)
+
+
+@pytest.mark.parametrize("direction", ["inverse", "conv"])
+def test_layer_names_its_own_input_on_a_wrong_shape(direction):
+    layer = inv_conv.InvConv2d(12, direction=direction)
+    with pytest.raises(ValueError, match=r"InvConv2d\(12\): x must be a \(B, 12, H, W\) tensor; got \(2, 3, 8, 8\)"):
+        layer(torch.randn(2, 3, 8, 8))
+    with pytest.raises(ValueError, match=r"InvConv2d\(12\): z must be a \(B, 12, H, W\) tensor; got \(12, 8, 8\)"):
+        layer.reverse(torch.randn(12, 8, 8))

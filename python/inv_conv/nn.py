@@ -46,6 +46,13 @@ class InvConv2d(nn.Module):
         # Near the identity: the anchor diagonal is fixed to 1 by the mask, the rest is small.
         self.weight = nn.Parameter(torch.randn(channels, channels, kh, kw) * init_std)
 
+    def _check_input(self, name: str, x) -> None:
+        """The layer's own message for a wrong input (the ops would name their internals)."""
+        c = self.weight.shape[0]
+        if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != c:
+            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"{type(self).__name__}({c}): {name} must be a (B, {c}, H, W) tensor; got {got}")
+
     def _conv(self, x):
         fn = reference.conv2d if self.dense_reference else ops.conv2d
         return fn(x, self.weight, self.order)
@@ -57,11 +64,13 @@ class InvConv2d(nn.Module):
     def forward(self, x: torch.Tensor, context=None):
         """Density direction: ``(z, logdet)`` with ``logdet`` zeros of shape [B].
         ``context`` is accepted for the flow-layer interface and unused."""
+        self._check_input("x", x)
         z = self._inv(x) if self.direction == "inverse" else self._conv(x)
         return z, x.new_zeros(x.shape[0])
 
     def reverse(self, z: torch.Tensor, context=None) -> torch.Tensor:
         """Sampling direction: the exact inverse of :meth:`forward`."""
+        self._check_input("z", z)
         return self._conv(z) if self.direction == "inverse" else self._inv(z)
 
     def extra_repr(self) -> str:

@@ -396,9 +396,18 @@ def _call(fn, *args):
     return fn.apply(*args)
 
 
+def _same_kind(names, a, b) -> None:
+    """TypeError unless both arguments are numpy arrays (one numpy array and one tensor would
+    otherwise be reported as a wrong dtype)."""
+    if isinstance(a, np.ndarray) != isinstance(b, np.ndarray):
+        kinds = ", ".join(f"{n} is a {type(t).__module__.split('.')[0]}.{type(t).__name__}" for n, t in zip(names, (a, b)))
+        raise TypeError(f"{names[0]} and {names[1]} must both be torch tensors or both numpy arrays; {kinds}")
+
+
 def _apply(op, fast, numpy_fn, names, inp, weight, order):
     order = normalise_order(order)
     if isinstance(inp, np.ndarray) or isinstance(weight, np.ndarray):
+        _same_kind(names, inp, weight)
         return numpy_fn(inp, weight, order)
     inp, weight, out_dtype = _prepare(names, inp, weight)
     if _fast_path_ok(inp, weight):
@@ -453,6 +462,7 @@ def conv2d_weight_grad(x, grad, kernel_size, order: str = "TL"):
     ``x = inv_conv2d(y)``.
     """
     if isinstance(x, np.ndarray) or isinstance(grad, np.ndarray):
+        _same_kind(("x", "grad"), x, grad)
         return _numpy_api.conv2d_weight_grad(x, grad, kernel_size, order)
     order = normalise_order(order)
     kh, kw = kernel_pair(kernel_size)
