@@ -38,20 +38,25 @@ def test_ops_start_no_threads_besides_their_own_pool():
     where every thread but the main one must be an ``inv_conv-N`` worker."""
     import subprocess
 
+    # Small problems run on the calling thread (no thread at all); large ones on the pool.
     script = (
         "import os, numpy as np, inv_conv\n"
-        "x = np.random.default_rng(0).standard_normal((4, 3, 6, 5)).astype(np.float32)\n"
-        "k = np.zeros((3, 3, 3, 3), np.float32)\n"
-        "for f in (inv_conv.conv2d, inv_conv.inv_conv2d, inv_conv.conv2d_transpose, inv_conv.inv_conv2d_transpose):\n"
-        "    f(x, k, 'BR')\n"
-        "inv_conv.conv2d_weight_grad(x, x, 3)\n"
-        "main = os.getpid()\n"
-        "names = [open(f'/proc/self/task/{t}/comm').read().strip() for t in os.listdir('/proc/self/task') if int(t) != main]\n"
-        "print(' '.join(sorted(names)))\n"
+        "def threads():\n"
+        "    main = os.getpid()\n"
+        "    return sorted(open(f'/proc/self/task/{t}/comm').read().strip() for t in os.listdir('/proc/self/task') if int(t) != main)\n"
+        "for shape in ((4, 3, 6, 5), (8, 16, 32, 32)):\n"
+        "    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)\n"
+        "    k = np.zeros((shape[1], shape[1], 3, 3), np.float32)\n"
+        "    for f in (inv_conv.conv2d, inv_conv.inv_conv2d, inv_conv.conv2d_transpose, inv_conv.inv_conv2d_transpose):\n"
+        "        f(x, k, 'BR')\n"
+        "    inv_conv.conv2d_weight_grad(x, x, 3)\n"
+        "    print(' '.join(threads()) or '-')\n"
     )
     env = dict(os.environ, RAYON_NUM_THREADS="3", OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1",
                MKL_NUM_THREADS="1")  # numpy's BLAS threads are not the subject
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["inv_conv-0", "inv_conv-1", "inv_conv-2"]
+    small, large = done.stdout.splitlines()
+    assert small == "-"
+    assert large.split() == ["inv_conv-0", "inv_conv-1", "inv_conv-2"]
