@@ -11,9 +11,10 @@ import torch.nn.functional as F
 import inv_conv
 from inv_conv import _dispatch
 
+from conftest import ORDERS
+
 pytestmark = pytest.mark.cuda
 
-ORDERS = ("TL", "TR", "BL", "BR")
 DTYPES = (torch.float32, torch.float64)
 TOL = {torch.float32: 2e-5, torch.float64: 1e-11}
 

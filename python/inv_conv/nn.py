@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from . import ops, reference
-from ._args import kernel_pair, non_negative_finite, normalise_order, positive_int
+from ._args import ORDERS, kernel_pair, non_negative_finite, normalise_order, positive_int
 
 DIRECTIONS = ("inverse", "conv")
 
@@ -87,7 +87,7 @@ class InvFlowUnit(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(
             InvConv2d(channels, kernel_size, order, direction, dense_reference, init_std)
-            for order in ("TL", "TR", "BL", "BR")
+            for order in ORDERS
         )
 
     def forward(self, x: torch.Tensor, context=None):

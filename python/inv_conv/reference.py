@@ -11,18 +11,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-ORDERS = ("TL", "TR", "BL", "BR")
-
-
-def _check_order(order: str) -> str:
-    if not isinstance(order, str) or order.upper() not in ORDERS:
-        raise ValueError(f"order must be one of 'TL', 'TR', 'BL', 'BR'; got {order!r}")
-    return order.upper()
+from ._args import ORDERS, normalise_order  # noqa: F401 - ORDERS re-exported for the tests
 
 
 def padding(order: str, kernel_h: int, kernel_w: int) -> tuple[int, int, int, int]:
     """Padding (left, right, top, bottom) of ``order``, in ``F.pad``'s convention."""
-    order = _check_order(order)
+    order = normalise_order(order)
     left, right = (kernel_w - 1, 0) if order in ("TL", "BL") else (0, kernel_w - 1)
     top, bottom = (kernel_h - 1, 0) if order in ("TL", "TR") else (0, kernel_h - 1)
     return left, right, top, bottom
@@ -67,7 +61,7 @@ def dense_matrix(weight: torch.Tensor, order: str, height: int, width: int) -> t
 def sweep_permutation(channels: int, height: int, width: int, order: str) -> torch.Tensor:
     """A permutation of the NCHW flat indices under which A is unit lower-triangular: pixels
     row by row from the order's starting corner, channels ascending within a pixel."""
-    order = _check_order(order)
+    order = normalise_order(order)
     rows = range(height) if order in ("TL", "TR") else range(height - 1, -1, -1)
     cols = list(range(width) if order in ("TL", "BL") else range(width - 1, -1, -1))
     perm = [(ch * height + h) * width + w for h in rows for w in cols for ch in range(channels)]
