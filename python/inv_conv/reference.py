@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._args import ORDERS, normalise_order  # noqa: F401 - ORDERS re-exported for the tests
+from ._args import normalise_order
 
 
 def padding(order: str, kernel_h: int, kernel_w: int) -> tuple[int, int, int, int]:
