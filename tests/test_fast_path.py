@@ -192,3 +192,9 @@ def test_layer_names_its_own_input_on_a_wrong_shape(direction):
         layer(torch.randn(2, 3, 8, 8))
     with pytest.raises(ValueError, match=r"InvConv2d\(12\): z must be a \(B, 12, H, W\) tensor; got \(12, 8, 8\)"):
         layer.reverse(torch.randn(12, 8, 8))
+
+
+def test_unit_names_its_own_input_on_a_wrong_shape():
+    unit = inv_conv.InvFlowUnit(12)
+    with pytest.raises(ValueError, match=r"InvConv2d\(12\): z must be a \(B, 12, H, W\) tensor; got \(2, 5, 8, 8\)"):
+        unit.reverse(torch.randn(2, 5, 8, 8))

@@ -100,6 +100,7 @@ class InvFlowUnit(nn.Module):
         """Sampling direction: the four layers' reverses, BR first (for Inverse-Flow, four
         masked convolutions: one fused kernel on CUDA when no gradient is needed)."""
         layers = list(reversed(self.layers))
+        layers[0]._check_input("z", z)
         if all(layer.direction == "inverse" and not layer.dense_reference for layer in layers):
             return ops.conv2d_chain(z, [layer.weight for layer in layers], [layer.order for layer in layers])
         for layer in layers:
