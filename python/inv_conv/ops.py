@@ -18,6 +18,7 @@ import os
 
 import numpy as np
 import torch
+import torch.autograd.forward_ad as _forward_ad
 
 from . import _dispatch, _native, _numpy_api
 from ._args import kernel_pair, normalise_order
@@ -244,7 +245,8 @@ def _image_function(run, keep_output: bool = False):
             inp, weight, ctx.order = inputs
             kept = output if keep_output else inp
             ctx.save_for_backward(kept, weight)
-            ctx.save_for_forward(kept, weight)
+            if _forward_mode_active():
+                ctx.save_for_forward(kept, weight)
 
         cls.forward = staticmethod(run)
         cls.setup_context = staticmethod(setup_context)
@@ -347,7 +349,8 @@ class _WGradFn(torch.autograd.Function):
         x, g, ctx.order, kh, kw = inputs
         ctx.kernel = (kh, kw)
         ctx.save_for_backward(x, g)
-        ctx.save_for_forward(x, g)
+        if _forward_mode_active():
+            ctx.save_for_forward(x, g)
 
     @staticmethod
     def backward(ctx, v):
@@ -389,9 +392,18 @@ _EAGER_VARIANT = {fn: _plain_variant(fn) for fn in (_ConvFn, _InvFn, _FwdAdjFn, 
 _peek_functorch = torch._C._functorch.peek_interpreter_stack
 
 
+def _forward_mode_active() -> bool:
+    """Whether tangents may flow: a torch.func transform or a forward-AD level is active."""
+    return _peek_functorch() is not None or _forward_ad._current_level >= 0
+
+
 def _call(fn, *args):
-    """``fn.apply``, through its old-style twin unless a torch.func transform is active."""
+    """``fn.apply``, through its old-style twin unless a torch.func transform is active; with
+    nothing to differentiate (no gradient wanted, no tangents), the bare forward."""
     if _peek_functorch() is None:
+        if _forward_ad._current_level < 0 and not (
+                torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args)):
+            return fn.forward(*args)
         fn = _EAGER_VARIANT[fn]
     return fn.apply(*args)
 

@@ -200,6 +200,18 @@ unsafe fn accumulate_row<T: Real>(
 /// costs more than the arithmetic.
 const SMALL_GEMM_WORK: usize = 2048;
 
+/// `acc[c×c] += gᵀ · x` for `g`, `x` of n rows of c: a small weight-gradient GEMM, where
+/// packing the operands would cost more than the arithmetic.
+fn small_gemm_tn_acc<T: Real>(acc: &mut [T], g: &[T], x: &[T], c: usize) {
+    for (g_row, x_row) in g.chunks_exact(c).zip(x.chunks_exact(c)) {
+        for (&gv, acc_row) in g_row.iter().zip(acc.chunks_exact_mut(c)) {
+            for (a, &xv) in acc_row.iter_mut().zip(x_row) {
+                *a += gv * xv;
+            }
+        }
+    }
+}
+
 /// `out[m×c] += alpha · a[m×c] · k[c×c]`, for the per-pixel steps of the wavefront where a
 /// general GEMM's packing would cost more than the arithmetic.
 fn small_gemm_acc<T: Real>(out: &mut [T], a: &[T], k: &[T], c: usize, alpha: T) {
@@ -473,6 +485,16 @@ fn weight_grad_unchecked<T: Real>(p: &Problem, x: &[T], grad: &[T], out: &mut [T
                     let g_at = span.out_pixel * pixel;
                     let x_at = span.src_pixel * pixel;
                     // acc_t (C×C) += G_rowᵀ (C × n) · X_row (n × C), n = pixels · batch.
+                    let n = span.len * bsz;
+                    if n * c * c <= SMALL_GEMM_WORK {
+                        small_gemm_tn_acc(
+                            &mut acc[t * c * c..(t + 1) * c * c],
+                            &g_pm[g_at..g_at + n * c],
+                            &x_pm[x_at..x_at + n * c],
+                            c,
+                        );
+                        continue;
+                    }
                     unsafe {
                         T::gemm(
                             c,
