@@ -114,7 +114,7 @@ def run(reps: int):
             with cudnn(tf32):
                 r[f"cudnn_conv_{tag}"] = timed(lambda: F.conv2d(xpad, w), reps)
                 r[f"cudnn_wgrad_{tag}"] = timed(lambda: torch.nn.grad.conv2d_weight(xpad, w.shape, g), reps)
-        if name == "S2":  # A/B against the generic kernels (v4) in the same process
+        if name == "S2":  # A/B: the generic kernels (INV_CONV_CUDA_GENERIC=1) in the same process
             import os
 
             os.environ["INV_CONV_CUDA_GENERIC"] = "1"

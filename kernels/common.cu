@@ -1,5 +1,5 @@
 // Shared helpers for every kernel of inv_conv. NVRTC compiles this file first, followed by
-// the other kernels/*.cu files, as one program (see src/cuda/module.rs).
+// the other kernels/*.cu files, as one program (see `program_source` in src/cuda/kernels.rs).
 //
 // Layouts (all contiguous): images NCHW, weight (C, C, KH, KW). Tap t = i * KW + j; its
 // forward read offset is (i - anchor_i, j - anchor_j). The "prepared" scratch buffer that

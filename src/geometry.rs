@@ -142,7 +142,7 @@ impl Problem {
         }
         let elements = |shape: &[usize]| shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
         if elements(input_shape).is_none() || elements(weight_shape).is_none() {
-            return Err(Error::Shape(format!(
+            return Err(Error::TooLarge(format!(
                 "{input_name} shape {} with weight shape {} has more elements than this machine can address",
                 shape_str(input_shape),
                 shape_str(weight_shape)
@@ -379,6 +379,8 @@ mod tests {
         assert!(e.to_string().contains(">= 1"));
         let e =
             Problem::new("x", &[1, 2, 3, 3], &[2, 2, usize::MAX / 2, 4], Order::TL).unwrap_err();
+        assert!(matches!(e, Error::TooLarge(_)), "{e:?}");
+        assert!(e.to_string().contains("x shape (1, 2, 3, 3)"));
         assert!(e.to_string().contains("more elements than"));
         assert!("XX".parse::<Order>().is_err());
         assert_eq!("br".parse::<Order>().unwrap(), Order::BR);

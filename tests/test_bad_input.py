@@ -93,6 +93,24 @@ def test_numpy_bad_input():
         inv_conv._native.forward(x.numpy(), w.numpy(), "TL", np.empty((2, 3, 5, 5), np.float64))
 
 
+def test_native_out_and_size_errors_map_to_value_error():
+    # Every error of the extension goes through one mapping (src/python/error.rs): bad `out`
+    # arrays, a zero kernel size and a problem too large for this machine are ValueErrors.
+    x, w = (t.numpy() for t in good())
+    readonly = np.empty_like(x)
+    readonly.flags.writeable = False
+    with pytest.raises(ValueError, match=r"out is not writeable"):
+        inv_conv._native.forward(x, w, "TL", readonly)
+    fortran = np.asfortranarray(np.empty_like(x))
+    with pytest.raises(ValueError, match=r"out must be C-contiguous"):
+        inv_conv._native.inverse(x, w, "TL", fortran)
+    with pytest.raises(ValueError, match=r"kernel_size must be >= 1 in both dimensions; got \(0, 3\)"):
+        inv_conv._native.weight_grad(x, x, "TL", (0, 3))
+    huge = [2**62, 3, 2**62, 5]
+    with pytest.raises(ValueError, match=r"y shape \(4611686018427387904, 3, .*more elements than this machine can address"):
+        inv_conv._native.check_problem("y", huge, [3, 3, 3, 3])
+
+
 def test_layer_bad_arguments():
     with pytest.raises(ValueError, match="channels"):
         inv_conv.InvConv2d(0)

@@ -111,10 +111,6 @@ def _require() -> None:
         raise _native.CudaError(f"the inv_conv CUDA backend is unavailable: {reason}")
 
 
-def _device_index(t: torch.Tensor) -> int:
-    return t.device.index if t.device.index is not None else torch.cuda.current_device()
-
-
 def device_info(device: int | torch.device | None = None) -> dict:
     """Compiles the kernels for ``device`` if not done yet and describes them (arch, SM count,
     NVRTC used, first-use compile and load milliseconds)."""

@@ -2,8 +2,9 @@
 
 Same signatures and calling convention as the original scripts use: TL order, the result is
 written into ``output`` in place and a one-element list ``[output]`` is returned; ``M`` is
-accepted and ignored. The values are the correct ones of the contract (DESIGN.md), not the
-original's: its ``dy`` computed J·g instead of Jᵀ·g and its ``dw`` was wrong in several ways.
+accepted and ignored. The values are the correct ones of the contract (README, "The contract
+in brief"), not the original's: its ``dy`` computed J·g instead of Jᵀ·g and its ``dw`` was
+wrong in several ways.
 
 Errors name these functions' own parameters (``input``, ``kernel``, ``grad``, ``output``); an
 ``output`` of another dtype, shape or device than the result is refused (never cast into) and

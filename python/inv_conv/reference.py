@@ -1,4 +1,4 @@
-"""Pure-PyTorch reference implementation of the op contract (DESIGN.md).
+"""Pure-PyTorch reference implementation of the op contract (README, "The contract in brief").
 
 Independent of the Rust extension: built only from ``torch.nn.functional.conv2d`` and dense
 linear algebra. It is the oracle of the tests and the slow, autograd-differentiable path that

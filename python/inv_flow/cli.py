@@ -222,7 +222,7 @@ def _presets(_: argparse.Namespace) -> int:
 EXIT_OK, EXIT_DIVERGED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 #: Modules of the ``flow`` extra (``pip install 'inv_conv[flow]'``), by import name.
-FLOW_EXTRA_MODULES = ("torch", "tqdm", "matplotlib", "PIL", "sklearn")
+FLOW_EXTRA_MODULES = ("torch", "tqdm", "matplotlib", "PIL")
 
 
 def _describe(err: BaseException) -> str:

@@ -89,11 +89,6 @@ class DistContext:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def describe(self) -> str:
-        if not self.enabled:
-            return "single process"
-        return f"rank {self.rank} of {self.world_size} ({self.backend}, {self.device})"
-
     def shutdown(self, failed: bool = False) -> None:
         """End the process group if :func:`setup` created it.
 

@@ -8,7 +8,9 @@
 use super::device::{device, launch, Args, Device};
 use super::limits::{self, CHAIN_MAX_LAYERS};
 use super::plan::{chain_smem, conv_tile_plan, padded, prep_len};
-use super::{check_scratch, dims, generic_only, grid_1d, Dims, Dtype, Target, THREADS};
+use super::{
+    batch_too_large, check_scratch, dims, generic_only, grid_1d, Dims, Dtype, Target, THREADS,
+};
 use crate::error::{Error, Result};
 use crate::geometry::Problem;
 
@@ -183,7 +185,7 @@ pub fn conv_chain(
     let batch = u32::try_from(p.batch)
         .ok()
         .filter(|&b| b <= i32::MAX as u32)
-        .ok_or_else(|| Error::Shape("batch too large".into()))?;
+        .ok_or_else(|| batch_too_large(p.batch, 1))?;
     let items = (padded(p.channels) / 4) * p.pixels();
     let threads = (items.div_ceil(32) * 32).clamp(64, 1024) as u32;
     let mut args = Args::default().ptr(x).ptr(out);

@@ -260,12 +260,12 @@ pub(crate) fn launch(
         || grid.1 > 65535
         || grid.2 > 65535
     {
-        return Err(Error::Shape(format!(
+        return Err(Error::TooLarge(format!(
             "{name}: the launch grid {grid:?} is out of range for this problem size"
         )));
     }
     if smem > dev.max_smem {
-        return Err(Error::Device(format!(
+        return Err(Error::TooLarge(format!(
             "{name} needs {smem} bytes of shared memory; the device allows {}",
             dev.max_smem
         )));

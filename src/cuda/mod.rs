@@ -90,7 +90,7 @@ fn generic_only() -> bool {
 
 fn int(name: &str, v: usize) -> Result<i32> {
     i32::try_from(v).map_err(|_| {
-        Error::Shape(format!(
+        Error::TooLarge(format!(
             "{name} = {v} is too large for the CUDA kernels (max {})",
             i32::MAX
         ))
@@ -114,10 +114,12 @@ struct Dims {
 
 fn dims(p: &Problem) -> Result<Dims> {
     let (ai, aj) = p.anchor();
-    let kk = p
-        .kernel_h
-        .checked_mul(p.kernel_w)
-        .ok_or_else(|| Error::Shape("kernel too large".into()))?;
+    let kk = p.kernel_h.checked_mul(p.kernel_w).ok_or_else(|| {
+        Error::TooLarge(format!(
+            "kernel_h·kernel_w = {}·{} is too large for the CUDA kernels",
+            p.kernel_h, p.kernel_w
+        ))
+    })?;
     // Every index the kernels form fits in 64 bits; these bounds keep the 32-bit ones exact.
     let cp = padded(p.channels);
     int(
@@ -155,10 +157,18 @@ fn grid_1d(n: u64, per_block: u32) -> Result<u32> {
         .ok()
         .filter(|&b| b <= i32::MAX as u32)
         .ok_or_else(|| {
-            Error::Shape(format!(
+            Error::TooLarge(format!(
                 "the problem has {n} work items, more than one launch can cover"
             ))
         })
+}
+
+/// The error for a batch that does not fit one launch grid of `blocks_per_sample` blocks each.
+fn batch_too_large(batch: usize, blocks_per_sample: usize) -> Error {
+    Error::TooLarge(format!(
+        "batch = {batch} is too large for one CUDA launch (at most {} samples)",
+        i32::MAX as usize / blocks_per_sample.max(1)
+    ))
 }
 
 /// Every kernel entry point with its parameter types (see `kernels::ENTRY_POINTS`).
@@ -187,4 +197,30 @@ pub fn compile_check(arch: &str) -> Result<CompileReport> {
         nvrtc_version: lib.version,
         log,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::geometry::Order;
+
+    #[test]
+    fn sizes_past_the_kernels_integers_are_too_large_and_named() {
+        let big = i32::MAX as usize + 1;
+        for (shape, name) in [
+            ([big, 1, 1, 1], "batch"),
+            ([1, 1, big, 1], "H + W"),
+            ([1, 1, 1, 1], "C·Cp·KH·KW"),
+        ] {
+            let kernel = if name == "C·Cp·KH·KW" { 1 << 16 } else { 1 };
+            let p = Problem::new("x", &shape, &[1, 1, kernel, kernel], Order::TL).unwrap();
+            let e = dims(&p).err().expect("dims must refuse the problem");
+            assert!(matches!(e, Error::TooLarge(_)), "{e:?}");
+            assert!(e.to_string().starts_with(name), "{e}");
+        }
+        let e = grid_1d(u64::MAX, THREADS).unwrap_err();
+        assert!(matches!(e, Error::TooLarge(_)), "{e:?}");
+        let e = batch_too_large(big, 2);
+        assert!(e.to_string().contains(&format!("batch = {big}")), "{e}");
+    }
 }

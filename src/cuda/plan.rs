@@ -250,7 +250,7 @@ pub fn wgrad_plan(p: &Problem, dt: Dtype, dev: &DeviceProps, generic: bool) -> R
         chunk /= 2;
     }
     if bytes(chunk) > dev.max_smem {
-        return Err(Error::Device(format!(
+        return Err(Error::TooLarge(format!(
             "weight_grad: C = {} is too large for the kernel's shared-memory plan ({} bytes needed, {} available)",
             p.channels,
             bytes(chunk),
@@ -292,7 +292,7 @@ pub fn generic_sweep_plan(p: &Problem) -> Result<GenericSweepPlan> {
     }
     // A block holds whole pixels (split × groups threads each), at least one.
     if split * groups > SWEEP_MAX_THREADS {
-        return Err(Error::Device(format!(
+        return Err(Error::TooLarge(format!(
             "C = {} is too large for the CUDA wavefront kernel (at most 4096 channels)",
             p.channels
         )));
@@ -418,6 +418,18 @@ mod tests {
                 WgradPlan::Chunk { .. }
             ));
         }
+    }
+
+    #[test]
+    fn too_many_channels_is_too_large_not_a_device_fault() {
+        let e = generic_sweep_plan(&problem(1, 5000, 2, 2, 3)).unwrap_err();
+        assert!(matches!(e, Error::TooLarge(_)), "{e:?}");
+        assert!(e.to_string().contains("C = 5000"));
+        let e = wgrad_plan(&problem(1, 100_000, 2, 2, 3), Dtype::F64, &H200, true)
+            .err()
+            .expect("a plan for C = 100000");
+        assert!(matches!(e, Error::TooLarge(_)), "{e:?}");
+        assert!(e.to_string().contains("C = 100000"));
     }
 
     #[test]

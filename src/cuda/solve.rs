@@ -8,8 +8,10 @@ use super::device::{device, launch, Args};
 use super::plan::{
     generic_sweep_plan, padded, prep_len, sweep_plan, tile_plan, GenericSweepPlan, Window,
 };
-use super::{check_scratch, dims, generic_only, grid_1d, Dims, Dtype, Target, THREADS};
-use crate::error::{Error, Result};
+use super::{
+    batch_too_large, check_scratch, dims, generic_only, grid_1d, Dims, Dtype, Target, THREADS,
+};
+use crate::error::Result;
 use crate::geometry::Problem;
 
 /// The arguments every sweep kernel takes first: the image being solved in place, the
@@ -112,7 +114,7 @@ fn solve(
             .ok()
             .and_then(|b| b.checked_mul(plan.ncta as u32))
             .filter(|&g| g <= i32::MAX as u32)
-            .ok_or_else(|| Error::Shape("batch too large".into()))?;
+            .ok_or_else(|| batch_too_large(p.batch, plan.ncta))?;
         let args = sweep_args(out, prep, &d, (th, tw), (flip_h, flip_w))
             .int(plan.pw as i32)
             .int(plan.tsplit as i32);
@@ -141,7 +143,7 @@ fn solve(
         block,
         ci_lanes,
     } = generic_sweep_plan(p)?;
-    let batch = u32::try_from(p.batch).map_err(|_| Error::Shape("batch too large".into()))?;
+    let batch = u32::try_from(p.batch).map_err(|_| batch_too_large(p.batch, 1))?;
     let args = sweep_args(out, prep, &d, (th, tw), (flip_h, flip_w))
         .int(q_in_smem as i32)
         .int(split as i32)

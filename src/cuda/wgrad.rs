@@ -59,7 +59,11 @@ pub fn weight_grad(
             let taps = u32::try_from(kk)
                 .ok()
                 .filter(|&k| k <= 65535)
-                .ok_or_else(|| Error::Shape("kernel too large".into()))?;
+                .ok_or_else(|| {
+                    Error::TooLarge(format!(
+                        "kernel_h·kernel_w = {kk} taps; the weight-gradient launch takes at most 65535"
+                    ))
+                })?;
             launch(
                 &dev,
                 &format!("wgrad_partial_{sfx}"),

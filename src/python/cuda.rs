@@ -38,23 +38,16 @@ fn cuda_set_nvrtc_path(path: Option<String>) {
 
 /// None when the driver, a GPU and NVRTC are all usable; otherwise what is missing.
 #[pyfunction]
-fn cuda_unavailable_reason(py: Python<'_>) -> PyResult<Option<String>> {
-    let r: Result<Option<String>> = (|| {
-        if let Err(e) = cuda::driver() {
-            return Ok(Some(e.to_string()));
-        }
-        match cuda::device_count() {
-            Ok(0) => return Ok(Some("the CUDA driver sees no GPU".into())),
-            Err(e) => return Ok(Some(e.to_string())),
-            Ok(_) => {}
-        }
-        if let Err(e) = cuda::nvrtc::library() {
-            return Ok(Some(e.to_string()));
-        }
-        Ok(None)
-    })();
-    let _ = py;
-    Ok(r?)
+fn cuda_unavailable_reason() -> Option<String> {
+    if let Err(e) = cuda::driver() {
+        return Some(e.to_string());
+    }
+    match cuda::device_count() {
+        Ok(0) => return Some("the CUDA driver sees no GPU".into()),
+        Err(e) => return Some(e.to_string()),
+        Ok(_) => {}
+    }
+    cuda::nvrtc::library().err().map(|e| e.to_string())
 }
 
 /// Compiles (at first use) and describes the kernels on `device`: arch, SM count, shared

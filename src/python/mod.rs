@@ -6,49 +6,30 @@
 
 #[cfg(feature = "cuda")]
 mod cuda;
+mod error;
 
 use std::borrow::Cow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use numpy::{Element, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods};
-use pyo3::create_exception;
-use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
 use crate::cpu::{self, Real};
 use crate::error::Error;
 use crate::geometry::{Order, Problem};
 
-create_exception!(
-    inv_conv,
-    CudaError,
-    PyRuntimeError,
-    "A GPU, CUDA driver or NVRTC problem: missing, failed to compile, or failed to launch."
-);
+use error::CudaError;
 
-impl From<Error> for PyErr {
-    fn from(e: Error) -> PyErr {
-        match e {
-            Error::Shape(_) | Error::Order(_) => PyValueError::new_err(e.to_string()),
-            Error::Dtype(_) => PyTypeError::new_err(e.to_string()),
-            Error::Device(_) | Error::Cuda(_) | Error::Nvrtc(_) => {
-                CudaError::new_err(e.to_string())
-            }
-        }
-    }
-}
-
-/// Runs `work` without the GIL and turns a panic (a bug, never expected) into a RuntimeError
-/// instead of letting PyO3 raise `PanicException`.
+/// Runs `work` without the GIL and turns a panic (a bug, never expected) into
+/// [`Error::Internal`] instead of letting PyO3 raise `PanicException`.
 pub(crate) fn detached<R: Send>(
     py: Python<'_>,
     work: impl FnOnce() -> crate::Result<R> + Send,
 ) -> PyResult<R> {
-    py.detach(|| catch_unwind(AssertUnwindSafe(work)))
-        .map_err(|_| {
-            PyRuntimeError::new_err("inv_conv internal error (a Rust panic); please report it")
-        })?
-        .map_err(PyErr::from)
+    let result = py
+        .detach(|| catch_unwind(AssertUnwindSafe(work)))
+        .unwrap_or_else(|_| Err(Error::Internal("a Rust panic".into())));
+    Ok(result?)
 }
 
 pub(crate) fn parse_order(order: &str) -> PyResult<Order> {
@@ -80,9 +61,10 @@ fn dtype_of(name: &str, obj: &Bound<'_, PyAny>) -> PyResult<Dtype> {
         Ok(dt) => format!("dtype {}", dt.str()?),
         Err(_) => format!("an object of type {}", describe(obj)),
     };
-    Err(PyTypeError::new_err(format!(
+    Err(Error::Dtype(format!(
         "{name} must be a numpy array of dtype float32 or float64; got {given}"
-    )))
+    ))
+    .into())
 }
 
 fn same_dtype(names: [&str; 2], objs: [&Bound<'_, PyAny>; 2]) -> PyResult<Dtype> {
@@ -96,13 +78,14 @@ fn same_dtype(names: [&str; 2], objs: [&Bound<'_, PyAny>; 2]) -> PyResult<Dtype>
                 "float64"
             }
         };
-        return Err(PyTypeError::new_err(format!(
+        return Err(Error::Dtype(format!(
             "{} and {} must have the same dtype; got {} and {}",
             names[0],
             names[1],
             n(a),
             n(b)
-        )));
+        ))
+        .into());
     }
     Ok(a)
 }
@@ -133,22 +116,27 @@ fn output<'py, T: Real + Element>(
         return Ok(arr.cast_into::<PyArrayDyn<T>>()?);
     };
     let arr = out.cast::<PyArrayDyn<T>>().map_err(|_| {
-        PyTypeError::new_err(format!(
+        Error::Dtype(format!(
             "out must be a numpy array of dtype {}; got {}",
             std::any::type_name::<T>(),
             describe(out)
         ))
     })?;
     if arr.shape() != shape {
-        return Err(PyValueError::new_err(format!(
+        return Err(Error::Shape(format!(
             "out must have shape {shape:?}; got {:?}",
             arr.shape()
-        )));
+        ))
+        .into());
     }
     if !arr.is_c_contiguous() {
-        return Err(PyValueError::new_err("out must be C-contiguous"));
+        return Err(not_contiguous().into());
     }
     Ok(arr.clone())
+}
+
+fn not_contiguous() -> Error {
+    Error::Argument("out must be C-contiguous".into())
 }
 
 /// Runs `work` on `out`'s data without the GIL and returns `out`.
@@ -160,10 +148,8 @@ fn compute_into<'py, T: Real + Element>(
     {
         let mut rw = out
             .try_readwrite()
-            .map_err(|e| PyValueError::new_err(format!("out is not writeable: {e}")))?;
-        let out_slice = rw
-            .as_slice_mut()
-            .map_err(|_| PyValueError::new_err("out must be C-contiguous"))?;
+            .map_err(|e| Error::Argument(format!("out is not writeable: {e}")))?;
+        let out_slice = rw.as_slice_mut().map_err(|_| not_contiguous())?;
         detached(py, || work(out_slice))?;
     }
     Ok(out.into_any())
@@ -269,9 +255,10 @@ fn weight_grad<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let order = parse_order(order)?;
     if kernel_size.0 == 0 || kernel_size.1 == 0 {
-        return Err(PyValueError::new_err(format!(
+        return Err(Error::Argument(format!(
             "kernel_size must be >= 1 in both dimensions; got {kernel_size:?}"
-        )));
+        ))
+        .into());
     }
     match same_dtype(["x", "grad"], [x, grad])? {
         Dtype::F32 => weight_grad_typed::<f32>(py, x, grad, order, kernel_size, out),

@@ -2,7 +2,7 @@
 # The whole GPU check in one call on a machine with an NVIDIA GPU, from the repository root,
 # with the wheel built beforehand (`maturin build --release -o dist`):
 #
-#   bash benches/device_check.sh
+#   bash tools/device/device_check.sh
 #
 # Installs the wheel, then runs the CUDA tests, compute-sanitizer (memcheck) on the tiled
 # kernels' tests, the GPU benchmark, the core demo, the DDP/NCCL smoke run, a short GPU
@@ -34,8 +34,8 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | 
 
 step cuda_tests python3 -m pytest tests/test_cuda.py tests/test_kernels_compile.py -q
 step gpu_bench python3 benches/gpu_bench.py --reps 50
-step race_probe python3 benches/race_probe.py --runs 20
-step ddp_smoke bash benches/ddp_gpu_smoke.sh
+step race_probe python3 tools/device/race_probe.py --runs 20
+step ddp_smoke bash tools/device/ddp_gpu_smoke.sh
 step train_gpu python3 -m inv_flow train --preset digits --set device=cuda --set epochs=20 \
     --set progress=false --set output_dir="$LOGS/train" --set checkpoint_path="$LOGS/train/best.tar"
 step compare_gpu python3 -m inv_flow compare --preset digits --models inverse_flow,finc_flow,glow,snf \

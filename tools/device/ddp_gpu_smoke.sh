@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # DDP smoke check on a GPU machine (one GPU is enough): NCCL under torchrun.
 #
-#   bash benches/ddp_gpu_smoke.sh            # from the repository root
+#   bash tools/device/ddp_gpu_smoke.sh       # from the repository root
 #
-# Needs torch with CUDA + NCCL, scikit-learn and the inv_conv wheel (built with CUDA).  inv_flow
-# is taken from this checkout when it is not installed (the inv_conv wheel ships inv_conv only).
-# No network, no dataset download (digits are bundled with scikit-learn), ~1 minute.
+# Needs torch with CUDA + NCCL and the inv_conv wheel (built with CUDA).  inv_flow is taken
+# from this checkout when it is not installed.  No network, no dataset download (the digits
+# ship inside inv_flow), ~1 minute.
 #
 # 1. inv_conv ops inside a torchrun rank: device cuda:LOCAL_RANK, on a non-default stream, vs the
 #    CPU (forward, inverse and the backward of the inverse).
@@ -16,7 +16,7 @@
 # SMOKE_DEVICE=cpu runs steps 2-3 with gloo on the CPU (to check this script without a GPU).
 set -euo pipefail
 
-REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 PYTHON="${PYTHON:-python3}"
 NPROC="${NPROC:-1}"
 SMOKE_DEVICE="${SMOKE_DEVICE:-cuda}"
@@ -47,13 +47,14 @@ torchrun_cmd() {  # torchrun, or the same launcher through the interpreter
 echo "== environment"
 "$PYTHON" - "$SMOKE_DEVICE" <<'EOF' | tee "$WORK/env.txt"
 import sys
-import torch, inv_conv, inv_flow, sklearn
+import torch, inv_conv, inv_flow
+from inv_flow.data import raw_digits
 print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, NCCL "
       f"{'.'.join(map(str, torch.cuda.nccl.version())) if torch.cuda.is_available() else 'n/a'}, "
       f"{torch.cuda.device_count()} GPU(s): "
       f"{torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'}")
 print(f"inv_conv {inv_conv.__version__} ({inv_conv.__file__}), cuda_available={inv_conv.cuda_available()}; "
-      f"inv_flow from {inv_flow.__file__}; scikit-learn {sklearn.__version__}")
+      f"inv_flow from {inv_flow.__file__}; embedded digits {raw_digits().shape}")
 if sys.argv[1] != "cpu" and not (torch.cuda.is_available() and inv_conv.cuda_available()):
     raise SystemExit("no usable GPU / inv_conv without CUDA: this check needs both")
 EOF

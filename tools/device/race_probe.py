@@ -4,7 +4,7 @@ A correct kernel gives bitwise-identical results on every run of the same inputs
 no atomics). For each shape, order and dtype this runs inverse(forward(x)) and the adjoint
 sweep repeatedly and reports the number of distinct results and the worst round-trip error.
 
-    python benches/race_probe.py [--runs 30]
+    python tools/device/race_probe.py [--runs 30]
 """
 
 import argparse
