@@ -7,6 +7,7 @@ import csv
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -56,6 +57,9 @@ def test_compare_smoke_writes_table_and_plot(tmp_path, capsys):
     (["--set", "family=snf"], "--models"),
     (["--set", "kernel_size=2", "--models", "snf"], "cannot be built"),
     (["--repeats", "0"], "--repeats"),
+    (["--seeds", "1,x"], "--seeds"),
+    (["--seeds", "1,1"], "--seeds"),
+    (["--seed", "3", "--seeds", "1,2"], "not both"),
 ])
 def test_compare_rejects_bad_usage(argv, message, capsys, tmp_path):
     assert compare.main(argv + ["--out-dir", str(tmp_path)]) == 2
@@ -85,3 +89,67 @@ def test_compare_is_an_inv_flow_subcommand(capsys, tmp_path):
 
     assert cli.main(["compare", "--models", "inverse_flow,realnvp", "--out-dir", str(tmp_path)]) == 2
     assert "unknown model" in capsys.readouterr().err
+
+
+TINY = ["--preset", "digits", "--epochs", "2", "--set", "block_size=1", "--set", "coupling_hidden=4",
+        "--set", "max_eval_ex=32", "--set", "batch_size=16", "--set", "device=cpu",
+        "--max-steps-per-epoch", "2", "--repeats", "1", "--num-samples", "4", "--quiet"]
+
+
+def _csv_rows(folder):
+    with open(folder / "compare.csv", newline="", encoding="utf-8") as handle:
+        return {row["model"]: row for row in csv.DictReader(handle)}
+
+
+def test_compare_seeds_report_mean_std_each_seed_and_spread(tmp_path):
+    out = tmp_path / "seeds"
+    assert compare.main(TINY + ["--models", "inverse_flow,glow", "--seeds", "3,5",
+                                "--out-dir", str(out)]) == 0
+    rows = _csv_rows(out)
+    report = json.loads((out / "compare.json").read_text(encoding="utf-8"))
+    for name in ("inverse_flow", "glow"):
+        row = rows[name]
+        assert row["seeds"] == "3 5"
+        per_seed = report["seed_histories"][name]
+        assert set(per_seed) == {"3", "5"}
+        finals = np.array([per_seed[s][-1]["val_bpd"] for s in ("3", "5")])
+        assert finals[0] != finals[1]  # the seeds really differ
+        assert float(row["val_bpd"]) == pytest.approx(finals.mean(), rel=1e-12)
+        assert float(row["val_bpd_std"]) == pytest.approx(finals.std(ddof=1), rel=1e-9)
+        assert row["val_bpd_seeds"] == " ".join(f"{v:.4f}" for v in finals)
+        merged = report["histories"][name]
+        assert [h["epoch"] for h in merged] == [1, 2]
+        assert all(math.isfinite(h["val_bpd_std"]) for h in merged)
+    best = min(rows.values(), key=lambda r: float(r["val_bpd"]))
+    other = next(r for r in rows.values() if r is not best)
+    assert best["exceeds_spread"] == "best" and float(best["val_vs_best"]) == 0.0
+    assert other["exceeds_spread"] in ("yes", "no")
+    assert float(other["val_vs_best"]) == pytest.approx(
+        float(other["val_bpd"]) - float(best["val_bpd"]))
+    table = (out / "compare.md").read_text(encoding="utf-8")
+    assert " ± " in table and "exceeds spread" in table
+    assert (out / "compare_bpd.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # Each seed's value is exactly what a one-seed comparison with that seed gives.
+    single = tmp_path / "single"
+    assert compare.main(TINY + ["--models", "inverse_flow,glow", "--seed", "5",
+                                "--out-dir", str(single)]) == 0
+    alone = _csv_rows(single)["glow"]
+    assert float(alone["val_bpd"]) == report["seed_histories"]["glow"]["5"][-1]["val_bpd"]
+    assert alone["seeds"] == "5" and alone["val_bpd_std"] == "nan"
+
+
+def _row(model, values):
+    mean, std = float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
+    return {"model": model, "val_bpd": mean, "val_bpd_std": std, "val_bpd_values": list(values)}
+
+
+def test_mark_spread_uses_two_standard_errors_of_the_difference():
+    rows = [_row("a", [5.0, 5.1, 5.2]), _row("b", [5.3, 5.4, 5.5]), _row("c", [5.1, 5.25, 5.4]),
+            _row("d", [5.6]), _row("a (sample_true_inv)", [5.0, 5.1, 5.2])]
+    compare.mark_spread(rows)
+    verdict = {r["model"]: r["exceeds_spread"] for r in rows}
+    # b - a = 0.3 > 2*sqrt(0.01/3 + 0.01/3) = 0.163; c - a = 0.15 < 2*sqrt(0.0225/3 + 0.01/3) = 0.208
+    assert verdict == {"a": "best", "b": "yes", "c": "no", "d": "one seed: no spread",
+                       "a (sample_true_inv)": "best"}
+    assert rows[1]["val_vs_best"] == pytest.approx(0.3)

@@ -264,7 +264,7 @@ def test_presets_are_consistent():
     expected_levels = {"mnist": (3, 32), "cifar10": (2, 16), "imagenet32": (2, 16),
                        "imagenet64": (2, 16), "celeba32": (3, 32), "celeba64": (3, 32),
                        "celeba128": (3, 32)}
-    assert set(PRESETS) == set(expected_levels) | {"digits"}
+    assert set(PRESETS) == set(expected_levels) | {"digits", "photo_crops"}
     for name, (blocks, steps) in expected_levels.items():
         preset = get_preset(name)
         assert (preset["num_blocks"], preset["block_size"]) == (blocks, steps), name

@@ -17,32 +17,36 @@ each step of flow (``family``, see :func:`inv_flow.models.build_model`):
 =====================  ==========================================================================
 
 All models see the same data, seed (initialisation stream and data order), epochs, optimiser
-and learning-rate schedule. ``--budget match`` (default) picks each model's coupling width so
-that its parameter count is as close as possible to the first model's (reported with the
-deviation). After training: validation (and test, when the dataset has one) bits/dim — exact
-for every model, SNF through its dense log-determinant — then timings: training seconds per
-epoch (median over epochs), the density direction (exact log-likelihood of one batch, eval
-mode, no gradient) and drawing ``--num-samples`` samples, each the median of ``--repeats``
-runs after a warm-up (CUDA events on a GPU, ``time.perf_counter`` on the CPU).
+and learning-rate schedule: each is trained by :class:`inv_flow.experiment.Experiment` (the one
+training loop: warm-up, clipping, ActNorm init, divergence checks, evaluation), silently (no
+run folder). ``--seeds 1,2,3`` trains every model once per seed; the table gives mean ±
+standard deviation and each seed's value, and whether a model's difference from the best
+exceeds the spread (:mod:`inv_flow.compare_report`). ``--budget match`` (default) picks each
+model's coupling width so that its parameter count is as close as possible to the first
+model's (reported with the deviation). After training: validation (and test, when the dataset
+has one) bits/dim — exact for every model, SNF through its dense log-determinant — then
+timings: training seconds per epoch (median over epochs of the synchronised step time), the
+density direction (exact log-likelihood of one batch, eval mode, no gradient) and drawing
+``--num-samples`` samples, each the median of ``--repeats`` runs after a warm-up (CUDA events
+on a GPU, ``time.perf_counter`` on the CPU), then the median over seeds.
 
-Writes ``compare.md``, ``compare.csv``, ``compare.json`` (per-epoch histories) and
-``compare_bpd.png`` (validation bits/dim against epoch) to ``--out-dir``.
+Writes ``compare.md``, ``compare.csv``, ``compare.json`` (per-epoch histories, per seed too)
+and ``compare_bpd.png`` (validation bits/dim against epoch, a band of ± one standard deviation
+over the seeds) to ``--out-dir``.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import datetime as _dt
-import json
 import math
 import os
-import platform
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence
+
+from inv_flow.compare_report import (aggregate_seeds, environment, mark_spread, markdown_table,
+                                     mean_history, write_report)
 
 if TYPE_CHECKING:
     import torch
@@ -68,11 +72,6 @@ SAMPLING_METHOD = {
 }
 
 DEFAULT_MODELS = "inverse_flow,finc_flow,glow,snf"
-CSV_FIELDS = ("model", "family", "params", "params_vs_ref_pct", "coupling_hidden", "epochs",
-              "steps_per_epoch", "val_bpd", "best_val_bpd", "test_bpd", "train_loss_last",
-              "train_s_per_epoch", "density_ms_per_batch", "density_batch", "sample_ms",
-              "num_samples", "sampling", "status")
-
 
 # --------------------------------------------------------------------------------- arguments
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -88,6 +87,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         "(repeatable), e.g. --set batch_size=128 --set coupling_hidden=64")
     parser.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:1")
     parser.add_argument("--seed", type=int, default=None, help="seed for every model (default: config)")
+    parser.add_argument("--seeds", default=None, metavar="S1,S2,...",
+                        help="train every model once per seed (e.g. 1,2,3) and report mean ± "
+                             "standard deviation and each seed's bits/dim")
     parser.add_argument("--budget", choices=("match", "off"), default="match",
                         help="match: choose each model's coupling width to match the first "
                              "model's parameter count; off: the preset's width for all")
@@ -95,7 +97,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--num-samples", dest="num_samples", type=int, default=100,
                         help="samples per timed sampling call (default 100)")
     parser.add_argument("--max-steps-per-epoch", dest="max_steps", type=int, default=0,
-                        help="cap on optimizer steps per epoch (0 = the whole training set)")
+                        help="cap on optimizer steps per epoch: train on a fixed random "
+                             "subset of N × batch_size images (0 = the whole training set)")
     parser.add_argument("--out-dir", dest="out_dir", default=None,
                         help="where to write the table and plot (default runs/compare_<preset>)")
     parser.add_argument("--threads", type=int, default=0,
@@ -226,121 +229,52 @@ def median_ms(fn: Callable[[], Any], device: torch.device, repeats: int) -> floa
     return statistics.median(times)
 
 
-def _sync(device: torch.device) -> None:
+# ------------------------------------------------------------------------------- train / measure
+def train_and_measure(name: str, config: Mapping[str, Any], datasets, args: argparse.Namespace,
+                      log: Callable[[str], None]) -> Dict[str, Any]:
+    """Train one model (one seed) with :class:`inv_flow.experiment.Experiment` and time it;
+    returns the seed's row and its per-epoch history."""
     import torch  # noqa: PLC0415 - lazy, see the module imports
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    from inv_flow.experiment import Experiment, TrainingDiverged  # noqa: PLC0415
+    from inv_flow.layers import SelfNormConv2d  # noqa: PLC0415
 
-
-# --------------------------------------------------------------------------- train / evaluate
-def evaluate_bpd(model, dataset, config, device, num_dims: int) -> float:
-    """Exact bits/dim of ``dataset`` (eval mode; capped at ``max_eval_ex`` examples)."""
-    import torch  # noqa: PLC0415 - lazy, see the module imports
-    from inv_flow.data import make_loader  # noqa: PLC0415
-    from inv_flow.flows import bits_per_dim  # noqa: PLC0415
-
-    limit = int(config["max_eval_ex"]) or len(dataset)
-    loader = make_loader(dataset, int(config["batch_size"]), shuffle=False,
-                         seed=int(config["seed"]), num_workers=int(config["num_workers"]))
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    try:
-        with torch.no_grad():
-            for batch in loader:
-                if count >= limit:
-                    break
-                batch = batch[: limit - count].to(device)
-                _, log_prob = model(batch)
-                total += float(log_prob.double().sum())
-                count += batch.shape[0]
-    finally:
-        model.train(was_training)
-    return float(bits_per_dim(total / max(count, 1), num_dims))
-
-
-def train_and_measure(name: str, config: Mapping[str, Any], datasets, device: torch.device,
-                      args: argparse.Namespace, log: Callable[[str], None]) -> Dict[str, Any]:
-    """Train one model with ``config`` and measure it; returns the table row and history."""
-    import torch  # noqa: PLC0415 - lazy, see the module imports
-    from inv_flow.checkpoint import seed_everything  # noqa: PLC0415
-    from inv_flow.data import make_loader, set_loader_epoch  # noqa: PLC0415
-    from inv_flow.flows import bits_per_dim  # noqa: PLC0415
-    from inv_flow.layers import SelfNormConv2d, initialize_actnorm  # noqa: PLC0415
-
+    # A silent experiment (no run folder, checkpoints, samples or prints): compare writes its
+    # own report.  log_timing gives the synchronised training time of every step.
+    config = {**config, "sample_epochs": 0, "eval_epochs": 1, "log_timing": True,
+              "progress": False, "tensorboard": False, "wandb": False}
     seed = int(config["seed"])
-    seed_everything(seed)
-    image_shape = tuple(int(s) for s in datasets.image_shape)
-    num_dims = math.prod(image_shape)
-    model = _quiet_build(dict(config), image_shape).to(device)
-    batch_size = int(config["batch_size"])
-    loader = make_loader(datasets.train, batch_size, shuffle=True, seed=seed,
-                         num_workers=int(config["num_workers"]),
-                         drop_last=len(datasets.train) > batch_size)
-    steps_per_epoch = len(loader) if not args.max_steps else min(len(loader), args.max_steps)
-    optimizer = torch.optim.Adam(model.parameters(), lr=float(config["lr"]))
-    warmup_steps = max(1, round(float(config["warmup_epochs"]) * steps_per_epoch))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, (lambda step: min(1.0, (step + 1) / warmup_steps))
-        if float(config["warmup_epochs"]) > 0 else (lambda step: 1.0))
-    max_norm = float(config["grad_clip_norm"]) or math.inf
-
-    set_loader_epoch(loader, 0)
-    initialize_actnorm(model, next(iter(loader)).to(device))
+    exp = Experiment(config, model_builder=_quiet_build, datasets=datasets, main_process=False)
     history: List[Dict[str, Any]] = []
-    status, epoch_times, best_val = "ok", [], math.inf
-    for epoch in range(int(config["epochs"])):
-        model.train()
-        set_loader_epoch(loader, epoch)
-        _sync(device)
-        started = time.perf_counter()
-        losses = []
-        for step, batch in enumerate(loader):
-            if step >= steps_per_epoch:
+    status = "ok"
+    try:
+        for epoch in range(int(config["epochs"])):
+            try:
+                record = exp.train(until_epoch=epoch + 1)
+            except TrainingDiverged:
+                status = f"diverged in epoch {epoch + 1}"
                 break
-            batch = batch.to(device, non_blocking=True)
-            optimizer.zero_grad(set_to_none=True)
-            _, log_prob = model(batch)
-            loss = bits_per_dim(log_prob, num_dims).mean() + model.extra_loss()
-            if not torch.isfinite(loss):
-                status = f"diverged in epoch {epoch + 1} (loss {float(loss)})"
-                break
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-            optimizer.step()
-            scheduler.step()
-            losses.append(loss.detach())
-        _sync(device)
-        epoch_times.append(time.perf_counter() - started)
+            seconds = record["time_per_batch_mean"] * exp.steps_per_epoch
+            history.append({"epoch": epoch + 1, "train_bpd": record["train_bpd"],
+                            "val_bpd": record["val_bpd"], "epoch_seconds": seconds})
+            log(f"  {name} seed {seed} epoch {epoch + 1}: train {record['train_bpd']:.4f}, "
+                f"val {record['val_bpd']:.4f} bits/dim, {seconds:.1f} s")
+        row: Dict[str, Any] = {
+            "seed": seed, "params": count_parameters(exp.model), "epochs": len(history),
+            "steps_per_epoch": exp.steps_per_epoch, "status": status,
+            "val_bpd": history[-1]["val_bpd"] if history else math.nan,
+            "best_val_bpd": min((h["val_bpd"] for h in history), default=math.nan),
+            "train_bpd_last": history[-1]["train_bpd"] if history else math.nan,
+            "train_s_per_epoch": statistics.median(h["epoch_seconds"] for h in history)
+            if history else math.nan,
+            "test_bpd": math.nan}
         if status != "ok":
-            break
-        torch.manual_seed(seed + 1)  # the same dequantization noise for every model's evaluation
-        val_bpd = evaluate_bpd(model, datasets.val, config, device, num_dims)
-        best_val = min(best_val, val_bpd)
-        train_loss = float(torch.stack(losses).mean()) if losses else math.nan
-        history.append({"epoch": epoch + 1, "train_loss": train_loss, "val_bpd": val_bpd,
-                        "epoch_seconds": epoch_times[-1]})
-        log(f"  {name} epoch {epoch + 1}: train loss {train_loss:.4f}, val {val_bpd:.4f} bits/dim, "
-            f"{epoch_times[-1]:.1f} s")
-
-    row: Dict[str, Any] = {"model": name, "family": config["family"],
-                           "params": count_parameters(model),
-                           "coupling_hidden": int(config["coupling_hidden"]),
-                           "epochs": len(history), "steps_per_epoch": steps_per_epoch,
-                           "status": status, "num_samples": args.num_samples,
-                           "sampling": SAMPLING_METHOD[name]}
-    row["val_bpd"] = history[-1]["val_bpd"] if history else math.nan
-    row["best_val_bpd"] = best_val if history else math.nan
-    row["train_loss_last"] = history[-1]["train_loss"] if history else math.nan
-    row["train_s_per_epoch"] = statistics.median(epoch_times) if epoch_times else math.nan
-    row["test_bpd"] = math.nan
-    extra_rows: List[Dict[str, Any]] = []
-    if status == "ok":
+            return {"row": row, "history": history}
+        model, device = exp.model, exp.device
         if datasets.test is not None:
-            torch.manual_seed(seed + 1)
-            row["test_bpd"] = evaluate_bpd(model, datasets.test, config, device, num_dims)
+            torch.manual_seed(seed + 1)  # the same dequantization noise for every model
+            row["test_bpd"] = exp.evaluate("test")["test_bpd"]
         model.eval()
-        density_batch = _timing_batch(datasets, batch_size).to(device)
+        density_batch = _timing_batch(datasets, int(config["batch_size"])).to(device)
         row["density_batch"] = density_batch.shape[0]
         with torch.no_grad():
             row["density_ms_per_batch"] = median_ms(lambda: model(density_batch), device,
@@ -351,12 +285,11 @@ def train_and_measure(name: str, config: Mapping[str, Any], datasets, device: to
             if snf_layers and not all(m.sample_true_inv for m in snf_layers):
                 for layer in snf_layers:
                     layer.sample_true_inv = True
-                exact = {**row, "model": f"{name} (sample_true_inv)",
-                         "sampling": SAMPLING_METHOD["snf_true_inv"],
-                         "sample_ms": median_ms(lambda: model.sample(args.num_samples), device,
-                                                args.repeats)}
-                extra_rows.append(exact)
-    return {"row": row, "extra_rows": extra_rows, "history": history}
+                row["exact_sample_ms"] = median_ms(lambda: model.sample(args.num_samples),
+                                                   device, args.repeats)
+        return {"row": row, "history": history}
+    finally:
+        exp.close()
 
 
 def _timing_batch(datasets, batch_size: int) -> torch.Tensor:
@@ -366,107 +299,41 @@ def _timing_batch(datasets, batch_size: int) -> torch.Tensor:
     return torch.stack([source[i] for i in range(count)])
 
 
-# ---------------------------------------------------------------------------------- reporting
-def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "—"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-def environment(device: torch.device) -> Dict[str, Any]:
-    """Where and when the comparison ran (for the report)."""
-    import torch  # noqa: PLC0415 - lazy, see the module imports
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    info = {"date_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "host": platform.node(), "platform": platform.platform(), "cpu": cpu,
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "python": platform.python_version(), "torch": torch.__version__,
-            "device": str(device)}
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
-
-
-def markdown_table(rows: Sequence[Mapping[str, Any]], reference: str) -> str:
-    header = ("| model | params (vs " + reference + ") | val bits/dim | test bits/dim | "
-              "train s/epoch | density ms/batch | sample ms | sampling by |")
-    lines = [header, "|" + "---|" * 8]
-    for row in rows:
-        params = f"{row['params']:,} ({row['params_vs_ref_pct']:+.1f}%)"
-        status = "" if row["status"] == "ok" else f" — {row['status']}"
-        lines.append(
-            f"| {row['model']}{status} | {params} | {_fmt(row['val_bpd'])} | "
-            f"{_fmt(row['test_bpd'])} | {_fmt(row['train_s_per_epoch'], 2)} | "
-            f"{_fmt(row.get('density_ms_per_batch'), 2)} | {_fmt(row.get('sample_ms'), 2)} | "
-            f"{row['sampling']} |")
-    return "\n".join(lines)
-
-
-def write_report(out_dir: Path, rows, histories, config, env, args, reference: str) -> Dict[str, Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"csv": out_dir / "compare.csv", "md": out_dir / "compare.md",
-             "json": out_dir / "compare.json", "png": out_dir / "compare_bpd.png"}
-    with open(paths["csv"], "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({key: row.get(key, "") for key in CSV_FIELDS})
-    batch = next((row.get("density_batch") for row in rows if row.get("density_batch")), "?")
-    gpu = f" ({env['gpu']})" if "gpu" in env else ""
-    text = [
-        f"# inv-flow compare: {args.preset}",
-        "",
-        f"Ran {env['date_utc']} on {env['device']}{gpu}; CPU {env['cpu']} ({env['cpu_count']} "
-        f"cores, torch threads {env['torch_threads']}); torch {env['torch']}, Python "
-        f"{env['python']}, {env['platform']}.",
-        "",
-        f"Every model: preset `{args.preset}` ({config['model']}, num_blocks "
-        f"{config['num_blocks']}, block_size {config['block_size']}, kernel_size "
-        f"{config['kernel_size']}), seed {config['seed']}, {config['epochs']} epochs, "
-        f"batch size {config['batch_size']}, Adam lr {config['lr']}; parameter budget: "
-        f"{'coupling width matched to ' + reference if args.budget == 'match' else 'preset width'}.",
-        "",
-        markdown_table(rows, reference),
-        "",
-        f"Bits/dim: exact (SNF through the dense log-determinant), after the last epoch; "
-        f"test is — when the dataset has no test split. Train s/epoch: median over epochs. "
-        f"Density: exact log-likelihood of a batch of {batch} (eval mode, no gradient). "
-        f"Sample: {args.num_samples} samples. Timings are medians of {args.repeats} runs after "
-        f"a warm-up ({'CUDA events' if env['device'].startswith('cuda') else 'perf_counter'}).",
-        "",
-        f"![validation bits/dim against epoch]({paths['png'].name})",
-        "",
-    ]
-    paths["md"].write_text("\n".join(text), encoding="utf-8")
-    paths["json"].write_text(json.dumps({"environment": env, "rows": rows,
-                                         "histories": histories,
-                                         "config": {k: v for k, v in config.items()
-                                                    if isinstance(v, (int, float, str, bool))}},
-                                        indent=1, default=str), encoding="utf-8")
-    plot_histories(histories, paths["png"], title=f"{args.preset}: validation bits/dim")
-    return paths
-
-
-def plot_histories(histories: Mapping[str, Sequence[Mapping[str, Any]]], out: Path,
-                   title: str) -> Path:
-    """Validation bits/dim against epoch, one line per model."""
-    from inv_flow.plots import plot_curves  # noqa: PLC0415
-
-    series = {name: [(h["epoch"], h["val_bpd"]) for h in history] for name, history in histories.items()}
-    return plot_curves(series, out, "validation bits / dim", title)
-
-
 # -------------------------------------------------------------------------------------- run
+def parse_seeds(args: argparse.Namespace, config_seed: int) -> List[int]:
+    """``--seeds 1,2,3`` (or ``--seed``, or the config's seed) as a list of distinct ints."""
+    from inv_flow.config import ConfigError  # noqa: PLC0415
+
+    if args.seeds is None:
+        return [config_seed]
+    if args.seed is not None:
+        raise ConfigError("give --seed or --seeds, not both")
+    try:
+        seeds = [int(part) for part in args.seeds.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds expects comma-separated integers such as 1,2,3, got "
+                          f"{args.seeds!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds expects distinct integers such as 1,2,3, got {args.seeds!r}")
+    return seeds
+
+
+def _capped(datasets, max_steps: int, batch_size: int, split_seed: int):
+    """``datasets`` with the training set cut to a fixed random ``max_steps × batch_size``
+    images (``--max-steps-per-epoch``): every epoch then has at most ``max_steps`` steps."""
+    import dataclasses  # noqa: PLC0415
+
+    import torch  # noqa: PLC0415 - lazy, see the module imports
+    from torch.utils.data import Subset  # noqa: PLC0415
+
+    count = max_steps * batch_size
+    if not max_steps or count >= len(datasets.train):
+        return datasets
+    order = torch.randperm(len(datasets.train),
+                           generator=torch.Generator().manual_seed(split_seed))
+    return dataclasses.replace(datasets, train=Subset(datasets.train, sorted(order[:count].tolist())))
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the comparison described by ``args`` (see :func:`add_arguments`); 0 on success."""
     import torch  # noqa: PLC0415 - lazy, see the module imports
@@ -478,11 +345,12 @@ def run(args: argparse.Namespace) -> int:
     names = parse_models(args.models)
     if args.threads < 0:
         raise ConfigError("--threads must be >= 0")
+    config = base_config(args)
+    seeds = parse_seeds(args, int(config["seed"]))
     if args.threads:
         torch.set_num_threads(args.threads)
         # inv_conv's CPU pool reads this when it starts (at its first op in this process).
         os.environ["RAYON_NUM_THREADS"] = str(args.threads)
-    config = base_config(args)
     device = select_device(config["device"])
     datasets = load_datasets(config)
     image_shape = tuple(int(s) for s in datasets.image_shape)
@@ -492,6 +360,8 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as err:
             raise ConfigError(f"model {name!r} cannot be built for images of shape "
                               f"{image_shape}: {err}") from err
+    train_sets = _capped(datasets, args.max_steps, int(config["batch_size"]),
+                         int(config["split_seed"]))
 
     reference = names[0]
     target = count_parameters(_quiet_build(model_config(config, reference), image_shape))
@@ -500,22 +370,29 @@ def run(args: argparse.Namespace) -> int:
         for name in names[1:]:
             widths[name], _ = match_coupling_width(config, name, image_shape, target)
 
-    rows, histories = [], {}
+    rows, histories, seed_histories = [], {}, {}
     for name in names:
         cfg = model_config(config, name, widths[name])
-        log(f"{name}: coupling width {widths[name]}")
-        result = train_and_measure(name, cfg, datasets, device, args, log)
-        for row in [result["row"], *result["extra_rows"]]:
+        log(f"{name}: coupling width {widths[name]}, seeds {', '.join(map(str, seeds))}")
+        runs = []
+        for seed in seeds:
+            result = train_and_measure(name, {**cfg, "seed": seed}, train_sets, args, log)
+            result["row"]["num_samples"] = args.num_samples
+            runs.append(result)
+        for row in aggregate_seeds(name, cfg, runs, SAMPLING_METHOD[name],
+                                   SAMPLING_METHOD["snf_true_inv"]):
             row["params_vs_ref_pct"] = 100.0 * (row["params"] - target) / target
             rows.append(row)
-        histories[name] = result["history"]
+        histories[name] = mean_history([run["history"] for run in runs])
+        seed_histories[name] = {str(seed): run["history"] for seed, run in zip(seeds, runs)}
+    mark_spread(rows)
 
     from inv_flow.runs import claim_folder  # noqa: PLC0415
 
     # A fresh folder: an earlier comparison's tables are never overwritten.
     out_dir = claim_folder(args.out_dir or f"runs/compare_{args.preset}")
     env = environment(device)
-    paths = write_report(out_dir, rows, histories, config, env, args, reference)
+    paths = write_report(out_dir, rows, histories, config, env, args, reference, seed_histories)
     print(markdown_table(rows, reference))
     print(f"wrote {paths['md']}, {paths['csv']}, {paths['json']}, {paths['png']}")
     return 0 if all(row["status"] == "ok" for row in rows) else 1

@@ -4,14 +4,17 @@ in [0, 255]; dequantization and scaling happen inside the model.
 * ``digits`` — 1797 real 8×8 handwritten digits shipped inside the package (the UCI optdigits
   test set, also bundled by scikit-learn; no download, no scikit-learn): values 0..16 are
   rescaled to integers 0..255.
+* ``photo_crops`` — 3×32×32 crops (CIFAR-10's shape) of the two photographs scikit-learn ships
+  (``sklearn.datasets.load_sample_images``), train / validation / test cut from disjoint
+  vertical bands of each photo (see :func:`photo_crop_boxes`); needs scikit-learn, no download.
 * ``mnist``, ``cifar10`` — torchvision, read from ``data_root`` (downloaded only if ``download``).
 * ``imagenet32``, ``imagenet64`` — downsampled ImageNet, from ``data_root/imagenet32`` (or 64):
   the official ``*.npz`` batches or ``train/`` + ``val/`` image folders.
 * ``celeba32``, ``celeba64``, ``celeba128`` — torchvision CelebA, centre-cropped to 148 px and
   resized.
 
-torchvision is imported only for the real datasets, never for digits.  The train/validation
-split is drawn with a fixed seed (``split_seed``), independent of the training seed.  Sampler
+torchvision is imported only for the real datasets, never for digits or photo_crops.  The
+train/validation split (of every dataset but photo_crops, whose splits are bands) is drawn with a fixed seed (``split_seed``), independent of the training seed.  Sampler
 creation lives in :func:`make_sampler`: ``DistributedSampler`` / :class:`ShardSampler` in a
 distributed run, with a data order that does not depend on the number of ranks.
 """
@@ -33,6 +36,7 @@ from inv_flow.config import ConfigError
 #: Native (C, H, W) of each dataset and whether the loader can resize it to another H×W.
 DATASET_SHAPES: dict[str, tuple[int, int, int]] = {
     "digits": (1, 8, 8),
+    "photo_crops": (3, 32, 32),
     "mnist": (1, 28, 28),
     "cifar10": (3, 32, 32),
     "imagenet32": (3, 32, 32),
@@ -163,6 +167,53 @@ def digits_images(num_levels: int = 256) -> torch.Tensor:
     return torch.from_numpy(scaled).unsqueeze(1)
 
 
+#: ``photo_crops``: each 427×640 photo is cut into ten vertical bands 64 px wide; a split's
+#: crops lie wholly inside its bands, so no pixel is shared between splits.
+PHOTO_BAND_WIDTH = 64
+PHOTO_BANDS = {"train": (0, 1, 3, 5, 6, 8), "val": (2, 7), "test": (4, 9)}
+PHOTO_CROP_COUNTS = {"train": 10_000, "val": 1_000, "test": 1_000}
+PHOTO_CROP_SIZE = 32
+
+
+def sample_photos() -> np.ndarray:
+    """scikit-learn's two sample photographs (china.jpg, flower.jpg): uint8 (2, 427, 640, 3)."""
+    try:
+        from sklearn.datasets import load_sample_images  # noqa: PLC0415 - only this dataset
+    except ImportError:
+        raise ImportError("the photo_crops dataset is cut from scikit-learn's sample photographs, "
+                          "and scikit-learn is not installed; `pip install scikit-learn`") from None
+    return np.stack(load_sample_images().images)
+
+
+def photo_crop_boxes(split: str, count: int, seed: int, height: int = 427
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(photo index, top, left) of ``count`` crops of ``split``: photo, band (one of the
+    split's :data:`PHOTO_BANDS`) and position inside the band uniform, from a generator seeded
+    with ``(seed, split)`` — the same boxes on every machine and run."""
+    generator = np.random.default_rng([seed, tuple(PHOTO_BANDS).index(split)])
+    bands = np.asarray(PHOTO_BANDS[split])
+    photo = generator.integers(0, 2, count)
+    band = bands[generator.integers(0, len(bands), count)]
+    left = band * PHOTO_BAND_WIDTH + generator.integers(0, PHOTO_BAND_WIDTH - PHOTO_CROP_SIZE + 1,
+                                                        count)
+    top = generator.integers(0, height - PHOTO_CROP_SIZE + 1, count)
+    return photo, top, left
+
+
+def photo_crops(split: str, seed: int, count: int | None = None,
+                photos: np.ndarray | None = None) -> torch.Tensor:
+    """The crops of ``split`` as uint8 (N, 3, 32, 32), pixel values 0..255 (``photos``: from
+    :func:`sample_photos`, read when not given)."""
+    photos = sample_photos() if photos is None else photos
+    count = PHOTO_CROP_COUNTS[split] if count is None else count
+    photo, top, left = photo_crop_boxes(split, count, seed, photos.shape[1])
+    offsets = np.arange(PHOTO_CROP_SIZE)
+    rows = (top[:, None] + offsets)[:, :, None]
+    cols = (left[:, None] + offsets)[:, None, :]
+    crops = photos[photo[:, None, None], rows, cols]  # (N, 32, 32, 3)
+    return torch.from_numpy(np.ascontiguousarray(crops.transpose(0, 3, 1, 2)))
+
+
 def split_train_val(dataset: Dataset, val_fraction: float, split_seed: int) -> tuple[Subset, Subset]:
     """Random train/validation split that depends only on ``split_seed`` and the dataset size."""
     total = len(dataset)
@@ -277,6 +328,12 @@ def _load_unpadded(config: Mapping[str, Any], name: str, size: tuple[int, ...]) 
         full = ImageTensorDataset(digits_images(int(config.get("num_levels", 256))))
         train, val = split_train_val(full, val_fraction, split_seed)
         return DataSplits(train, val, None, shape, name)
+
+    if name == "photo_crops":
+        photos = sample_photos()
+        train, val, test = (ImageTensorDataset(photo_crops(split, split_seed, photos=photos))
+                            for split in ("train", "val", "test"))
+        return DataSplits(train, val, test, shape, name)
 
     if name in ("imagenet32", "imagenet64"):
         train_full, test = _imagenet(root, name, shape)

@@ -42,7 +42,7 @@ from inv_flow.compiled import CompiledLoss
 from inv_flow.config import ConfigError, checked_config
 from inv_flow.data import (DataSplits, check_image_shape, check_num_levels, load_datasets,
                            make_loader, set_loader_epoch)
-from inv_flow.flows import bits_per_dim as flow_bits_per_dim
+from inv_flow.flows import bits_per_dim
 from inv_flow.logging_utils import RunLogger, Timer, is_main_process
 from inv_flow.plots import save_image_grid, save_reconstruction_figure
 from inv_flow.runs import claim_run_dir, describe_run
@@ -52,11 +52,6 @@ from inv_flow.schedules import build_scheduler, restore_scheduler
 
 class TrainingDiverged(RuntimeError):
     """The loss or the gradient became NaN/Inf; training stopped before applying that step."""
-
-
-def bits_per_dim(mean_log_prob: float, num_dims: int) -> float:
-    """Bits/dim of a mean log-density in nats over ``[0, 256)^D`` (``inv_flow.flows.bits_per_dim``)."""
-    return float(flow_bits_per_dim(mean_log_prob, num_dims))
 
 
 def _initialize_actnorm(model: nn.Module, batch: torch.Tensor, all_reduce=None) -> None:
@@ -371,7 +366,7 @@ class Experiment:
     def _loss(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(per-sample log-densities [B], mean bits/dim): what ``compile`` compiles."""
         _, log_prob = self._training_model()(batch)
-        return log_prob, flow_bits_per_dim(log_prob, self.num_dims).mean()
+        return log_prob, bits_per_dim(log_prob, self.num_dims).mean()
 
     def _diverged(self, what: str, epoch: int | None) -> None:
         kept = [str(p) for p in (self.best_checkpoint_path, self.last_checkpoint_path) if p.is_file()]
