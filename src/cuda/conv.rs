@@ -30,10 +30,7 @@ pub(super) fn prepare_taps(
     let args = Args::default()
         .ptr(w)
         .ptr(prep)
-        .int(d.c)
-        .int(d.kk)
-        .int(d.anchor_t)
-        .int(mode);
+        .ints(&[d.c, d.kk, d.anchor_t, mode]);
     launch(
         dev,
         &format!("prepare_taps_{}", dt.suffix()),
@@ -70,20 +67,18 @@ fn conv(
         if adjoint { 1 } else { 0 },
     )?;
     if let Some(plan) = conv_tile_plan(p, dt, dev.max_smem as usize).filter(|_| !generic_only()) {
-        let args = Args::default()
-            .ptr(input)
-            .ptr(out)
-            .ptr(prep)
-            .int(d.c)
-            .int(d.h)
-            .int(d.w)
-            .int(d.kh)
-            .int(d.kw)
-            .int(d.ai)
-            .int(d.aj)
-            .int(if adjoint { -1 } else { 1 })
-            .int(plan.tiles_h as i32)
-            .int(plan.tiles_w as i32);
+        let args = Args::default().ptr(input).ptr(out).ptr(prep).ints(&[
+            d.c,
+            d.h,
+            d.w,
+            d.kh,
+            d.kw,
+            d.ai,
+            d.aj,
+            if adjoint { -1 } else { 1 },
+            plan.tiles_h as i32,
+            plan.tiles_w as i32,
+        ]);
         return launch(
             &dev,
             &format!("conv_tile_{}", dt.suffix()),
@@ -104,20 +99,18 @@ fn conv(
         u32::try_from(groups).unwrap_or(u32::MAX),
         1,
     );
-    let args = Args::default()
-        .ptr(input)
-        .ptr(out)
-        .ptr(prep)
-        .int(d.b)
-        .int(d.c)
-        .int(d.h)
-        .int(d.w)
-        .int(d.kh)
-        .int(d.kw)
-        .int(d.ai)
-        .int(d.aj)
-        .int(if adjoint { -1 } else { 1 })
-        .int(q_in_smem as i32);
+    let args = Args::default().ptr(input).ptr(out).ptr(prep).ints(&[
+        d.b,
+        d.c,
+        d.h,
+        d.w,
+        d.kh,
+        d.kw,
+        d.ai,
+        d.aj,
+        if adjoint { -1 } else { 1 },
+        q_in_smem as i32,
+    ]);
     launch(
         &dev,
         &format!("conv_{}", dt.suffix()),
@@ -192,13 +185,7 @@ pub fn conv_chain(
     for l in 0..CHAIN_MAX_LAYERS {
         args = args.ptr(weights.get(l).copied().unwrap_or(0));
     }
-    args = args
-        .int(orders.len() as i32)
-        .int(d.c)
-        .int(d.h)
-        .int(d.w)
-        .int(d.kh)
-        .int(d.kw);
+    args = args.ints(&[orders.len() as i32, d.c, d.h, d.w, d.kh, d.kw]);
     for l in 0..CHAIN_MAX_LAYERS {
         let (ai, aj) = orders
             .get(l)

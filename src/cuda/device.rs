@@ -234,6 +234,10 @@ impl Args {
     pub fn long(self, v: i64) -> Self {
         self.push(v as u64, 'l')
     }
+    /// `int` for each value, in order.
+    pub fn ints(self, values: &[i32]) -> Self {
+        values.iter().fold(self, |args, &v| args.int(v))
+    }
 }
 
 /// Launches `name` on `stream` (a raw CUstream handle owned by the caller).

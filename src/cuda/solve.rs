@@ -18,21 +18,20 @@ use crate::geometry::Problem;
 /// coefficients, the problem's dimensions, the canonical tap signs and axis flips, and the ring
 /// length (KH + KW − 1 diagonals).
 fn sweep_args(out: u64, prep: u64, d: &Dims, signs: (i32, i32), flips: (bool, bool)) -> Args {
-    Args::default()
-        .ptr(out)
-        .ptr(prep)
-        .int(d.c)
-        .int(d.h)
-        .int(d.w)
-        .int(d.kh)
-        .int(d.kw)
-        .int(d.ai)
-        .int(d.aj)
-        .int(signs.0)
-        .int(signs.1)
-        .int(flips.0 as i32)
-        .int(flips.1 as i32)
-        .int(d.kh + d.kw - 1)
+    Args::default().ptr(out).ptr(prep).ints(&[
+        d.c,
+        d.h,
+        d.w,
+        d.kh,
+        d.kw,
+        d.ai,
+        d.aj,
+        signs.0,
+        signs.1,
+        flips.0 as i32,
+        flips.1 as i32,
+        d.kh + d.kw - 1,
+    ])
 }
 
 fn solve(
@@ -53,14 +52,13 @@ fn solve(
     // L⁻¹ and P (one block), then Q_t = P·M_t, then z = P·rhs into the output.
     let subst_bytes = (padded(p.channels) + p.channels) * p.channels * dt.size();
     let subst_in_smem = subst_bytes <= dev.max_smem as usize;
-    let args = Args::default()
-        .ptr(weight)
-        .ptr(prep)
-        .int(d.c)
-        .int(d.kk)
-        .int(d.anchor_t)
-        .int(adjoint as i32)
-        .int(subst_in_smem as i32);
+    let args = Args::default().ptr(weight).ptr(prep).ints(&[
+        d.c,
+        d.kk,
+        d.anchor_t,
+        adjoint as i32,
+        subst_in_smem as i32,
+    ]);
     let smem = if subst_in_smem { subst_bytes as u32 } else { 0 };
     launch(
         &dev,
@@ -144,10 +142,11 @@ fn solve(
         ci_lanes,
     } = generic_sweep_plan(p)?;
     let batch = u32::try_from(p.batch).map_err(|_| batch_too_large(p.batch, 1))?;
-    let args = sweep_args(out, prep, &d, (th, tw), (flip_h, flip_w))
-        .int(q_in_smem as i32)
-        .int(split as i32)
-        .int(ci_lanes as i32);
+    let args = sweep_args(out, prep, &d, (th, tw), (flip_h, flip_w)).ints(&[
+        q_in_smem as i32,
+        split as i32,
+        ci_lanes as i32,
+    ]);
     launch(
         &dev,
         &format!("{kernel}_{sfx}"),

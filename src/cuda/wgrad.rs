@@ -43,19 +43,17 @@ pub fn weight_grad(
     let sfx = dt.suffix();
     match plan {
         WgradPlan::Chunk { chunk, nblk, smem } => {
-            let args = Args::default()
-                .ptr(x)
-                .ptr(g)
-                .ptr(scratch)
-                .int(d.b)
-                .int(d.c)
-                .int(d.h)
-                .int(d.w)
-                .int(d.kh)
-                .int(d.kw)
-                .int(d.ai)
-                .int(d.aj)
-                .int(chunk as i32);
+            let args = Args::default().ptr(x).ptr(g).ptr(scratch).ints(&[
+                d.b,
+                d.c,
+                d.h,
+                d.w,
+                d.kh,
+                d.kw,
+                d.ai,
+                d.aj,
+                chunk as i32,
+            ]);
             let taps = u32::try_from(kk)
                 .ok()
                 .filter(|&k| k <= 65535)
@@ -85,15 +83,7 @@ pub fn weight_grad(
                 .ptr(x)
                 .ptr(g)
                 .ptr(scratch)
-                .int(d.b)
-                .int(d.c)
-                .int(d.h)
-                .int(d.w)
-                .int(d.kh)
-                .int(d.ai)
-                .int(d.aj)
-                .int(tr as i32)
-                .int(tw as i32);
+                .ints(&[d.b, d.c, d.h, d.w, d.kh, d.ai, d.aj, tr as i32, tw as i32]);
             launch(
                 &dev,
                 &format!("wgrad_tile{}_{sfx}", p.kernel_w),
@@ -106,14 +96,13 @@ pub fn weight_grad(
         }
     }
     let n = (kk * p.channels * p.channels) as u64;
-    let args = Args::default()
-        .ptr(scratch)
-        .ptr(out)
-        .int(d.c)
-        .int(d.kk)
-        .int(d.anchor_t)
-        .int(plan.nblk() as i32)
-        .int(negate as i32);
+    let args = Args::default().ptr(scratch).ptr(out).ints(&[
+        d.c,
+        d.kk,
+        d.anchor_t,
+        plan.nblk() as i32,
+        negate as i32,
+    ]);
     launch(
         &dev,
         &format!("wgrad_reduce_{sfx}"),
