@@ -11,6 +11,7 @@ each step of flow (``family``, see :func:`inv_flow.models.build_model`):
 ``finc_flow``          FInC Flow's unit (4 channel groups, one order each, + 1×1 mixing), masked
                        conv in the density direction; sampling = wavefront inverses
 ``finc_flow_unit``     Inverse-Flow's own unit run the FInC way (conv to train, inverse to sample)
+``inverse_flow_1x1``   inverse_flow with Glow's 1×1 convolution after each unit (``mix_1x1``)
 ``glow``               Glow's 1×1 convolutions (LU)
 ``snf``                Self-Normalizing Flow: k×k conv + learned inverse R, self-normalized gradient;
                        sampling through R (approximate); a second row times the exact inverse
@@ -57,6 +58,7 @@ MODEL_SPECS: Dict[str, Dict[str, Any]] = {
     "inverse_flow": {"family": "inverse_flow"},
     "finc_flow": {"family": "finc_flow", "finc_unit": "grouped"},
     "finc_flow_unit": {"family": "finc_flow", "finc_unit": "unit"},
+    "inverse_flow_1x1": {"family": "inverse_flow", "mix_1x1": True},
     "glow": {"family": "glow"},
     "snf": {"family": "snf"},
 }
@@ -66,6 +68,7 @@ SAMPLING_METHOD = {
     "inverse_flow": "masked convolutions",
     "finc_flow": "wavefront inverses (+1×1 inverse)",
     "finc_flow_unit": "wavefront inverses",
+    "inverse_flow_1x1": "masked convolutions + 1×1 inverses",
     "glow": "1×1 inverses",
     "snf": "learned approx. inverse R (convolutions)",
     "snf_true_inv": "exact inverse (dense solve)",

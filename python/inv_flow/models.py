@@ -157,8 +157,12 @@ def _mixing_layers(cfg, channels: int, step: int) -> List[FlowLayer]:
     direction, shape = kind.split("_")
     common = dict(kernel_size=kernel_size, direction=direction, dense_reference=dense_reference)
     if shape == "unit":
-        return [InvFlowUnit(channels, **common)]
-    return [InvConv(channels, order=ORDERS[step % len(ORDERS)], **common)]
+        layers: List[FlowLayer] = [InvFlowUnit(channels, **common)]
+    else:
+        layers = [InvConv(channels, order=ORDERS[step % len(ORDERS)], **common)]
+    if cfg["mix_1x1"]:
+        layers.append(InvertibleConv1x1(channels, lu=True))
+    return layers
 
 
 def _activation(cfg, channels: int) -> Optional[FlowLayer]:

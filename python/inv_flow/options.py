@@ -154,6 +154,8 @@ _add("family", "auto", "invertible conv of every step: auto (from inv_conv/direc
      choices=("auto", "inverse_flow", "finc_flow", "glow", "snf"), **_M)
 _add("finc_unit", "grouped", "finc_flow: grouped (FInC Flow's unit + 1x1 mixing) or unit",
      choices=("grouped", "unit"), **_M)
+_add("mix_1x1", False, "inverse_flow / finc_flow unit or single: follow each masked k x k "
+     "convolution step with Glow's 1x1 convolution (LU), which mixes all channels", **_M)
 _add("recon_loss_weight", 1.0, "snf: initial weight of the reconstruction loss", ge=0.0, **_M)
 _add("recon_loss_lr", 0.0, "snf: step of the adaptive reconstruction weight (0 = fixed)", ge=0.0,
      **_M)
