@@ -227,12 +227,12 @@ def _add(a, b):
 
 def _tap(x, w_t, order):
     """Ȧ x for the weight tangent (or cotangent) ``w_t``: forward(x, w_t) − x."""
-    return _ConvFn.apply(x, w_t, order) - x
+    return _call(_ConvFn, x, w_t, order) - x
 
 
 def _tap_adjoint(g, w_t, order):
     """Ȧᵀ g: forward_adjoint(g, w_t) − g."""
-    return _FwdAdjFn.apply(g, w_t, order) - g
+    return _call(_FwdAdjFn, g, w_t, order) - g
 
 
 def _image_function(run, keep_output: bool = False):
@@ -262,18 +262,16 @@ class _ConvFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):
+        # _call: differentiable pieces under create_graph / torch.func, bare backend calls otherwise.
         x, weight = ctx.saved_tensors
         need_x, need_w = ctx.needs_input_grad[:2]
-        if torch.is_grad_enabled():  # create_graph / torch.func: differentiable pieces
-            return (_FwdAdjFn.apply(g, weight, ctx.order) if need_x else None,
-                    _WGradFn.apply(x, g, ctx.order, *weight.shape[2:]) if need_w else None, None)
-        return (_dispatch.run_forward_adjoint(g, weight, ctx.order) if need_x else None,
-                _dispatch.run_weight_grad(x, g, ctx.order, *weight.shape[2:]) if need_w else None, None)
+        return (_call(_FwdAdjFn, g, weight, ctx.order) if need_x else None,
+                _call(_WGradFn, x, g, ctx.order, *weight.shape[2:]) if need_w else None, None)
 
     @staticmethod
     def jvp(ctx, x_t, w_t, _):
         x, weight = ctx.saved_tensors
-        return _add(_ConvFn.apply(x_t, weight, ctx.order) if x_t is not None else None,
+        return _add(_call(_ConvFn, x_t, weight, ctx.order) if x_t is not None else None,
                     _tap(x, w_t, ctx.order) if w_t is not None else None)
 
 
@@ -285,20 +283,19 @@ class _InvFn(torch.autograd.Function):
     def backward(ctx, g):
         x, weight = ctx.saved_tensors
         need_y, need_w = ctx.needs_input_grad[:2]
-        if torch.is_grad_enabled():
-            u = _InvAdjFn.apply(g, weight, ctx.order)
-            return u if need_y else None, -_WGradFn.apply(x, u, ctx.order, *weight.shape[2:]) if need_w else None, None
-        if need_w:  # the fused native call: u = A⁻ᵀ g and −W(x, u)
+        if need_w and not torch.is_grad_enabled():  # the fused native call: u = A⁻ᵀ g and −W(x, u)
             u, grad_w = _dispatch.run_inverse_backward(x, g, weight, ctx.order)
             return (u if need_y else None), grad_w, None
-        return (_dispatch.run_inverse_adjoint(g, weight, ctx.order) if need_y else None), None, None
+        u = _call(_InvAdjFn, g, weight, ctx.order)
+        return (u if need_y else None,
+                -_call(_WGradFn, x, u, ctx.order, *weight.shape[2:]) if need_w else None, None)
 
     @staticmethod
     def jvp(ctx, y_t, w_t, _):
         # ẋ = A⁻¹ (ẏ − Ȧ x)
         x, weight = ctx.saved_tensors
         rhs = _add(y_t, -_tap(x, w_t, ctx.order) if w_t is not None else None)
-        return _InvFn.apply(rhs, weight, ctx.order)
+        return _call(_InvFn, rhs, weight, ctx.order)
 
 
 @_image_function(_dispatch.run_forward_adjoint)
@@ -308,13 +305,13 @@ class _FwdAdjFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, v):
         g, weight = ctx.saved_tensors
-        return (_ConvFn.apply(v, weight, ctx.order) if ctx.needs_input_grad[0] else None,
-                _WGradFn.apply(v, g, ctx.order, *weight.shape[2:]) if ctx.needs_input_grad[1] else None, None)
+        return (_call(_ConvFn, v, weight, ctx.order) if ctx.needs_input_grad[0] else None,
+                _call(_WGradFn, v, g, ctx.order, *weight.shape[2:]) if ctx.needs_input_grad[1] else None, None)
 
     @staticmethod
     def jvp(ctx, g_t, w_t, _):
         g, weight = ctx.saved_tensors
-        return _add(_FwdAdjFn.apply(g_t, weight, ctx.order) if g_t is not None else None,
+        return _add(_call(_FwdAdjFn, g_t, weight, ctx.order) if g_t is not None else None,
                     _tap_adjoint(g, w_t, ctx.order) if w_t is not None else None)
 
 
@@ -326,15 +323,15 @@ class _InvAdjFn(torch.autograd.Function):
     def backward(ctx, v):
         # du = −A⁻ᵀ Ȧᵀ u, so ∂/∂g = A⁻¹ v and ∂/∂w = −W(A⁻¹ v, u).
         u, weight = ctx.saved_tensors
-        z = _InvFn.apply(v, weight, ctx.order)
+        z = _call(_InvFn, v, weight, ctx.order)
         return (z if ctx.needs_input_grad[0] else None,
-                -_WGradFn.apply(z, u, ctx.order, *weight.shape[2:]) if ctx.needs_input_grad[1] else None, None)
+                -_call(_WGradFn, z, u, ctx.order, *weight.shape[2:]) if ctx.needs_input_grad[1] else None, None)
 
     @staticmethod
     def jvp(ctx, g_t, w_t, _):
         u, weight = ctx.saved_tensors
         rhs = _add(g_t, -_tap_adjoint(u, w_t, ctx.order) if w_t is not None else None)
-        return _InvAdjFn.apply(rhs, weight, ctx.order)
+        return _call(_InvAdjFn, rhs, weight, ctx.order)
 
 
 class _WGradFn(torch.autograd.Function):
@@ -363,8 +360,8 @@ class _WGradFn(torch.autograd.Function):
     def jvp(ctx, x_t, g_t, *_):
         x, g = ctx.saved_tensors
         kernel = ctx.kernel
-        return _add(_WGradFn.apply(x_t, g, ctx.order, *kernel) if x_t is not None else None,
-                    _WGradFn.apply(x, g_t, ctx.order, *kernel) if g_t is not None else None)
+        return _add(_call(_WGradFn, x_t, g, ctx.order, *kernel) if x_t is not None else None,
+                    _call(_WGradFn, x, g_t, ctx.order, *kernel) if g_t is not None else None)
 
     @staticmethod
     def vmap(info, in_dims, x, g, order, kernel_h, kernel_w):
