@@ -57,34 +57,31 @@ def _write(output: torch.Tensor, value: torch.Tensor) -> list:
     return [output]
 
 
+def _image_into(op, name: str, value: torch.Tensor, kernel: torch.Tensor, output: torch.Tensor,
+                **internal: str) -> list:
+    """``op(value, kernel)`` (TL) written into ``output``; errors use this module's names
+    (``internal`` maps the op's name for ``value`` to ``name``)."""
+    _check_tensor(name, value)
+    _check_tensor("kernel", kernel)
+    with torch.no_grad(), _named(weight="kernel", **internal):
+        result = op(value, kernel, _ORDER)
+    _check_output(output, value.shape, value, name)
+    return _write(output, result)
+
+
 def inverse(input: torch.Tensor, kernel: torch.Tensor, output: torch.Tensor) -> list:
     """``output = A⁻¹ input`` (TL order), in place; returns ``[output]``."""
-    _check_tensor("input", input)
-    _check_tensor("kernel", kernel)
-    with torch.no_grad(), _named(y="input", weight="kernel"):
-        value = ops.inv_conv2d(input, kernel, _ORDER)
-    _check_output(output, input.shape, input, "input")
-    return _write(output, value)
+    return _image_into(ops.inv_conv2d, "input", input, kernel, output, y="input")
 
 
 def forward(input: torch.Tensor, kernel: torch.Tensor, output: torch.Tensor) -> list:
     """``output = A input`` (TL order), in place; returns ``[output]``."""
-    _check_tensor("input", input)
-    _check_tensor("kernel", kernel)
-    with torch.no_grad(), _named(x="input", weight="kernel"):
-        value = ops.conv2d(input, kernel, _ORDER)
-    _check_output(output, input.shape, input, "input")
-    return _write(output, value)
+    return _image_into(ops.conv2d, "input", input, kernel, output, x="input")
 
 
 def dy(grad: torch.Tensor, kernel: torch.Tensor, M=None, output: torch.Tensor = None) -> list:
     """``output = A⁻ᵀ grad``: the gradient of the inverse w.r.t. its input (TL), in place."""
-    _check_tensor("grad", grad)
-    _check_tensor("kernel", kernel)
-    with torch.no_grad(), _named(weight="kernel"):
-        value = ops.inv_conv2d_transpose(grad, kernel, _ORDER)
-    _check_output(output, grad.shape, grad, "grad")
-    return _write(output, value)
+    return _image_into(ops.inv_conv2d_transpose, "grad", grad, kernel, output)
 
 
 def dw(input: torch.Tensor, kernel: torch.Tensor, grad: torch.Tensor, M=None, output: torch.Tensor = None) -> list:
