@@ -1,6 +1,6 @@
 """GPU benchmark of the inv_conv CUDA ops next to cuDNN / cuBLAS baselines.
 
-    python benches/gpu_bench.py [--json out.json] [--reps 50]
+    python benches/gpu_bench.py [--json out.json] [--reps 50] [--kernels]
 
 CUDA events around each call, median after warm-up. Scenarios S1..S4 (see BENCHMARKS.md).
 cuDNN runs both in its default float32 mode (TF32 tensor cores allowed for convolutions, as
@@ -90,7 +90,24 @@ def dense_triangular_solve_ms(y, w, reps):
     return ms, err
 
 
-def run(reps: int):
+def kernel_breakdown(step, reps=10):
+    """Device time per step of each kernel the step launches (torch.profiler), largest first."""
+    from torch.profiler import ProfilerActivity, profile
+
+    step()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            step()
+        torch.cuda.synchronize()
+    per_kernel = {}
+    for ev in prof.events():
+        if ev.device_type == torch.autograd.DeviceType.CUDA:
+            per_kernel[ev.name] = per_kernel.get(ev.name, 0.0) + ev.device_time / 1e3 / reps
+    return sorted(per_kernel.items(), key=lambda kv: -kv[1])
+
+
+def run(reps: int, kernels: bool = False):
     dev = torch.device("cuda")
     torch.manual_seed(0)
     t0 = time.perf_counter()
@@ -128,29 +145,30 @@ def run(reps: int):
         r["inverse_rel_err"] = ((_cuda.forward(_cuda.inverse(y, w, ORDER), w, ORDER) - y).norm() / y.norm()).item()
         if c * h * wd <= 12288:
             r["dense_trsm"], r["dense_trsm_err"] = dense_triangular_solve_ms(y, w, max(5, reps // 5))
+        yr = y.clone().requires_grad_()
+        wr = w.clone().requires_grad_()
+        xr = xpad.clone().requires_grad_()
+
+        def ours_autograd_step():
+            inv_conv.inv_conv2d(yr, wr, ORDER).backward(g)
+
+        def cudnn_step():
+            F.conv2d(xr, wr).backward(g)
+
+        r["step_ours_autograd"] = timed(ours_autograd_step, reps)
+        for tf32 in (True, False):
+            with cudnn(tf32):
+                r[f"step_cudnn_{'tf32' if tf32 else 'fp32'}"] = timed(cudnn_step, reps)
+        if kernels:
+            r["kernels"] = kernel_breakdown(ours_autograd_step)
         if name == "S1":
             def ours_step():
                 xs = _cuda.inverse(y, w, ORDER)
                 u = _cuda.inverse_adjoint(g, w, ORDER)
                 return _cuda.weight_grad(xs, u, ORDER, k, k).neg_()
 
-            yr = y.clone().requires_grad_()
-            wr = w.clone().requires_grad_()
-
-            def ours_autograd_step():
-                inv_conv.inv_conv2d(yr, wr, ORDER).backward(g)
-
-            xr = xpad.clone().requires_grad_()
-
-            def cudnn_step():
-                F.conv2d(xr, wr).backward(g)
-
             r["step_ours"] = timed(ours_step, reps)
-            r["step_ours_autograd"] = timed(ours_autograd_step, reps)
             r["step_ours_autograd_wall"] = wall(ours_autograd_step, 4 * reps)
-            for tf32 in (True, False):
-                with cudnn(tf32):
-                    r[f"step_cudnn_{'tf32' if tf32 else 'fp32'}"] = timed(cudnn_step, reps)
             r["step_cudnn_tf32_wall"] = wall(cudnn_step, 4 * reps)
             # Host overhead of the autograd step: a problem whose kernels take a few µs.
             yt = torch.randn(1, 4, 8, 8, device="cuda", requires_grad=True)
@@ -184,6 +202,16 @@ def table(info, first_use_s, rows):
                 f"{r['scenario']} generic kernels (INV_CONV_CUDA_GENERIC=1): forward {r['forward_generic']:.4f}, "
                 f"inverse {r['inverse_generic']:.4f}, dy {r['dy_generic']:.4f}, dw {r['dw_generic']:.4f}"
             )
+    lines.append("layer training step (inverse forward + backward through autograd) vs a cuDNN conv layer's (conv2d forward + backward):")
+    lines.append("| scenario | ours ms | cuDNN tf32 ms | cuDNN fp32 ms | ratio vs tf32 | ratio vs fp32 |")
+    lines.append("|---|---|---|---|---|---|")
+    for r in rows:
+        o, t, f = r["step_ours_autograd"], r["step_cudnn_tf32"], r["step_cudnn_fp32"]
+        lines.append(f"| {r['scenario']} {tuple(r['shape'])} | {o:.4f} | {t:.4f} | {f:.4f} | {o / t:.2f}x | {o / f:.2f}x |")
+    for r in rows:
+        if "kernels" in r:
+            lines.append(f"{r['scenario']} kernels per layer step (ms, torch.profiler): " + ", ".join(
+                f"{name.split('(')[0][:40]} {ms:.4f}" for name, ms in r["kernels"][:12]))
     s1 = rows[0]
     lines.append(
         f"S1 training step: ours {s1['step_ours']:.4f} ms (raw ops), {s1['step_ours_autograd']:.4f} ms (autograd through "
@@ -201,8 +229,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=50)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--kernels", action="store_true", help="also print each kernel's device time per layer step")
     args = ap.parse_args()
-    info, first, rows = run(args.reps)
+    info, first, rows = run(args.reps, args.kernels)
     print(table(info, first, rows))
     if args.json:
         with open(args.json, "w") as f:

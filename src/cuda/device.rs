@@ -148,7 +148,14 @@ impl Device {
 
         let lib = nvrtc::library()?;
         let t0 = Instant::now();
-        let (cubin, _log) = lib.compile(&kernels::program_source(), "inv_conv.cu", &arch, &[])?;
+        // INV_CONV_LINEINFO=1 keeps source lines in the cubin, for profilers (ncu's source view).
+        let lineinfo: &[&str] = if std::env::var_os("INV_CONV_LINEINFO").is_some() {
+            &["--generate-line-info"]
+        } else {
+            &[]
+        };
+        let (cubin, _log) =
+            lib.compile(&kernels::program_source(), "inv_conv.cu", &arch, lineinfo)?;
         let compile_ms = t0.elapsed().as_secs_f64() * 1e3;
 
         let t1 = Instant::now();
