@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 
@@ -132,8 +133,6 @@ def run(reps: int, kernels: bool = False):
                 r[f"cudnn_conv_{tag}"] = timed(lambda: F.conv2d(xpad, w), reps)
                 r[f"cudnn_wgrad_{tag}"] = timed(lambda: torch.nn.grad.conv2d_weight(xpad, w.shape, g), reps)
         if name == "S2":  # A/B: the generic kernels (INV_CONV_CUDA_GENERIC=1) in the same process
-            import os
-
             os.environ["INV_CONV_CUDA_GENERIC"] = "1"
             try:
                 r["forward_generic"] = timed(lambda: _cuda.forward(x, w, ORDER), reps)
@@ -142,6 +141,14 @@ def run(reps: int, kernels: bool = False):
                 r["dw_generic"] = timed(lambda: _cuda.weight_grad(x, g, ORDER, k, k), reps)
             finally:
                 del os.environ["INV_CONV_CUDA_GENERIC"]
+        # A/B: the sweep's CTAs per sample (INV_CONV_SWEEP_CTAS; 1 = one block per sample; a
+        # setting that does not fit the shape falls back to the default plan).
+        for ctas in ("1", "2", "4", "8"):
+            os.environ["INV_CONV_SWEEP_CTAS"] = ctas
+            try:
+                r[f"inverse_ctas{ctas}"] = timed(lambda: _cuda.inverse(y, w, ORDER), reps)
+            finally:
+                del os.environ["INV_CONV_SWEEP_CTAS"]
         r["inverse_rel_err"] = ((_cuda.forward(_cuda.inverse(y, w, ORDER), w, ORDER) - y).norm() / y.norm()).item()
         if c * h * wd <= 12288:
             r["dense_trsm"], r["dense_trsm_err"] = dense_triangular_solve_ms(y, w, max(5, reps // 5))
@@ -196,6 +203,8 @@ def table(info, first_use_s, rows):
             f"| {r['inverse']:.4f} | {trsm} | {r['dy']:.4f} | {r['dw']:.4f} | {r['cudnn_wgrad_tf32']:.4f} / {r['cudnn_wgrad_fp32']:.4f} "
             f"| {r['fwd_adjoint']:.4f} | {r['inverse_rel_err']:.1e} |"
         )
+    lines.append("inverse by CTAs per sample (INV_CONV_SWEEP_CTAS=1/2/4/8; ms): " + "; ".join(
+        f"{r['scenario']} " + " / ".join(f"{r[f'inverse_ctas{n}']:.4f}" for n in (1, 2, 4, 8)) for r in rows))
     for r in rows:
         if "inverse_generic" in r:
             lines.append(

@@ -19,146 +19,6 @@
 //   WINDOW_GLOBAL: nothing in shared memory but (maybe) the coefficients; global reads of what
 //                  this block wrote before the last barrier (visible to the block).
 
-#define WINDOW_FULL 0
-#define WINDOW_RING 1
-#define WINDOW_GLOBAL 2
-// Taps whose offsets are tabled in static shared memory (larger kernels compute the rest).
-#define MAX_TABLE_TAPS 64
-
-template <typename T, int WINDOW>
-__device__ void sweep_impl(T* data, const T* __restrict__ prep, int C, int H, int W, int KH,
-                           int KW, int ai, int aj, int th, int tw, int flip_h, int flip_w,
-                           int ring, int q_in_smem, int split, int ci_lanes) {
-    extern __shared__ __align__(16) unsigned char smem_raw[];
-    T* smem = reinterpret_cast<T*>(smem_raw);
-    const int Cp = round_up4(C), G = Cp / 4, KK = KH * KW, anchor_t = ai * KW + aj;
-    const i64 HW = (i64)H * W, CHW = C * HW;
-    T* img = data + (i64)blockIdx.x * CHW;
-    const T* q = prep + 2 * (i64)C * Cp;
-    T* win = smem;
-    if (q_in_smem) {
-        for (i64 e = threadIdx.x; e < (i64)KK * C * Cp; e += blockDim.x) smem[e] = q[e];
-        q = smem;
-        win = smem + (i64)KK * C * Cp;
-    }
-    if (WINDOW == WINDOW_FULL) {
-        for (i64 e = threadIdx.x; e < CHW; e += blockDim.x) win[e] = img[e];
-    }
-    __syncthreads();
-
-    // Thread = (pixel slot, channel group g, lane): `split` consecutive lanes (a power of two
-    // <= 32, inside one warp) share one dot product over the (tap, ci) pairs and add up with
-    // shuffles, so that short diagonals still keep many threads busy. The thread's role is
-    // fixed for the whole sweep: all index divisions happen here, once.
-    const int lane = threadIdx.x & (split - 1);
-    const int slot = threadIdx.x / split;
-    const int g = slot % G;
-    const int k0 = slot / G;
-    const int kstep = blockDim.x / (split * G);  // pixels of a diagonal per pass (>= 1)
-    const bool has_role = k0 < kstep;
-    const int tap_first = lane / ci_lanes, tap_step = split / ci_lanes;
-    const int ci_first = lane & (ci_lanes - 1);
-    const i64 cstride = WINDOW == WINDOW_RING ? (i64)H : HW;
-    // Off-anchor taps: weight index and canonical offset, computed once per block.
-    __shared__ int tap_t[MAX_TABLE_TAPS], tap_dh[MAX_TABLE_TAPS], tap_dw[MAX_TABLE_TAPS];
-    for (int tn = threadIdx.x; tn < KK - 1 && tn < MAX_TABLE_TAPS; tn += blockDim.x) {
-        const int t = tn + (tn >= anchor_t);
-        tap_t[tn] = t;
-        tap_dh[tn] = th * (t / KW - ai);
-        tap_dw[tn] = tw * (t % KW - aj);
-    }
-    __syncthreads();
-    for (int d = 0; d < H + W - 1; ++d) {
-        const int h_lo = max(0, d - (W - 1)), h_hi = min(d, H - 1);
-        const int npix = h_hi - h_lo + 1;
-        for (int kb = 0; kb < npix; kb += kstep) {  // uniform trip count: shuffles below
-            const int k = kb + k0;
-            const bool active = has_role && k < npix;
-            const int hc = h_lo + k, wc = d - hc;
-            T acc[4] = {T(0), T(0), T(0), T(0)};
-            if (active) {
-                for (int tn = tap_first; tn < KK - 1; tn += tap_step) {
-                    int t, hs, ws;
-                    if (tn < MAX_TABLE_TAPS) {
-                        t = tap_t[tn];
-                        hs = hc + tap_dh[tn];
-                        ws = wc + tap_dw[tn];
-                    } else {
-                        t = tn + (tn >= anchor_t);
-                        hs = hc + th * (t / KW - ai);
-                        ws = wc + tw * (t % KW - aj);
-                    }
-                    if (hs < 0 || ws < 0) continue;
-                    const T* src;
-                    if (WINDOW == WINDOW_RING) {
-                        src = win + (i64)((hs + ws) % ring) * C * H + hs;
-                    } else {
-                        const int hsr = flip_h ? H - 1 - hs : hs, wsr = flip_w ? W - 1 - ws : ws;
-                        src = (WINDOW == WINDOW_FULL ? win : img) + (i64)hsr * W + wsr;
-                    }
-                    const Quad<T>* qt = reinterpret_cast<const Quad<T>*>(q) + (i64)t * C * G + g;
-#pragma unroll 4
-                    for (int ci = ci_first; ci < C; ci += ci_lanes) {
-                        const T v = src[ci * cstride];
-                        const Quad<T> c = qt[ci * G];
-#pragma unroll
-                        for (int kq = 0; kq < 4; ++kq) acc[kq] += c.v[kq] * v;
-                    }
-                }
-            }
-            for (int off = split >> 1; off > 0; off >>= 1) {
-#pragma unroll
-                for (int kq = 0; kq < 4; ++kq) acc[kq] += __shfl_xor_sync(0xffffffffu, acc[kq], off);
-            }
-            if (active && lane == 0) {
-                const int hr = flip_h ? H - 1 - hc : hc, wr = flip_w ? W - 1 - wc : wc;
-                const i64 pix = (i64)hr * W + wr;
-#pragma unroll
-                for (int kq = 0; kq < 4; ++kq) {
-                    const int co = 4 * g + kq;
-                    if (co >= C) continue;
-                    T* at = (WINDOW == WINDOW_FULL ? win : img) + co * HW + pix;
-                    const T s = *at - acc[kq];  // z − Σ Q x
-                    *at = s;
-                    if (WINDOW == WINDOW_RING) win[((i64)(d % ring) * C + co) * H + hc] = s;
-                }
-            }
-        }
-        __syncthreads();
-    }
-    if (WINDOW == WINDOW_FULL) {
-        for (i64 e = threadIdx.x; e < CHW; e += blockDim.x) img[e] = win[e];
-    }
-}
-
-#define INV_CONV_SWEEP_ENTRY(NAME, T, WINDOW)                                                  \
-    extern "C" __global__ void __launch_bounds__(INV_CONV_SWEEP_MAX_THREADS) NAME(T* data, const T* prep, int C, int H, int W, int KH,       \
-                                    int KW, int ai, int aj, int th, int tw, int flip_h,        \
-                                    int flip_w, int ring, int q_in_smem, int split,            \
-                                    int ci_lanes) {                                            \
-        sweep_impl<T, WINDOW>(data, prep, C, H, W, KH, KW, ai, aj, th, tw, flip_h, flip_w,     \
-                              ring, q_in_smem, split, ci_lanes);                               \
-    }
-INV_CONV_SWEEP_ENTRY(sweep_full_f32, float, WINDOW_FULL)
-INV_CONV_SWEEP_ENTRY(sweep_full_f64, double, WINDOW_FULL)
-INV_CONV_SWEEP_ENTRY(sweep_ring_f32, float, WINDOW_RING)
-INV_CONV_SWEEP_ENTRY(sweep_ring_f64, double, WINDOW_RING)
-INV_CONV_SWEEP_ENTRY(sweep_global_f32, float, WINDOW_GLOBAL)
-INV_CONV_SWEEP_ENTRY(sweep_global_f64, double, WINDOW_GLOBAL)
-
-// ---------------------------------------------------------------------------------------------
-// sweep_tile: the ring-window sweep, re-mapped for C % 8 == 0.
-//
-// Lanes are pixels of the diagonal (consecutive hc: conflict-free ring reads) and a warp shares
-// one (8-output-channel group, tap subset): the coefficient reads are warp broadcasts, two
-// 16-byte loads and one ring load per 8 FMAs. `tsplit` warps split the off-anchor taps of one
-// (pixel, group) and are summed in shared memory in a fixed order (deterministic).
-// NCTA = 2: a thread-block cluster of two CTAs per sample (sm_90), each owning half of the
-// output channels; every solution value is stored into both CTAs' rings (DSMEM), and one
-// cluster barrier per diagonal replaces the block barrier. So a batch of 64 fills 128 SMs.
-// Shared memory: Q for this CTA's channels [t][gl][ci][8], the ring [slot][c][hc] plus one
-// all-zero slot (read by out-of-image taps, so the inner loop has no select), the partials.
-
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
 #define INV_CONV_HAS_CLUSTERS 1
 __device__ __forceinline__ unsigned cluster_rank() {
@@ -185,6 +45,212 @@ __device__ __forceinline__ void cluster_store(unsigned addr, double v) {
 #else
 #define INV_CONV_HAS_CLUSTERS 0
 #endif
+
+#define WINDOW_FULL 0
+#define WINDOW_RING 1
+#define WINDOW_GLOBAL 2
+// Taps whose offsets are tabled in static shared memory (larger kernels compute the rest).
+#define MAX_TABLE_TAPS 64
+
+// NCTA > 1 (sm_90, `sweep_band{N}`): a cluster of NCTA CTAs per sample, CTA r owning the
+// canonical rows [r·band, (r+1)·band) with a ring window (rows of its band plus the KH−1 rows
+// above it, which its upper neighbour fills through DSMEM as it solves them: canonical offsets
+// point up-left, so a band reads only its own rows and the KH−1 above). One cluster barrier per
+// diagonal replaces the block barrier. The lanes per dot product are planned for the band's
+// height, so the rounding can differ from a one-block sweep's; each launch shape is repeatable.
+template <typename T, int WINDOW, int NCTA>
+__device__ void sweep_impl(T* data, const T* __restrict__ prep, int C, int H, int W, int KH,
+                           int KW, int ai, int aj, int th, int tw, int flip_h, int flip_w,
+                           int ring, int q_in_smem, int split, int ci_lanes, int band) {
+    static_assert(NCTA == 1 || WINDOW == WINDOW_RING, "bands keep a ring window");
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    T* smem = reinterpret_cast<T*>(smem_raw);
+    const int Cp = round_up4(C), G = Cp / 4, KK = KH * KW, anchor_t = ai * KW + aj;
+    const i64 HW = (i64)H * W, CHW = C * HW;
+    unsigned rank = 0;
+#if INV_CONV_HAS_CLUSTERS
+    if (NCTA > 1) rank = cluster_rank();
+#endif
+    // This CTA's rows [h0, h1); its ring holds rows [row0, row0 + rows).
+    const int h0 = NCTA > 1 ? (int)rank * band : 0;
+    const int h1 = NCTA > 1 ? min(H, h0 + band) : H;
+    const int row0 = NCTA > 1 ? h0 - (KH - 1) : 0;
+    const int rows = NCTA > 1 ? band + KH - 1 : H;
+    T* img = data + (i64)(blockIdx.x / NCTA) * CHW;
+    const T* q = prep + 2 * (i64)C * Cp;
+    T* win = smem;
+    if (q_in_smem) {
+        for (i64 e = threadIdx.x; e < (i64)KK * C * Cp; e += blockDim.x) smem[e] = q[e];
+        q = smem;
+        win = smem + (i64)KK * C * Cp;
+    }
+    if (WINDOW == WINDOW_FULL) {
+        for (i64 e = threadIdx.x; e < CHW; e += blockDim.x) win[e] = img[e];
+    }
+    // The lower neighbour's ring, which this CTA's last KH−1 rows also go to.
+    const bool push = NCTA > 1 && (int)rank + 1 < NCTA;
+    unsigned remote = 0;
+    (void)push;
+    (void)remote;
+#if INV_CONV_HAS_CLUSTERS
+    if (push) remote = cluster_map(win, rank + 1);
+#endif
+
+    // Thread = (pixel slot, channel group g, lane): `split` consecutive lanes (a power of two
+    // <= 32, inside one warp) share one dot product over the (tap, ci) pairs and add up with
+    // shuffles, so that short diagonals still keep many threads busy. The thread's role is
+    // fixed for the whole sweep: all index divisions happen here, once.
+    const int lane = threadIdx.x & (split - 1);
+    const int slot = threadIdx.x / split;
+    const int g = slot % G;
+    const int k0 = slot / G;
+    const int kstep = blockDim.x / (split * G);  // pixels of a diagonal per pass (>= 1)
+    const bool has_role = k0 < kstep;
+    const int tap_first = lane / ci_lanes, tap_step = split / ci_lanes;
+    const int ci_first = lane & (ci_lanes - 1);
+    const i64 cstride = WINDOW == WINDOW_RING ? (i64)rows : HW;
+    // Off-anchor taps: weight index and canonical offset, computed once per block.
+    __shared__ int tap_t[MAX_TABLE_TAPS], tap_dh[MAX_TABLE_TAPS], tap_dw[MAX_TABLE_TAPS];
+    for (int tn = threadIdx.x; tn < KK - 1 && tn < MAX_TABLE_TAPS; tn += blockDim.x) {
+        const int t = tn + (tn >= anchor_t);
+        tap_t[tn] = t;
+        tap_dh[tn] = th * (t / KW - ai);
+        tap_dw[tn] = tw * (t % KW - aj);
+    }
+    __syncthreads();
+#if INV_CONV_HAS_CLUSTERS
+    if (NCTA > 1) cluster_barrier();  // every CTA's shared memory is live before any DSMEM store
+#endif
+    for (int d = 0; d < H + W - 1; ++d) {
+        const int h_lo = max(h0, d - (W - 1)), h_hi = min(d, h1 - 1);
+        const int npix = h_hi - h_lo + 1;
+        for (int kb = 0; kb < npix; kb += kstep) {  // uniform trip count: shuffles below
+            const int k = kb + k0;
+            const bool active = has_role && k < npix;
+            const int hc = h_lo + k, wc = d - hc;
+            const int hr = flip_h ? H - 1 - hc : hc, wr = flip_w ? W - 1 - wc : wc;
+            T* at = (WINDOW == WINDOW_FULL ? win : img) + (i64)hr * W + wr;
+            // z, read before the dot product so that its latency overlaps it.
+            T z[4];
+            if (active && lane == 0) {
+#pragma unroll
+                for (int kq = 0; kq < 4; ++kq) z[kq] = 4 * g + kq < C ? at[(4 * g + kq) * HW] : T(0);
+            }
+            T acc[4] = {T(0), T(0), T(0), T(0)};
+            if (active) {
+                for (int tn = tap_first; tn < KK - 1; tn += tap_step) {
+                    int t, hs, ws;
+                    if (tn < MAX_TABLE_TAPS) {
+                        t = tap_t[tn];
+                        hs = hc + tap_dh[tn];
+                        ws = wc + tap_dw[tn];
+                    } else {
+                        t = tn + (tn >= anchor_t);
+                        hs = hc + th * (t / KW - ai);
+                        ws = wc + tw * (t % KW - aj);
+                    }
+                    if (hs < 0 || ws < 0) continue;
+                    const T* src;
+                    if (WINDOW == WINDOW_RING) {
+                        src = win + (i64)((hs + ws) % ring) * C * rows + (hs - row0);
+                    } else {
+                        const int hsr = flip_h ? H - 1 - hs : hs, wsr = flip_w ? W - 1 - ws : ws;
+                        src = (WINDOW == WINDOW_FULL ? win : img) + (i64)hsr * W + wsr;
+                    }
+                    const Quad<T>* qt = reinterpret_cast<const Quad<T>*>(q) + (i64)t * C * G + g;
+#pragma unroll 4
+                    for (int ci = ci_first; ci < C; ci += ci_lanes) {
+                        const T v = src[ci * cstride];
+                        const Quad<T> c = qt[ci * G];
+#pragma unroll
+                        for (int kq = 0; kq < 4; ++kq) acc[kq] += c.v[kq] * v;
+                    }
+                }
+            }
+            for (int off = split >> 1; off > 0; off >>= 1) {
+#pragma unroll
+                for (int kq = 0; kq < 4; ++kq) acc[kq] += __shfl_xor_sync(0xffffffffu, acc[kq], off);
+            }
+            if (active && lane == 0) {
+                const i64 slot_off = (i64)(d % ring) * C;
+#pragma unroll
+                for (int kq = 0; kq < 4; ++kq) {
+                    const int co = 4 * g + kq;
+                    if (co >= C) continue;
+                    const T s = z[kq] - acc[kq];  // z − Σ Q x
+                    at[co * HW] = s;
+                    if (WINDOW == WINDOW_RING) win[(slot_off + co) * rows + (hc - row0)] = s;
+#if INV_CONV_HAS_CLUSTERS
+                    if (push && hc >= h1 - (KH - 1)) {  // the neighbour's row hc − h1 + KH − 1
+                        const i64 e = (slot_off + co) * rows + (hc - h1 + KH - 1);
+                        cluster_store(remote + (unsigned)(e * (i64)sizeof(T)), s);
+                    }
+#endif
+                }
+            }
+        }
+#if INV_CONV_HAS_CLUSTERS
+        if (NCTA > 1) {
+            cluster_barrier();
+            continue;
+        }
+#endif
+        __syncthreads();
+    }
+    if (WINDOW == WINDOW_FULL) {
+        for (i64 e = threadIdx.x; e < CHW; e += blockDim.x) img[e] = win[e];
+    }
+}
+
+#define INV_CONV_SWEEP_ENTRY(NAME, T, WINDOW, NCTA, ATTR)                                      \
+    extern "C" __global__ void __launch_bounds__(INV_CONV_SWEEP_MAX_THREADS) ATTR NAME(          \
+        T* data, const T* prep, int C, int H, int W, int KH, int KW, int ai, int aj, int th,    \
+        int tw, int flip_h, int flip_w, int ring, int q_in_smem, int split, int ci_lanes,      \
+        int band) {                                                                            \
+        sweep_impl<T, WINDOW, NCTA>(data, prep, C, H, W, KH, KW, ai, aj, th, tw, flip_h,       \
+                                    flip_w, ring, q_in_smem, split, ci_lanes, band);           \
+    }
+INV_CONV_SWEEP_ENTRY(sweep_full_f32, float, WINDOW_FULL, 1, )
+INV_CONV_SWEEP_ENTRY(sweep_full_f64, double, WINDOW_FULL, 1, )
+INV_CONV_SWEEP_ENTRY(sweep_ring_f32, float, WINDOW_RING, 1, )
+INV_CONV_SWEEP_ENTRY(sweep_ring_f64, double, WINDOW_RING, 1, )
+INV_CONV_SWEEP_ENTRY(sweep_global_f32, float, WINDOW_GLOBAL, 1, )
+INV_CONV_SWEEP_ENTRY(sweep_global_f64, double, WINDOW_GLOBAL, 1, )
+#if INV_CONV_HAS_CLUSTERS
+INV_CONV_SWEEP_ENTRY(sweep_band2_f32, float, WINDOW_RING, 2, __cluster_dims__(2, 1, 1))
+INV_CONV_SWEEP_ENTRY(sweep_band2_f64, double, WINDOW_RING, 2, __cluster_dims__(2, 1, 1))
+INV_CONV_SWEEP_ENTRY(sweep_band4_f32, float, WINDOW_RING, 4, __cluster_dims__(4, 1, 1))
+INV_CONV_SWEEP_ENTRY(sweep_band4_f64, double, WINDOW_RING, 4, __cluster_dims__(4, 1, 1))
+INV_CONV_SWEEP_ENTRY(sweep_band8_f32, float, WINDOW_RING, 8, __cluster_dims__(8, 1, 1))
+INV_CONV_SWEEP_ENTRY(sweep_band8_f64, double, WINDOW_RING, 8, __cluster_dims__(8, 1, 1))
+#else
+// Before sm_90 there are no clusters: the host never launches these (it checks the arch).
+#define INV_CONV_NO_CLUSTER_ENTRY(NAME, T)                                                     \
+    extern "C" __global__ void NAME(T*, const T*, int, int, int, int, int, int, int, int, int,  \
+                                    int, int, int, int, int, int, int) {                       \
+        __trap();                                                                              \
+    }
+INV_CONV_NO_CLUSTER_ENTRY(sweep_band2_f32, float)
+INV_CONV_NO_CLUSTER_ENTRY(sweep_band2_f64, double)
+INV_CONV_NO_CLUSTER_ENTRY(sweep_band4_f32, float)
+INV_CONV_NO_CLUSTER_ENTRY(sweep_band4_f64, double)
+INV_CONV_NO_CLUSTER_ENTRY(sweep_band8_f32, float)
+INV_CONV_NO_CLUSTER_ENTRY(sweep_band8_f64, double)
+#endif
+
+// ---------------------------------------------------------------------------------------------
+// sweep_tile: the ring-window sweep, re-mapped for C % 8 == 0.
+//
+// Lanes are pixels of the diagonal (consecutive hc: conflict-free ring reads) and a warp shares
+// one (8-output-channel group, tap subset): the coefficient reads are warp broadcasts, two
+// 16-byte loads and one ring load per 8 FMAs. `tsplit` warps split the off-anchor taps of one
+// (pixel, group) and are summed in shared memory in a fixed order (deterministic).
+// NCTA = 2: a thread-block cluster of two CTAs per sample (sm_90), each owning half of the
+// output channels; every solution value is stored into both CTAs' rings (DSMEM), and one
+// cluster barrier per diagonal replaces the block barrier. So a batch of 64 fills 128 SMs.
+// Shared memory: Q for this CTA's channels [t][gl][ci][8], the ring [slot][c][hc] plus one
+// all-zero slot (read by out-of-image taps, so the inner loop has no select), the partials.
+
 
 template <typename T, int NCTA>
 __device__ void sweep_tile_impl(T* data, const T* __restrict__ prep, int C, int H, int W, int KH,

@@ -18,7 +18,7 @@ pub const SOURCES: [(&str, &str); 6] = [
 /// each: `p` a device pointer, `i` an `int`, `l` a `long long`. Each launch is checked against
 /// it (the driver cannot tell a wrong argument list), and tests/test_kernels_compile.py checks
 /// it against the declarations in kernels/*.cu.
-pub const ENTRY_POINTS: [(&str, &str); 32] = [
+pub const ENTRY_POINTS: [(&str, &str); 38] = [
     ("prepare_inverse_f32", "ppiiiii"),
     ("prepare_inverse_f64", "ppiiiii"),
     ("prepare_taps_f32", "ppiiii"),
@@ -31,12 +31,18 @@ pub const ENTRY_POINTS: [(&str, &str); 32] = [
     ("conv_chain_f64", "ppppppiiiiiiiiiiiiii"),
     ("channel_mix_f32", "pppiil"),
     ("channel_mix_f64", "pppiil"),
-    ("sweep_full_f32", "ppiiiiiiiiiiiiiii"),
-    ("sweep_full_f64", "ppiiiiiiiiiiiiiii"),
-    ("sweep_ring_f32", "ppiiiiiiiiiiiiiii"),
-    ("sweep_ring_f64", "ppiiiiiiiiiiiiiii"),
-    ("sweep_global_f32", "ppiiiiiiiiiiiiiii"),
-    ("sweep_global_f64", "ppiiiiiiiiiiiiiii"),
+    ("sweep_full_f32", "ppiiiiiiiiiiiiiiii"),
+    ("sweep_full_f64", "ppiiiiiiiiiiiiiiii"),
+    ("sweep_ring_f32", "ppiiiiiiiiiiiiiiii"),
+    ("sweep_ring_f64", "ppiiiiiiiiiiiiiiii"),
+    ("sweep_global_f32", "ppiiiiiiiiiiiiiiii"),
+    ("sweep_global_f64", "ppiiiiiiiiiiiiiiii"),
+    ("sweep_band2_f32", "ppiiiiiiiiiiiiiiii"),
+    ("sweep_band2_f64", "ppiiiiiiiiiiiiiiii"),
+    ("sweep_band4_f32", "ppiiiiiiiiiiiiiiii"),
+    ("sweep_band4_f64", "ppiiiiiiiiiiiiiiii"),
+    ("sweep_band8_f32", "ppiiiiiiiiiiiiiiii"),
+    ("sweep_band8_f64", "ppiiiiiiiiiiiiiiii"),
     ("sweep_tile_f32", "ppiiiiiiiiiiiiii"),
     ("sweep_tile_f64", "ppiiiiiiiiiiiiii"),
     ("sweep_tile2_f32", "ppiiiiiiiiiiiiii"),

@@ -22,6 +22,9 @@ pub const WGRAD_TILE_PX_F32: usize = 4;
 pub const WGRAD_TILE_PX_F64: usize = 2;
 /// The wavefront sweeps' launch bound.
 pub const SWEEP_MAX_THREADS: usize = 1024;
+/// Largest cluster of `sweep_band` CTAs per sample (the portable cluster size; the kernels
+/// exist for 2, 4 and 8).
+pub const SWEEP_BAND_MAX_CTAS: usize = 8;
 /// Most layers `conv_chain` applies in one launch (an Inverse-Flow unit's four orders).
 pub const CHAIN_MAX_LAYERS: usize = 4;
 

@@ -83,9 +83,16 @@ pub struct Target {
 const THREADS: u32 = limits::THREADS as u32;
 
 /// `INV_CONV_CUDA_GENERIC=1` (read at each call) forces the generic kernels instead of the
-/// tiled ones (conv_tile, sweep_tile, wgrad_tile): for A/B timing and for tests.
+/// tiled and banded ones (conv_tile, sweep_tile, sweep_band, wgrad_tile): for A/B timing and
+/// for tests.
 fn generic_only() -> bool {
     std::env::var_os("INV_CONV_CUDA_GENERIC").is_some_and(|v| v != "0" && !v.is_empty())
+}
+
+/// `INV_CONV_SWEEP_CTAS=n` (read at each call) makes the banded sweep use n CTAs per sample
+/// where it can (1: never): for A/B timing and for tests.
+fn sweep_ctas() -> Option<usize> {
+    std::env::var("INV_CONV_SWEEP_CTAS").ok()?.parse().ok()
 }
 
 fn int(name: &str, v: usize) -> Result<i32> {

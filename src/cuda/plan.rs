@@ -164,6 +164,74 @@ pub fn tile_plan(
     None
 }
 
+/// The banded sweep's plan (`sweep_band{ncta}`, kernels/wavefront.cu, sm_90+): a cluster of
+/// `ncta` CTAs per sample, CTA r solving the canonical rows [r·band, (r+1)·band) with a ring
+/// window of band + KH − 1 rows; the coefficients in shared memory or not; shared bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BandPlan {
+    pub ncta: usize,
+    pub band: usize,
+    pub q_in_smem: bool,
+    pub smem: usize,
+}
+
+/// Used on a GPU with clusters when the batch leaves SMs idle (one block per sample): as many
+/// CTAs per sample (2, 4 or 8) as keep the grid within the SMs, each band at least KH − 1 rows
+/// high (so that it reads only its upper neighbour's rows) and none empty. `ctas` overrides
+/// the choice (1: never). None when it does not apply or fit.
+pub fn band_plan(
+    p: &Problem,
+    dt: Dtype,
+    props: &DeviceProps,
+    max_smem: usize,
+    ctas: Option<usize>,
+) -> Option<BandPlan> {
+    if !props.clusters() {
+        return None;
+    }
+    let halo = p.kernel_h - 1;
+    let fits = |n: usize| {
+        let band = p.height.div_ceil(n);
+        band >= halo.max(1) && (n - 1) * band < p.height
+    };
+    let mut ncta = match ctas {
+        Some(n) if !(2..=SWEEP_BAND_MAX_CTAS).contains(&n) || !n.is_power_of_two() || !fits(n) => {
+            return None
+        }
+        Some(n) => n,
+        None => {
+            let mut n = 1;
+            while n < SWEEP_BAND_MAX_CTAS && p.batch.saturating_mul(n * 2) <= props.sm_count {
+                n *= 2;
+            }
+            n
+        }
+    };
+    while ncta >= 2 && !fits(ncta) {
+        ncta /= 2;
+    }
+    if ncta < 2 {
+        return None;
+    }
+    let band = p.height.div_ceil(ncta);
+    let sz = dt.size();
+    let q = p.kernel_h * p.kernel_w * p.channels * padded(p.channels) * sz;
+    let ring = (p.kernel_h + p.kernel_w - 1) * p.channels * (band + halo) * sz;
+    let (q_in_smem, smem) = if q + ring <= max_smem {
+        (true, q + ring)
+    } else if ring <= max_smem {
+        (false, ring)
+    } else {
+        return None;
+    };
+    Some(BandPlan {
+        ncta,
+        band,
+        q_in_smem,
+        smem,
+    })
+}
+
 /// The weight-gradient launch plan: the tiled kernel where it applies, else the chunked
 /// one. Both write `nblk` partial C × C × KK sums into scratch for `wgrad_reduce`.
 pub enum WgradPlan {
@@ -279,12 +347,12 @@ pub struct GenericSweepPlan {
     pub ci_lanes: usize,
 }
 
-pub fn generic_sweep_plan(p: &Problem) -> Result<GenericSweepPlan> {
-    // Threads per block: (pixels on the longest diagonal) × (4-channel groups) × split, where
-    // `split` lanes share one dot product; aim at ~768 threads so short diagonals still fill
-    // the SM's schedulers.
+pub fn generic_sweep_plan(p: &Problem, rows: usize) -> Result<GenericSweepPlan> {
+    // Threads per block: (pixels on the longest diagonal of the block's `rows`) × (4-channel
+    // groups) × split, where `split` lanes share one dot product; aim at ~768 threads so short
+    // diagonals still fill the SM's schedulers.
     let groups = padded(p.channels) / 4;
-    let items = p.height.min(p.width) * groups;
+    let items = rows.min(p.width) * groups;
     let pairs = (p.kernel_h * p.kernel_w - 1) * p.channels;
     let mut split = 1usize;
     while split < 32 && items * split * 2 <= 768 && split < pairs {
@@ -337,6 +405,46 @@ mod tests {
     }
 
     #[test]
+    fn bands_fill_the_sms_and_stay_at_least_a_halo_high() {
+        let max = H200.max_smem - 1024;
+        let plan =
+            |b, c, h, k, ctas| band_plan(&problem(b, c, h, h, k), Dtype::F32, &H200, max, ctas);
+        // B = 64 on 132 SMs: two CTAs per sample; B = 16: eight.
+        assert_eq!(
+            plan(64, 12, 32, 3, None).map(|b| (b.ncta, b.band)),
+            Some((2, 16))
+        );
+        assert_eq!(
+            plan(16, 12, 128, 3, None).map(|b| (b.ncta, b.band)),
+            Some((8, 16))
+        );
+        // A batch that fills the SMs, a GPU without clusters: the one-block kernels.
+        assert_eq!(plan(128, 12, 32, 3, None), None);
+        assert_eq!(
+            band_plan(&problem(1, 12, 32, 32, 3), Dtype::F32, &A100, max, None),
+            None
+        );
+        // Short images: fewer CTAs, so that every band is at least KH − 1 rows and none empty.
+        assert_eq!(
+            plan(1, 4, 5, 3, None).map(|b| (b.ncta, b.band)),
+            Some((2, 3))
+        );
+        assert_eq!(
+            plan(1, 4, 9, 5, None).map(|b| (b.ncta, b.band)),
+            Some((2, 5))
+        );
+        assert_eq!(plan(1, 4, 2, 3, None), None);
+        // 5 rows in 4 CTAs would leave the last one empty.
+        assert_eq!(plan(1, 4, 5, 1, Some(4)), None);
+        assert_eq!(plan(1, 4, 5, 1, Some(3)), None);
+        assert_eq!(plan(1, 4, 8, 3, Some(4)).map(|b| b.band), Some(2));
+        // The ring fits; the coefficients go to shared memory when they fit too.
+        let p = plan(1, 512, 64, 3, None).unwrap();
+        assert!(!p.q_in_smem && p.smem <= max);
+        assert!(plan(1, 12, 64, 3, None).unwrap().q_in_smem);
+    }
+
+    #[test]
     fn clusters_follow_the_compute_capability() {
         assert!(H200.clusters());
         assert!(!A100.clusters());
@@ -377,10 +485,10 @@ mod tests {
         assert_eq!(tile.ncta, 1);
         let (window, _, smem) = sweep_plan(&problem(1, 4096, 64, 64, 3), Dtype::F64, H200.max_smem);
         assert_eq!((window, smem), (Window::Global, 0));
-        let generic = generic_sweep_plan(&problem(64, 12, 32, 32, 3)).unwrap();
+        let generic = generic_sweep_plan(&problem(64, 12, 32, 32, 3), 32).unwrap();
         assert!(generic.block as usize <= SWEEP_MAX_THREADS && generic.block % 32 == 0);
         assert!(generic.split.is_power_of_two() && generic.ci_lanes <= generic.split);
-        assert!(generic_sweep_plan(&problem(1, 8192, 4, 4, 3)).is_err());
+        assert!(generic_sweep_plan(&problem(1, 8192, 4, 4, 3), 4).is_err());
     }
 
     #[test]
@@ -422,7 +530,7 @@ mod tests {
 
     #[test]
     fn too_many_channels_is_too_large_not_a_device_fault() {
-        let e = generic_sweep_plan(&problem(1, 5000, 2, 2, 3)).unwrap_err();
+        let e = generic_sweep_plan(&problem(1, 5000, 2, 2, 3), 2).unwrap_err();
         assert!(matches!(e, Error::TooLarge(_)), "{e:?}");
         assert!(e.to_string().contains("C = 5000"));
         let e = wgrad_plan(&problem(1, 100_000, 2, 2, 3), Dtype::F64, &H200, true)

@@ -6,10 +6,12 @@
 use super::conv::prepare_taps;
 use super::device::{device, launch, Args};
 use super::plan::{
-    generic_sweep_plan, padded, prep_len, sweep_plan, tile_plan, GenericSweepPlan, Window,
+    band_plan, generic_sweep_plan, padded, prep_len, sweep_plan, tile_plan, GenericSweepPlan,
+    Window,
 };
 use super::{
-    batch_too_large, check_scratch, dims, generic_only, grid_1d, Dims, Dtype, Target, THREADS,
+    batch_too_large, check_scratch, dims, generic_only, grid_1d, sweep_ctas, Dims, Dtype, Target,
+    THREADS,
 };
 use crate::error::Result;
 use crate::geometry::Problem;
@@ -103,16 +105,18 @@ fn solve(
     let flip_w = p.order.pads_left() == adjoint;
     let th = sign * if flip_h { -1 } else { 1 };
     let tw = sign * if flip_w { -1 } else { 1 };
+    let batch = |ncta: usize| {
+        u32::try_from(p.batch)
+            .ok()
+            .and_then(|b| b.checked_mul(ncta as u32))
+            .filter(|&g| g <= i32::MAX as u32)
+            .ok_or_else(|| batch_too_large(p.batch, ncta))
+    };
     // Keep 1 KB for the kernel's static shared memory (its tap table).
     let (window, q_in_smem, smem) = sweep_plan(p, dt, dev.max_smem as usize - 1024);
     let clusters = dev.props().clusters();
     let tile = tile_plan(p, dt, dev.max_smem as usize - 1024, clusters, window);
     if let Some(plan) = tile.filter(|_| !generic_only()) {
-        let batch = u32::try_from(p.batch)
-            .ok()
-            .and_then(|b| b.checked_mul(plan.ncta as u32))
-            .filter(|&g| g <= i32::MAX as u32)
-            .ok_or_else(|| batch_too_large(p.batch, plan.ncta))?;
         let args = sweep_args(out, prep, &d, (th, tw), (flip_h, flip_w))
             .int(plan.pw as i32)
             .int(plan.tsplit as i32);
@@ -124,33 +128,53 @@ fn solve(
         return launch(
             &dev,
             &format!("{kernel}_{sfx}"),
-            (batch, 1, 1),
+            (batch(plan.ncta)?, 1, 1),
             plan.threads as u32,
             plan.smem as u32,
             t.stream,
             args,
         );
     }
-    let kernel = match window {
-        Window::Full => "sweep_full",
-        Window::Ring => "sweep_ring",
-        Window::Global => "sweep_global",
+    let band = band_plan(
+        p,
+        dt,
+        &dev.props(),
+        dev.max_smem as usize - 1024,
+        sweep_ctas(),
+    );
+    let (kernel, ncta, rows, band_rows, q_in_smem, smem) = match band.filter(|_| !generic_only()) {
+        Some(b) => (
+            format!("sweep_band{}", b.ncta),
+            b.ncta,
+            b.band,
+            b.band,
+            b.q_in_smem,
+            b.smem,
+        ),
+        None => {
+            let name = match window {
+                Window::Full => "sweep_full",
+                Window::Ring => "sweep_ring",
+                Window::Global => "sweep_global",
+            };
+            (name.to_string(), 1, p.height, 0, q_in_smem, smem)
+        }
     };
     let GenericSweepPlan {
         split,
         block,
         ci_lanes,
-    } = generic_sweep_plan(p)?;
-    let batch = u32::try_from(p.batch).map_err(|_| batch_too_large(p.batch, 1))?;
+    } = generic_sweep_plan(p, rows)?;
     let args = sweep_args(out, prep, &d, (th, tw), (flip_h, flip_w)).ints(&[
         q_in_smem as i32,
         split as i32,
         ci_lanes as i32,
+        band_rows as i32,
     ]);
     launch(
         &dev,
         &format!("{kernel}_{sfx}"),
-        (batch, 1, 1),
+        (batch(ncta)?, 1, 1),
         block,
         smem as u32,
         t.stream,
