@@ -208,19 +208,6 @@ impl Problem {
         Ok(())
     }
 
-    /// Checks that a tensor has the weight's shape.
-    pub fn expect_weight(&self, name: &str, shape: &[usize]) -> Result<()> {
-        let want = self.weight_shape();
-        if shape != want {
-            return Err(Error::Shape(format!(
-                "{name} must have the weight's shape {}; got {}",
-                shape_str(&want),
-                shape_str(shape)
-            )));
-        }
-        Ok(())
-    }
-
     pub fn image_shape(&self) -> [usize; 4] {
         [self.batch, self.channels, self.height, self.width]
     }
@@ -292,14 +279,13 @@ impl Problem {
     pub fn tap_matrices<T: Copy + From<u8>>(&self, weight: &[T]) -> Vec<Vec<T>> {
         let c = self.channels;
         let (kh, kw) = (self.kernel_h, self.kernel_w);
-        let (ai, aj) = self.anchor();
         let mut out = Vec::with_capacity(kh * kw);
         for i in 0..kh {
             for j in 0..kw {
                 let mut m = vec![T::from(0u8); c * c];
                 for co in 0..c {
                     for ci in 0..c {
-                        m[co * c + ci] = if (i, j) == (ai, aj) && ci >= co {
+                        m[co * c + ci] = if self.is_masked(co, ci, i, j) {
                             T::from(u8::from(ci == co))
                         } else {
                             weight[((co * c + ci) * kh + i) * kw + j]
@@ -318,28 +304,22 @@ impl Problem {
         let (kh, kw) = (self.kernel_h, self.kernel_w);
         let (ai, aj) = self.anchor();
         for co in 0..c {
-            for ci in co..c {
-                grad[((co * c + ci) * kh + ai) * kw + aj] = T::from(0u8);
+            for ci in 0..c {
+                if self.is_masked(co, ci, ai, aj) {
+                    grad[((co * c + ci) * kh + ai) * kw + aj] = T::from(0u8);
+                }
             }
         }
     }
 
-    /// Row-processing order of the wavefront: rows from the starting corner outwards.
-    pub fn rows_from_start(&self) -> Vec<usize> {
-        if self.order.pads_top() {
-            (0..self.height).collect()
-        } else {
-            (0..self.height).rev().collect()
-        }
-    }
-
-    /// Column-processing order within a row, from the starting corner outwards.
-    pub fn cols_from_start(&self) -> Vec<usize> {
-        if self.order.pads_left() {
-            (0..self.width).collect()
-        } else {
-            (0..self.width).rev().collect()
-        }
+    /// Which way the wavefront visits rows and columns: `(rows ascending, columns ascending)`.
+    /// The inverse starts at the corner that depends on nothing (where the order pads), its
+    /// adjoint at the opposite one. Both backends derive their sweeps from this.
+    pub fn sweep_ascending(&self, adjoint: bool) -> (bool, bool) {
+        (
+            self.order.pads_top() != adjoint,
+            self.order.pads_left() != adjoint,
+        )
     }
 }
 

@@ -361,8 +361,7 @@ fn solve<T: Real>(
     anchor: &[T],
     adjoint: bool,
 ) {
-    let rows_ascending = p.order.pads_top() != adjoint;
-    let cols_ascending = p.order.pads_left() != adjoint;
+    let (rows_ascending, cols_ascending) = p.sweep_ascending(adjoint);
     let per_sample = p.channels * p.pixels();
     install_sized(work_units(p), || {
         let chunk = batch_chunk(p);

@@ -101,8 +101,8 @@ fn solve(
     // Canonical coordinates: flip the axes so that the sweep starts at the corner that depends
     // on nothing (the order's start for the inverse, the opposite corner for the adjoint).
     let sign = if adjoint { -1 } else { 1 };
-    let flip_h = p.order.pads_top() == adjoint;
-    let flip_w = p.order.pads_left() == adjoint;
+    let (rows_ascending, cols_ascending) = p.sweep_ascending(adjoint);
+    let (flip_h, flip_w) = (!rows_ascending, !cols_ascending);
     let th = sign * if flip_h { -1 } else { 1 };
     let tw = sign * if flip_w { -1 } else { 1 };
     let batch = |ncta: usize| {
