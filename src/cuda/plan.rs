@@ -175,10 +175,13 @@ pub struct BandPlan {
     pub smem: usize,
 }
 
-/// Used on a GPU with clusters when the batch leaves SMs idle (one block per sample): as many
-/// CTAs per sample (2, 4 or 8) as keep the grid within the SMs, each band at least KH − 1 rows
-/// high (so that it reads only its upper neighbour's rows) and none empty. `ctas` overrides
-/// the choice (1: never). None when it does not apply or fit.
+/// Used on a GPU with clusters when the batch leaves most SMs idle (one block per sample): as
+/// many CTAs per sample (2, 4 or 8) as keep the grid within half the SMs, each band at least
+/// KH − 1 rows high (so that it reads only its upper neighbour's rows) and none empty. Half,
+/// because each diagonal then costs a cluster barrier (measured on an H200, B64 C12 32²: one
+/// block 0.144 ms, 2 CTAs 0.169; B16 C12 128²: one block 1.38 ms, 4 CTAs 0.91, 8 CTAs 1.29;
+/// B1 C12 32²: one block 0.143, 8 CTAs 0.112). `ctas` overrides the choice (1: never). None
+/// when it does not apply or fit.
 pub fn band_plan(
     p: &Problem,
     dt: Dtype,
@@ -201,7 +204,7 @@ pub fn band_plan(
         Some(n) => n,
         None => {
             let mut n = 1;
-            while n < SWEEP_BAND_MAX_CTAS && p.batch.saturating_mul(n * 2) <= props.sm_count {
+            while n < SWEEP_BAND_MAX_CTAS && p.batch.saturating_mul(n * 4) <= props.sm_count {
                 n *= 2;
             }
             n
@@ -409,17 +412,14 @@ mod tests {
         let max = H200.max_smem - 1024;
         let plan =
             |b, c, h, k, ctas| band_plan(&problem(b, c, h, h, k), Dtype::F32, &H200, max, ctas);
-        // B = 64 on 132 SMs: two CTAs per sample; B = 16: eight.
-        assert_eq!(
-            plan(64, 12, 32, 3, None).map(|b| (b.ncta, b.band)),
-            Some((2, 16))
-        );
-        assert_eq!(
-            plan(16, 12, 128, 3, None).map(|b| (b.ncta, b.band)),
-            Some((8, 16))
-        );
-        // A batch that fills the SMs, a GPU without clusters: the one-block kernels.
-        assert_eq!(plan(128, 12, 32, 3, None), None);
+        // Within half of 132 SMs: B = 16 gets four CTAs per sample, B = 8 eight, B = 32 two.
+        let ctas = |b, h| plan(b, 12, h, 3, None).map(|b| (b.ncta, b.band));
+        assert_eq!(ctas(16, 128), Some((4, 32)));
+        assert_eq!(ctas(8, 128), Some((8, 16)));
+        assert_eq!(ctas(32, 64), Some((2, 32)));
+        // A batch that fills half the SMs, a GPU without clusters: the one-block kernels.
+        assert_eq!(ctas(64, 32), None);
+        assert_eq!(ctas(34, 32), None);
         assert_eq!(
             band_plan(&problem(1, 12, 32, 32, 3), Dtype::F32, &A100, max, None),
             None
