@@ -84,8 +84,11 @@ __device__ void sweep_impl(T* data, const T* __restrict__ prep, int C, int H, in
         q = smem;
         win = smem + (i64)KK * C * Cp;
     }
+    // Channel stride where `at` points below: the full window's channels are padded apart so
+    // that lanes reading consecutive channels of one pixel hit different banks.
+    const i64 wstride = WINDOW == WINDOW_FULL ? HW + INV_CONV_SWEEP_FULL_PAD : HW;
     if (WINDOW == WINDOW_FULL) {
-        for (i64 e = threadIdx.x; e < CHW; e += blockDim.x) win[e] = img[e];
+        for (i64 e = threadIdx.x; e < CHW; e += blockDim.x) win[e / HW * wstride + e % HW] = img[e];
     }
     // The lower neighbour's ring, which this CTA's last KH−1 rows also go to.
     const bool push = NCTA > 1 && (int)rank + 1 < NCTA;
@@ -108,14 +111,17 @@ __device__ void sweep_impl(T* data, const T* __restrict__ prep, int C, int H, in
     const bool has_role = k0 < kstep;
     const int tap_first = lane / ci_lanes, tap_step = split / ci_lanes;
     const int ci_first = lane & (ci_lanes - 1);
-    const i64 cstride = WINDOW == WINDOW_RING ? (i64)rows : HW;
-    // Off-anchor taps: weight index and canonical offset, computed once per block.
-    __shared__ int tap_t[MAX_TABLE_TAPS], tap_dh[MAX_TABLE_TAPS], tap_dw[MAX_TABLE_TAPS];
+    const i64 cstride = WINDOW == WINDOW_RING ? (i64)rows : wstride;
+    // Off-anchor taps: weight index, canonical offset, and the read's offset from the pixel in
+    // the full or global window (the flips make it a constant per tap), once per block.
+    __shared__ int tap_t[MAX_TABLE_TAPS], tap_dh[MAX_TABLE_TAPS], tap_dw[MAX_TABLE_TAPS],
+        tap_off[MAX_TABLE_TAPS];
     for (int tn = threadIdx.x; tn < KK - 1 && tn < MAX_TABLE_TAPS; tn += blockDim.x) {
         const int t = tn + (tn >= anchor_t);
         tap_t[tn] = t;
         tap_dh[tn] = th * (t / KW - ai);
         tap_dw[tn] = tw * (t % KW - aj);
+        tap_off[tn] = (flip_h ? -tap_dh[tn] : tap_dh[tn]) * W + (flip_w ? -tap_dw[tn] : tap_dw[tn]);
     }
     __syncthreads();
 #if INV_CONV_HAS_CLUSTERS
@@ -134,29 +140,28 @@ __device__ void sweep_impl(T* data, const T* __restrict__ prep, int C, int H, in
             T z[4];
             if (active && lane == 0) {
 #pragma unroll
-                for (int kq = 0; kq < 4; ++kq) z[kq] = 4 * g + kq < C ? at[(4 * g + kq) * HW] : T(0);
+                for (int kq = 0; kq < 4; ++kq) z[kq] = 4 * g + kq < C ? at[(4 * g + kq) * wstride] : T(0);
             }
             T acc[4] = {T(0), T(0), T(0), T(0)};
             if (active) {
                 for (int tn = tap_first; tn < KK - 1; tn += tap_step) {
-                    int t, hs, ws;
+                    int t, dh, dw, off;
                     if (tn < MAX_TABLE_TAPS) {
                         t = tap_t[tn];
-                        hs = hc + tap_dh[tn];
-                        ws = wc + tap_dw[tn];
+                        dh = tap_dh[tn];
+                        dw = tap_dw[tn];
+                        off = tap_off[tn];
                     } else {
                         t = tn + (tn >= anchor_t);
-                        hs = hc + th * (t / KW - ai);
-                        ws = wc + tw * (t % KW - aj);
+                        dh = th * (t / KW - ai);
+                        dw = tw * (t % KW - aj);
+                        off = (flip_h ? -dh : dh) * W + (flip_w ? -dw : dw);
                     }
+                    const int hs = hc + dh, ws = wc + dw;
                     if (hs < 0 || ws < 0) continue;
-                    const T* src;
-                    if (WINDOW == WINDOW_RING) {
-                        src = win + (i64)((hs + ws) % ring) * C * rows + (hs - row0);
-                    } else {
-                        const int hsr = flip_h ? H - 1 - hs : hs, wsr = flip_w ? W - 1 - ws : ws;
-                        src = (WINDOW == WINDOW_FULL ? win : img) + (i64)hsr * W + wsr;
-                    }
+                    const T* src = WINDOW == WINDOW_RING
+                                       ? win + (i64)((hs + ws) % ring) * C * rows + (hs - row0)
+                                       : at + off;
                     const Quad<T>* qt = reinterpret_cast<const Quad<T>*>(q) + (i64)t * C * G + g;
 #pragma unroll 4
                     for (int ci = ci_first; ci < C; ci += ci_lanes) {
@@ -178,7 +183,7 @@ __device__ void sweep_impl(T* data, const T* __restrict__ prep, int C, int H, in
                     const int co = 4 * g + kq;
                     if (co >= C) continue;
                     const T s = z[kq] - acc[kq];  // z − Σ Q x
-                    at[co * HW] = s;
+                    at[co * wstride] = s;
                     if (WINDOW == WINDOW_RING) win[(slot_off + co) * rows + (hc - row0)] = s;
 #if INV_CONV_HAS_CLUSTERS
                     if (push && hc >= h1 - (KH - 1)) {  // the neighbour's row hc − h1 + KH − 1
@@ -198,7 +203,7 @@ __device__ void sweep_impl(T* data, const T* __restrict__ prep, int C, int H, in
         __syncthreads();
     }
     if (WINDOW == WINDOW_FULL) {
-        for (i64 e = threadIdx.x; e < CHW; e += blockDim.x) img[e] = win[e];
+        for (i64 e = threadIdx.x; e < CHW; e += blockDim.x) img[e] = win[e / HW * wstride + e % HW];
     }
 }
 

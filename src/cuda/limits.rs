@@ -22,6 +22,9 @@ pub const WGRAD_TILE_PX_F32: usize = 4;
 pub const WGRAD_TILE_PX_F64: usize = 2;
 /// The wavefront sweeps' launch bound.
 pub const SWEEP_MAX_THREADS: usize = 1024;
+/// Elements between channels in the one-block sweep's full window (kernels/wavefront.cu):
+/// an odd channel stride puts consecutive channels of one pixel in different banks.
+pub const SWEEP_FULL_PAD: usize = 1;
 /// Largest cluster of `sweep_band` CTAs per sample (the portable cluster size; the kernels
 /// exist for 2, 4 and 8).
 pub const SWEEP_BAND_MAX_CTAS: usize = 8;
@@ -44,6 +47,7 @@ pub fn header() -> String {
         ("WGRAD_TILE_PX_F32", WGRAD_TILE_PX_F32),
         ("WGRAD_TILE_PX_F64", WGRAD_TILE_PX_F64),
         ("SWEEP_MAX_THREADS", SWEEP_MAX_THREADS),
+        ("SWEEP_FULL_PAD", SWEEP_FULL_PAD),
         ("CHAIN_MAX_LAYERS", CHAIN_MAX_LAYERS),
     ];
     defines

@@ -93,7 +93,7 @@ pub enum Window {
 pub fn sweep_plan(p: &Problem, dt: Dtype, max_smem: usize) -> (Window, bool, usize) {
     let sz = dt.size();
     let q = p.kernel_h * p.kernel_w * p.channels * padded(p.channels) * sz;
-    let full = p.channels * p.pixels() * sz;
+    let full = p.channels * (p.pixels() + SWEEP_FULL_PAD) * sz;
     let ring = (p.kernel_h + p.kernel_w - 1) * p.channels * p.height * sz;
     let options = [
         (Window::Full, true, q + full),
