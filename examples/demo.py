@@ -1,4 +1,5 @@
-"""Core demo: the four reference ops and an InvConv2d round trip on a real-sized input.
+"""Core demo: the original extension's four ops (through the drop-in `inv_conv_with_bp`) and an
+InvConv2d round trip on a real-sized input.
 
 Prints the error of each op against an independent oracle and a timing table. Runs on the GPU
 when one is usable (``inv_conv.cuda_available()``), else on the CPU.

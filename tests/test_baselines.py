@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from inv_conv import reference
 from inv_flow import bits_per_dim, build_model, initialize_actnorm
-from inv_flow.layers import FInCFlowUnit, InvertibleConv1x1, InvFlowUnit, SelfNormConv2d
+from inv_flow.layers import FInCFlowUnit, InvertibleConv1x1, InvFlowUnitLayer, SelfNormConv2d
 from inv_flow.layers.snf import conv_dense_matrix
 from flow_oracles import brute_force_log_prob
 from inv_flow.models import FlowModel, mixing_kind, _resolve_config
@@ -69,7 +69,7 @@ def test_snf_logdet_surrogate_gradient_is_r_transpose(shape):
 
 def test_snf_exact_gradient_and_eval_logdet_are_dense_slogdet():
     shape = (2, 3, 3)
-    layer = make_snf(*shape, modified_grad=False).train()
+    layer = make_snf(*shape, self_normalized_grad=False).train()
     x = torch.randn((3,) + shape, dtype=DTYPE)
     _, logdet = layer(x)
     w_dense = dense_of(layer.conv, shape)
@@ -171,12 +171,12 @@ def test_conv_dense_matrix_matches_autograd():
 
 # -------------------------------------------------------------------- whole-model densities
 FAMILY_CASES = [
-    ({"family": "inverse_flow"}, InvFlowUnit),
+    ({"family": "inverse_flow"}, InvFlowUnitLayer),
     ({"family": "finc_flow", "finc_unit": "grouped"}, FInCFlowUnit),
-    ({"family": "finc_flow", "finc_unit": "unit"}, InvFlowUnit),
+    ({"family": "finc_flow", "finc_unit": "unit"}, InvFlowUnitLayer),
     ({"family": "glow"}, InvertibleConv1x1),
     ({"family": "snf"}, SelfNormConv2d),
-    ({"family": "snf", "modified_grad": False, "sample_true_inv": True}, SelfNormConv2d),
+    ({"family": "snf", "self_normalized_grad": False, "sample_true_inv": True}, SelfNormConv2d),
 ]
 
 

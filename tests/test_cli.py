@@ -22,7 +22,7 @@ def test_unknown_key_lists_the_valid_keys():
         resolve_config("p", {"learning_rate": "1e-3"}, presets=TEST_PRESETS)
     message = str(error.value)
     assert "unknown config key 'learning_rate'" in message
-    for key in ("lr", "epochs", "batch_size", "modified_grad", "coupling_width"):
+    for key in ("lr", "epochs", "batch_size", "dense_reference", "coupling_width"):
         assert key in message
 
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from inv_flow.layers import (ActNorm, AffineCoupling, Dequantization, Flatten, InvConv,
-                             InvFlowUnit, InvertibleConv1x1, InvertibleSELU, LearnableLeakyReLU,
+from inv_flow.layers import (ActNorm, AffineCoupling, Dequantization, Flatten, InvConvLayer,
+                             InvFlowUnitLayer, InvertibleConv1x1, InvertibleSELU, LearnableLeakyReLU,
                              LogitTransform, LULinear, LUMatrix, Normalization, SmoothLeakyReLU,
                              SplineActivation, SplitPrior, Squeeze, UnSqueeze, build_activation,
                              initialize_actnorm)
@@ -105,17 +105,17 @@ LAYER_CASES = {
 INV_CONV_CASES = {
     **{f"invconv_{order}_{direction}": (
         lambda order=order, direction=direction: randomize_parameters(
-            InvConv(3, kernel_size=3, order=order, direction=direction)),
+            InvConvLayer(3, kernel_size=3, order=order, direction=direction)),
         lambda: torch.randn(2, 3, 4, 4))
        for order in ("TL", "TR", "BL", "BR") for direction in ("inverse", "conv")},
-    "invconv_k2": (lambda: randomize_parameters(InvConv(2, kernel_size=2, order="BR")),
+    "invconv_k2": (lambda: randomize_parameters(InvConvLayer(2, kernel_size=2, order="BR")),
                    lambda: torch.randn(2, 2, 4, 3)),
-    "invflowunit_inverse": (lambda: randomize_parameters(InvFlowUnit(2, kernel_size=3)),
+    "invflowunit_inverse": (lambda: randomize_parameters(InvFlowUnitLayer(2, kernel_size=3)),
                             lambda: torch.randn(2, 2, 4, 4)),
-    "invflowunit_conv": (lambda: randomize_parameters(InvFlowUnit(2, direction="conv")),
+    "invflowunit_conv": (lambda: randomize_parameters(InvFlowUnitLayer(2, direction="conv")),
                          lambda: torch.randn(2, 2, 4, 4)),
     "invflowunit_dense_reference": (
-        lambda: randomize_parameters(InvFlowUnit(2, dense_reference=True)),
+        lambda: randomize_parameters(InvFlowUnitLayer(2, dense_reference=True)),
         lambda: torch.randn(2, 2, 3, 4)),
 }
 
@@ -145,11 +145,11 @@ def test_inv_conv_layer_inverse_and_logdet(name):
 
 def test_inv_conv_layers_reject_bad_options():
     with pytest.raises(ValueError):
-        InvConv(3, order="XY")
+        InvConvLayer(3, order="XY")
     with pytest.raises(ValueError):
-        InvFlowUnit(3, direction="sideways")
+        InvFlowUnitLayer(3, direction="sideways")
     with pytest.raises(ValueError):
-        InvConv(3, kernel_size=0)
+        InvConvLayer(3, kernel_size=0)
 
 
 def test_dequantization_round_trip_and_range():

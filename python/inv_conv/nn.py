@@ -25,8 +25,9 @@ class InvConv2d(nn.Module):
         direction: ``"inverse"`` (Inverse-Flow: ``forward`` is the wavefront inverse
             :func:`inv_conv.inv_conv2d`, ``reverse`` a plain convolution, so sampling is fast) or
             ``"conv"`` (FInC Flow: ``forward`` is the convolution, ``reverse`` the inverse).
-        dense_reference: use the dense pure-PyTorch reference with plain autograd instead of the
-            fast ops (small images only: memory grows as (C·H·W)²); for comparisons.
+        dense_reference: use the dense reference implementation (:mod:`inv_conv.reference`,
+            pure PyTorch, plain autograd) instead of the fast ops (small images only: memory
+            grows as (C·H·W)²); for comparisons.
     """
 
     def __init__(self, channels: int, kernel_size=3, order: str = "TL", direction: str = "inverse",

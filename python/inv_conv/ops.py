@@ -14,6 +14,7 @@ GPU, one native call), because per-op host overhead dominates a training step at
 
 from __future__ import annotations
 
+import inspect
 import os
 
 import numpy as np
@@ -26,28 +27,33 @@ from ._args import kernel_pair, normalise_order
 _LIB = "inv_conv"
 
 
-@torch.library.custom_op(f"{_LIB}::forward", mutates_args=())
-def _forward(x: torch.Tensor, weight: torch.Tensor, order: str) -> torch.Tensor:
-    _dispatch.check_shapes("x", x, weight, order)
-    return _dispatch.run_forward(x, weight, order)
+def _image_op(name: str, input_name: str, run):
+    """The custom op ``inv_conv::<name>(Tensor <input_name>, Tensor weight, str order) -> Tensor``:
+    ``run`` (a _dispatch function) after the shape checks, with its fake implementation."""
+
+    def op(inp, weight, order):
+        _dispatch.check_shapes(input_name, inp, weight, order)
+        return run(inp, weight, order)
+
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    op.__signature__ = inspect.Signature(  # the schema names the input as the errors do
+        [inspect.Parameter(input_name, kind, annotation=torch.Tensor),
+         inspect.Parameter("weight", kind, annotation=torch.Tensor),
+         inspect.Parameter("order", kind, annotation=str)], return_annotation=torch.Tensor)
+    registered = torch.library.custom_op(f"{_LIB}::{name}", op, mutates_args=())
+
+    @registered.register_fake
+    def _(inp, weight, order):
+        _dispatch.check_shapes(input_name, inp, weight, order)
+        return torch.empty_like(inp, memory_format=torch.contiguous_format)
+
+    return registered
 
 
-@torch.library.custom_op(f"{_LIB}::inverse", mutates_args=())
-def _inverse(y: torch.Tensor, weight: torch.Tensor, order: str) -> torch.Tensor:
-    _dispatch.check_shapes("y", y, weight, order)
-    return _dispatch.run_inverse(y, weight, order)
-
-
-@torch.library.custom_op(f"{_LIB}::forward_adjoint", mutates_args=())
-def _forward_adjoint(grad: torch.Tensor, weight: torch.Tensor, order: str) -> torch.Tensor:
-    _dispatch.check_shapes("grad", grad, weight, order)
-    return _dispatch.run_forward_adjoint(grad, weight, order)
-
-
-@torch.library.custom_op(f"{_LIB}::inverse_adjoint", mutates_args=())
-def _inverse_adjoint(grad: torch.Tensor, weight: torch.Tensor, order: str) -> torch.Tensor:
-    _dispatch.check_shapes("grad", grad, weight, order)
-    return _dispatch.run_inverse_adjoint(grad, weight, order)
+_forward = _image_op("forward", "x", _dispatch.run_forward)
+_inverse = _image_op("inverse", "y", _dispatch.run_inverse)
+_forward_adjoint = _image_op("forward_adjoint", "grad", _dispatch.run_forward_adjoint)
+_inverse_adjoint = _image_op("inverse_adjoint", "grad", _dispatch.run_inverse_adjoint)
 
 
 @torch.library.custom_op(f"{_LIB}::weight_grad", mutates_args=())
@@ -86,20 +92,6 @@ def _(x, grad, weight, order):
         torch.empty_like(grad, memory_format=torch.contiguous_format),
         x.new_empty((c, c, weight.shape[2], weight.shape[3])),
     )
-
-
-def _image_fake(input_name: str):
-    def fake(inp, weight, order):
-        _dispatch.check_shapes(input_name, inp, weight, order)
-        return torch.empty_like(inp, memory_format=torch.contiguous_format)
-
-    return fake
-
-
-_forward.register_fake(_image_fake("x"))
-_inverse.register_fake(_image_fake("y"))
-_forward_adjoint.register_fake(_image_fake("grad"))
-_inverse_adjoint.register_fake(_image_fake("grad"))
 
 
 @_weight_grad.register_fake
@@ -235,6 +227,20 @@ def _tap_adjoint(g, w_t, order):
     return _call(_FwdAdjFn, g, w_t, order) - g
 
 
+def _map_jvp(fn, tap, ctx, x_t, w_t):
+    """Tangent of the map ``fn`` (A or Aᵀ) at its saved input x: ``fn(ẋ) + tap(x, ẇ)``."""
+    x, weight = ctx.saved_tensors
+    return _add(_call(fn, x_t, weight, ctx.order) if x_t is not None else None,
+                tap(x, w_t, ctx.order) if w_t is not None else None)
+
+
+def _solve_jvp(fn, tap, ctx, y_t, w_t):
+    """Tangent of the solve ``fn`` (A⁻¹ or A⁻ᵀ) at its saved output x: ``fn(ẏ − tap(x, ẇ))``."""
+    x, weight = ctx.saved_tensors
+    rhs = _add(y_t, -tap(x, w_t, ctx.order) if w_t is not None else None)
+    return _call(fn, rhs, weight, ctx.order)
+
+
 def _image_function(run, keep_output: bool = False):
     """Class decorator for the four image ops: ``forward`` is ``run`` (a _dispatch function),
     the context keeps (the input, or the output when ``keep_output``, and the weight) for the
@@ -270,9 +276,7 @@ class _ConvFn(torch.autograd.Function):
 
     @staticmethod
     def jvp(ctx, x_t, w_t, _):
-        x, weight = ctx.saved_tensors
-        return _add(_call(_ConvFn, x_t, weight, ctx.order) if x_t is not None else None,
-                    _tap(x, w_t, ctx.order) if w_t is not None else None)
+        return _map_jvp(_ConvFn, _tap, ctx, x_t, w_t)
 
 
 @_image_function(_dispatch.run_inverse, keep_output=True)
@@ -292,10 +296,7 @@ class _InvFn(torch.autograd.Function):
 
     @staticmethod
     def jvp(ctx, y_t, w_t, _):
-        # ẋ = A⁻¹ (ẏ − Ȧ x)
-        x, weight = ctx.saved_tensors
-        rhs = _add(y_t, -_tap(x, w_t, ctx.order) if w_t is not None else None)
-        return _call(_InvFn, rhs, weight, ctx.order)
+        return _solve_jvp(_InvFn, _tap, ctx, y_t, w_t)  # ẋ = A⁻¹ (ẏ − Ȧ x)
 
 
 @_image_function(_dispatch.run_forward_adjoint)
@@ -310,9 +311,7 @@ class _FwdAdjFn(torch.autograd.Function):
 
     @staticmethod
     def jvp(ctx, g_t, w_t, _):
-        g, weight = ctx.saved_tensors
-        return _add(_call(_FwdAdjFn, g_t, weight, ctx.order) if g_t is not None else None,
-                    _tap_adjoint(g, w_t, ctx.order) if w_t is not None else None)
+        return _map_jvp(_FwdAdjFn, _tap_adjoint, ctx, g_t, w_t)
 
 
 @_image_function(_dispatch.run_inverse_adjoint, keep_output=True)
@@ -329,9 +328,7 @@ class _InvAdjFn(torch.autograd.Function):
 
     @staticmethod
     def jvp(ctx, g_t, w_t, _):
-        u, weight = ctx.saved_tensors
-        rhs = _add(g_t, -_tap_adjoint(u, w_t, ctx.order) if w_t is not None else None)
-        return _call(_InvAdjFn, rhs, weight, ctx.order)
+        return _solve_jvp(_InvAdjFn, _tap_adjoint, ctx, g_t, w_t)  # u̇ = A⁻ᵀ (ġ − Ȧᵀ u)
 
 
 class _WGradFn(torch.autograd.Function):

@@ -82,7 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--preset", default="digits", help="dataset/model preset (default digits)")
     parser.add_argument("--models", default=DEFAULT_MODELS,
                         help=f"comma-separated, from {', '.join(MODEL_SPECS)} "
-                             f"(default {DEFAULT_MODELS}); the first is the parameter reference")
+                             f"(default {DEFAULT_MODELS}); the first sets the parameter budget")
     parser.add_argument("--epochs", type=int, default=None,
                         help="training epochs for every model (default: the preset's)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
@@ -366,8 +366,8 @@ def run(args: argparse.Namespace) -> int:
     train_sets = _capped(datasets, args.max_steps, int(config["batch_size"]),
                          int(config["split_seed"]))
 
-    reference = names[0]
-    target = count_parameters(_quiet_build(model_config(config, reference), image_shape))
+    budget_model = names[0]  # the others' coupling widths are matched to its parameter count
+    target = count_parameters(_quiet_build(model_config(config, budget_model), image_shape))
     widths = {name: int(config["coupling_hidden"]) for name in names}
     if args.budget == "match":
         for name in names[1:]:
@@ -395,8 +395,9 @@ def run(args: argparse.Namespace) -> int:
     # A fresh folder: an earlier comparison's tables are never overwritten.
     out_dir = claim_folder(args.out_dir or f"runs/compare_{args.preset}")
     env = environment(device)
-    paths = write_report(out_dir, rows, histories, config, env, args, reference, seed_histories)
-    print(markdown_table(rows, reference))
+    paths = write_report(out_dir, rows, histories, config, env, args, budget_model,
+                         seed_histories)
+    print(markdown_table(rows, budget_model))
     print(f"wrote {paths['md']}, {paths['csv']}, {paths['json']}, {paths['png']}")
     return 0 if all(row["status"] == "ok" for row in rows) else 1
 

@@ -133,8 +133,8 @@ def _pm(row: Mapping[str, Any], key: str) -> str:
     return _fmt(mean)
 
 
-def markdown_table(rows: Sequence[Mapping[str, Any]], reference: str) -> str:
-    header = ("| model | params (vs " + reference + ") | val bits/dim (mean ± std) | val per seed "
+def markdown_table(rows: Sequence[Mapping[str, Any]], budget_model: str) -> str:
+    header = ("| model | params (vs " + budget_model + ") | val bits/dim (mean ± std) | val per seed "
               "| vs best val: Δ (exceeds spread?) | test bits/dim | test per seed | train s/epoch "
               "| density ms/batch | sample ms | sampling by |")
     lines = [header, "|" + "---|" * 11]
@@ -152,7 +152,7 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], reference: str) -> str:
     return "\n".join(lines)
 
 
-def write_report(out_dir: Path, rows, histories, config, env, args, reference: str,
+def write_report(out_dir: Path, rows, histories, config, env, args, budget_model: str,
                  seed_histories=None) -> Dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out_dir / "compare.csv", "md": out_dir / "compare.md",
@@ -176,9 +176,9 @@ def write_report(out_dir: Path, rows, histories, config, env, args, reference: s
         f"{config['num_blocks']}, block_size {config['block_size']}, kernel_size "
         f"{config['kernel_size']}), seeds {seeds}, {config['epochs']} epochs, "
         f"batch size {config['batch_size']}, Adam lr {config['lr']}; parameter budget: "
-        f"{'coupling width matched to ' + reference if args.budget == 'match' else 'preset width'}.",
+        f"{'coupling width matched to ' + budget_model if args.budget == 'match' else 'preset width'}.",
         "",
-        markdown_table(rows, reference),
+        markdown_table(rows, budget_model),
         "",
         "Bits/dim: exact (SNF through the dense log-determinant), after the last epoch; mean ± "
         "sample standard deviation over the seeds, then each seed's value in seed order; test "

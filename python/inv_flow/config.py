@@ -21,11 +21,12 @@ import math
 from pathlib import Path
 from typing import Any, Mapping
 
-from inv_flow.options import DEFAULTS, OPTIONS, ConfigError, check_options, describe_options
+from inv_flow.options import ALIASES, DEFAULTS, OPTIONS, ConfigError, check_options, describe_options
 
-__all__ = ["DEFAULTS", "OPTIONS", "ConfigError", "check_options", "describe_options",
-           "checked_config", "coerce_value", "fill_templates", "load_config_file", "parse_overrides",
-           "resolve_config", "unknown_key_error", "validate_config"]
+__all__ = ["ALIASES", "DEFAULTS", "OPTIONS", "ConfigError", "apply_aliases", "check_options",
+           "checked_config", "coerce_value", "describe_options", "fill_templates",
+           "load_config_file", "parse_overrides", "resolve_config", "unknown_key_error",
+           "validate_config"]
 
 #: Keys whose values are paths/templates that may mention other keys ({name}, {output_dir}).
 TEMPLATE_KEYS = ("output_dir", "sample_dir", "checkpoint_path", "last_checkpoint_path")
@@ -68,14 +69,14 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in parts)
 
 
-def coerce_value(key: str, value: Any, reference: Any) -> Any:
-    """Return ``value`` converted to the type of ``reference`` (the key's default).
+def coerce_value(key: str, value: Any, default: Any) -> Any:
+    """Return ``value`` converted to the type of ``default`` (the key's default value).
 
     Strings (from the command line) are parsed; non-strings must already have a compatible
     type (an int is accepted for a float option).  Raises :class:`ConfigError` otherwise.
     """
     try:
-        if reference is None:
+        if default is None:
             # A preset key without a typed default: take Python literals, else the raw string.
             if isinstance(value, str):
                 try:
@@ -83,31 +84,31 @@ def coerce_value(key: str, value: Any, reference: Any) -> Any:
                 except (ValueError, SyntaxError):
                     return value
             return value
-        if isinstance(reference, bool):
+        if isinstance(default, bool):
             if isinstance(value, bool):
                 return value
             if isinstance(value, str):
                 return parse_bool(value)
             if isinstance(value, int) and value in (0, 1):
                 return bool(value)
-        elif isinstance(reference, int):
+        elif isinstance(default, int):
             if isinstance(value, str):
                 return int(value.strip().replace("_", ""))
             if isinstance(value, int) and not isinstance(value, bool):
                 return value
             if isinstance(value, float) and value.is_integer():
                 return int(value)
-        elif isinstance(reference, float):
+        elif isinstance(default, float):
             if isinstance(value, str):
                 return float(value.strip().replace("_", ""))
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 return float(value)
-        elif isinstance(reference, (tuple, list)):
+        elif isinstance(default, (tuple, list)):
             if isinstance(value, str):
                 return parse_shape(value)
             if isinstance(value, (tuple, list)):
                 return tuple(int(v) for v in value)
-        elif isinstance(reference, str):
+        elif isinstance(default, str):
             if isinstance(value, str):
                 return value
             if value is None and key == "activation":
@@ -116,24 +117,74 @@ def coerce_value(key: str, value: Any, reference: Any) -> Any:
             return value
     except ValueError as err:
         raise ConfigError(
-            f"bad value for {key!r}: {value!r} ({err}); expected {type(reference).__name__} "
-            f"like the default {reference!r}"
+            f"bad value for {key!r}: {value!r} ({err}); expected {type(default).__name__} "
+            f"like the default {default!r}"
         ) from None
     raise ConfigError(
         f"bad value for {key!r}: {value!r} has type {type(value).__name__}; expected "
-        f"{type(reference).__name__} like the default {reference!r}"
+        f"{type(default).__name__} like the default {default!r}"
     )
 
 
+def apply_aliases(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` with the earlier option names of :data:`inv_flow.options.ALIASES` rewritten
+    to today's — the one place that maps them, for a saved run's full config and for a few
+    overrides alike:
+
+    * ``modified_grad=v`` → ``dense_reference = not v`` and ``self_normalized_grad = v``;
+    * ``inv_conv``: ``unit`` / ``single`` → ``masked_conv``; ``conv1x1`` → ``family="glow"``;
+    * ``direction``: ``inverse`` → ``family="inverse_flow"``; ``conv`` → ``family="finc_flow"``
+      with ``finc_unit="unit"`` (the masked convolutions of ``masked_conv``, run the FInC way);
+    * ``family="auto"`` → the family ``inv_conv`` / ``direction`` give (``inverse_flow``).
+
+    As before, ``inv_conv=conv1x1`` and ``direction`` choose the family only where ``values``
+    names none (or ``auto``): next to a family they are ignored — except ``inv_conv=conv1x1``
+    with family inverse_flow or finc_flow, which was an error and is one — and the fc model
+    ignores both.  ``modified_grad`` and ``inv_conv`` override the new names they stand for
+    (a script that adds an earlier name to a config of today's).  Raises :class:`ConfigError`.
+    """
+    out = dict(values)
+    modified = out.pop("modified_grad", None)
+    if modified is not None:
+        modified = coerce_value("modified_grad", modified, True)
+        out["dense_reference"], out["self_normalized_grad"] = not modified, modified
+    layout = _alias_choice(out, "inv_conv", ("unit", "single", "conv1x1"))
+    direction = _alias_choice(out, "direction", ("inverse", "conv"))
+    if layout in ("unit", "single"):
+        out["masked_conv"] = layout
+    family = out.get("family")
+    if family == "auto" or (family is None and (layout == "conv1x1" or direction is not None)):
+        if out.get("model") != "fc" and layout == "conv1x1":
+            out["family"] = "glow"
+        elif out.get("model") != "fc" and direction == "conv":
+            out["family"], out["finc_unit"] = "finc_flow", "unit"
+        else:
+            out["family"] = "inverse_flow"
+    elif layout == "conv1x1" and family in ("inverse_flow", "finc_flow"):
+        raise ConfigError(f"family {family!r} uses k x k masked convolutions, but "
+                          "inv_conv='conv1x1' (the earlier name of family='glow'); drop inv_conv "
+                          "or set masked_conv to 'unit' or 'single'")
+    return out
+
+
+def _alias_choice(values: dict[str, Any], key: str, choices: tuple[str, ...]) -> str | None:
+    """Pop the earlier option ``key`` from ``values``: None when absent, else one of ``choices``."""
+    value = values.pop(key, None)
+    if value is not None and value not in choices:
+        raise ConfigError(f"{key} must be one of {', '.join(choices)}; got {value!r}")
+    return value
+
+
 def parse_overrides(items: list[str] | None) -> dict[str, str]:
-    """Turn ``["lr=1e-3", "epochs=5"]`` into ``{"lr": "1e-3", "epochs": "5"}`` (still strings)."""
+    """Turn ``["lr=1e-3", "epochs=5"]`` into ``{"lr": "1e-3", "epochs": "5"}`` (still strings;
+    earlier option names rewritten by :func:`apply_aliases`, so a later mapping wins whole)."""
     overrides: dict[str, str] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set expects key=value, got {item!r}")
         overrides[key.strip()] = value.strip()
-    return overrides
+    return apply_aliases(overrides)
 
 
 def load_presets() -> dict[str, dict[str, Any]]:
@@ -158,21 +209,21 @@ def resolve_config(
 
     Raises :class:`ConfigError` for an unknown preset, unknown key or badly typed value.
     """
-    overrides = dict(overrides or {})
-    if presets is None:
-        presets = load_presets()
+    overrides = apply_aliases(overrides or {})
+    presets = {name: apply_aliases(values)
+               for name, values in (load_presets() if presets is None else presets).items()}
     keys = valid_keys(presets)
     for key in overrides:
         if key not in keys:
             raise unknown_key_error(key, keys)
 
     config: dict[str, Any] = dict(DEFAULTS)
-    config.update(base or {})  # a saved run's config, completed by keys added since
+    config.update(apply_aliases(base or {}))  # a saved run's config, completed by keys added since
     # Types come from DEFAULTS, or from the preset for keys only a preset knows.
-    reference_types: dict[str, Any] = dict(DEFAULTS)
+    typed_defaults: dict[str, Any] = dict(DEFAULTS)
     for values in presets.values():
         for key, value in values.items():
-            reference_types.setdefault(key, value)
+            typed_defaults.setdefault(key, value)
 
     preset_name = preset if preset is not None else overrides.get("preset")
     if preset_name is None and base is None:
@@ -183,13 +234,13 @@ def resolve_config(
                 f"unknown preset {preset_name!r}; available presets: {', '.join(sorted(presets))}"
             )
         for key, value in presets[preset_name].items():
-            config[key] = coerce_value(key, value, reference_types[key])
+            config[key] = coerce_value(key, value, typed_defaults[key])
         config["preset"] = preset_name
 
     for key, value in overrides.items():
         if key == "preset":
             continue  # handled above
-        config[key] = coerce_value(key, value, reference_types.get(key))
+        config[key] = coerce_value(key, value, typed_defaults.get(key))
     if not config.get("dataset"):
         config["dataset"] = config["preset"]
     validate_config(config)
@@ -228,7 +279,8 @@ def validate_config(config: Mapping[str, Any]) -> None:
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Overrides from a JSON file, or a YAML file (``.yaml``/``.yml``, needs PyYAML): one flat
-    mapping of option names to values, merged under ``--set``.  Raises :class:`ConfigError`."""
+    mapping of option names to values (earlier names rewritten by :func:`apply_aliases`), merged
+    under ``--set``.  Raises :class:`ConfigError`."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -255,7 +307,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(values, dict) or not all(isinstance(k, str) for k in values):
         raise ConfigError(f"{path} must hold one mapping of option names to values, got "
                           f"{type(values).__name__}")
-    return dict(values)
+    return apply_aliases(values)
 
 
 def checked_config(config: Any) -> dict[str, Any]:
@@ -263,6 +315,7 @@ def checked_config(config: Any) -> dict[str, Any]:
     if not isinstance(config, Mapping):
         raise TypeError(f"config must be a dict from inv_flow.config.resolve_config; got "
                         f"{type(config).__name__}")
+    config = apply_aliases(config)
     missing = sorted(set(DEFAULTS) - set(config))
     if missing:
         shown = ", ".join(missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")

@@ -545,7 +545,8 @@ class Experiment:
 
         With ``training_state`` (resuming), only :data:`inv_flow.resume.RESUMABLE_KEYS` may be
         overridden, and a new ``lr`` reaches the loaded optimizer and scheduler.  A file that
-        does not fit is a one-line :class:`CheckpointError` (see :mod:`inv_flow.resume`)."""
+        does not fit is a one-line :class:`~inv_flow.checkpoint.CheckpointError` (see
+        :mod:`inv_flow.resume`)."""
         return resume_rules.from_checkpoint(
             cls, path, overrides, presets=presets, training_state=training_state,
             model_builder=model_builder, datasets=datasets, load_data=load_data)

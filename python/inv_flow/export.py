@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from inv_flow.checkpoint import CheckpointError, default_file_mode, load_checkpoint
-from inv_flow.config import DEFAULTS, resolve_config
+from inv_flow.config import DEFAULTS, apply_aliases, resolve_config
 from inv_flow.logging_utils import _jsonable
 
 #: Metadata keys in the safetensors header.
@@ -57,7 +57,7 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike) -> 
     payload = load_checkpoint(checkpoint)
     state = {key: value.detach().cpu().contiguous().clone()
              for key, value in payload["model"].items()}
-    config = _jsonable(dict(payload["config"]))
+    config = _jsonable(apply_aliases(payload["config"]))  # today's option names
     shape = list(payload.get("image_shape") or config["image_shape"])
     metadata = {FORMAT_KEY: EXPORT_FORMAT, CONFIG_KEY: json.dumps(config, sort_keys=True),
                 SHAPE_KEY: json.dumps(shape)}

@@ -19,22 +19,12 @@ import torch
 from .distributions import DiagonalGaussian
 from .flows import FlowSequential
 from .layers import (ActNorm, AffineCoupling, Dequantization, FInCFlowUnit, Flatten, FlowLayer,
-                     InvConv, InvFlowUnit, InvertibleConv1x1, LogitTransform, LULinear,
+                     InvConvLayer, InvertibleConv1x1, InvFlowUnitLayer, LogitTransform, LULinear,
                      Normalization, SelfNormConv2d, SplitPrior, Squeeze, build_activation)
 from .layers.invconv import ORDERS
 from .layers.snf import recon_loss_scale
-from .options import DEFAULTS, MODEL_KEYS, OPTIONS, check_options
+from .options import DEFAULTS, MODEL_KEYS, check_options
 from .presets import PRESETS, get_preset  # noqa: F401 - re-exported (inv_flow.models.PRESETS)
-
-# Choices and defaults come from the one options table (inv_flow.options).
-MODELS = OPTIONS["model"].choices
-INV_CONV_KINDS = OPTIONS["inv_conv"].choices
-PREPROCESSING = OPTIONS["preprocess"].choices
-#: Flow families (``cfg["family"]``): which invertible convolution each step of flow uses.
-#: "auto" keeps the behaviour of ``inv_conv`` / ``direction`` alone (the original keys);
-#: anything else overrides them (inverse_flow/finc_flow still honour inv_conv unit/single).
-FAMILIES = OPTIONS["family"].choices
-FINC_UNITS = OPTIONS["finc_unit"].choices
 
 #: Defaults for every model key ``build_model`` reads (a missing key takes this value);
 #: ``activation``: None and "none" both mean no activation.
@@ -44,9 +34,10 @@ MODEL_DEFAULTS: Dict[str, Any] = {key: DEFAULTS[key] for key in MODEL_KEYS}
 def _resolve_config(cfg: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
     """MODEL_DEFAULTS completed by ``cfg``: rejects keys that are no config option (with the
     closest valid ones), parses and type-checks the model keys (one pass, shared with
-    ``inv_flow.config``)."""
-    from .config import coerce_value, unknown_key_error, valid_keys  # noqa: PLC0415
+    ``inv_flow.config``); earlier option names are rewritten first (``config.apply_aliases``)."""
+    from .config import apply_aliases, coerce_value, unknown_key_error, valid_keys  # noqa: PLC0415
 
+    cfg = apply_aliases(cfg or {})
     known = set(valid_keys(PRESETS))
     for key in cfg or {}:
         if key not in known:
@@ -95,14 +86,9 @@ def _preprocessing(cfg) -> List[FlowLayer]:
 
 def _validate_family(cfg: Dict[str, Any], channels: int, height: int, width: int) -> None:
     family = cfg["family"]
-    if family == "auto":
-        return
-    if cfg["model"] == "fc":
+    if cfg["model"] == "fc" and family != DEFAULTS["family"]:
         raise ValueError(f"family {family!r} selects the convolution of glow/cnn models; the fc "
-                         "model has none (use family='auto')")
-    if family in ("inverse_flow", "finc_flow") and cfg["inv_conv"] == "conv1x1":
-        raise ValueError(f"family {family!r} uses k x k masked convolutions, but inv_conv="
-                         "'conv1x1'; set inv_conv to 'unit' or 'single' (or family='glow')")
+                         f"model has none (leave family at {DEFAULTS['family']!r})")
     if family == "snf":
         if int(cfg["kernel_size"]) % 2 == 0:
             raise ValueError(f"family 'snf' needs an odd kernel_size ('same' padding), got "
@@ -123,16 +109,17 @@ def _validate_family(cfg: Dict[str, Any], channels: int, height: int, width: int
 
 def mixing_kind(cfg: Mapping[str, Any]) -> str:
     """What the invertible convolution of a step is, for a resolved config: "inverse_unit",
-    "inverse_single", "conv_unit", "conv_single", "finc_grouped", "conv1x1" or "snf"."""
+    "inverse_single", "conv_unit", "conv_single" (``<InvConv2d direction>_<masked_conv>``),
+    "finc_grouped", "conv1x1" or "snf"."""
     family = cfg["family"]
-    if family == "glow" or (family == "auto" and cfg["inv_conv"] == "conv1x1"):
+    if family == "glow":
         return "conv1x1"
     if family == "snf":
         return "snf"
     if family == "finc_flow" and cfg["finc_unit"] == "grouped":
         return "finc_grouped"
-    direction = {"inverse_flow": "inverse", "finc_flow": "conv"}.get(family, cfg["direction"])
-    return f"{direction}_{cfg['inv_conv']}"
+    direction = "inverse" if family == "inverse_flow" else "conv"
+    return f"{direction}_{cfg['masked_conv']}"
 
 
 def _mixing_layers(cfg, channels: int, step: int) -> List[FlowLayer]:
@@ -142,13 +129,14 @@ def _mixing_layers(cfg, channels: int, step: int) -> List[FlowLayer]:
         return [InvertibleConv1x1(channels, lu=True)]
     kernel_size = int(cfg["kernel_size"])
     if kind == "snf":
-        return [SelfNormConv2d(channels, kernel_size, modified_grad=bool(cfg["modified_grad"]),
+        return [SelfNormConv2d(channels, kernel_size,
+                               self_normalized_grad=bool(cfg["self_normalized_grad"]),
                                sym_recon_grad=bool(cfg["sym_recon_grad"]),
                                sample_true_inv=bool(cfg["sample_true_inv"]),
                                recon_loss_weight=float(cfg["recon_loss_weight"]),
                                recon_loss_lr=float(cfg["recon_loss_lr"]),
                                max_dense_dims=int(cfg["snf_max_dense_dims"]))]
-    dense_reference = not bool(cfg["modified_grad"])
+    dense_reference = bool(cfg["dense_reference"])
     if kind == "finc_grouped":
         # FInC Flow's unit leaves its four channel groups unmixed: Glow's 1x1 conv mixes them.
         return [FInCFlowUnit(channels, kernel_size, direction="conv",
@@ -157,9 +145,9 @@ def _mixing_layers(cfg, channels: int, step: int) -> List[FlowLayer]:
     direction, shape = kind.split("_")
     common = dict(kernel_size=kernel_size, direction=direction, dense_reference=dense_reference)
     if shape == "unit":
-        layers: List[FlowLayer] = [InvFlowUnit(channels, **common)]
+        layers: List[FlowLayer] = [InvFlowUnitLayer(channels, **common)]
     else:
-        layers = [InvConv(channels, order=ORDERS[step % len(ORDERS)], **common)]
+        layers = [InvConvLayer(channels, order=ORDERS[step % len(ORDERS)], **common)]
     if cfg["mix_1x1"]:
         layers.append(InvertibleConv1x1(channels, lu=True))
     return layers
@@ -260,18 +248,20 @@ def build_model(cfg: Optional[Mapping[str, Any]], image_shape: Tuple[int, int, i
     Keys read (missing ones take :data:`MODEL_DEFAULTS`; the trainer's options are accepted
     and ignored; a key that is no option at all is an error with a did-you-mean): ``model``
     ("glow" | "cnn" | "fc"), ``num_blocks``, ``block_size``, ``num_layers`` (fc),
-    ``actnorm``, ``split_prior`` (glow), ``activation``, ``kernel_size``, ``inv_conv``,
-    ``coupling_hidden``, ``modified_grad``, ``direction``, ``num_levels``, ``preprocess``,
-    ``logit_alpha``, ``spline_bins``, ``spline_tail_bound``, ``slr_alpha``, ``learn_base``,
-    and the family keys ``family``, ``finc_unit``, ``recon_loss_weight``, ``recon_loss_lr``,
-    ``sym_recon_grad``, ``sample_true_inv``, ``snf_max_dense_dims``.
+    ``actnorm``, ``split_prior`` (glow), ``activation``, ``kernel_size``, ``coupling_hidden``,
+    ``dense_reference``, ``num_levels``, ``preprocess``, ``logit_alpha``, ``spline_bins``,
+    ``spline_tail_bound``, ``slr_alpha``, ``learn_base``, and the keys of the invertible
+    convolution ``family``, ``masked_conv``, ``finc_unit``, ``mix_1x1``,
+    ``self_normalized_grad``, ``recon_loss_weight``, ``recon_loss_lr``, ``sym_recon_grad``,
+    ``sample_true_inv``, ``snf_max_dense_dims``.  Earlier names (``modified_grad``,
+    ``inv_conv``, ``direction``, ``family="auto"``: :data:`inv_flow.options.ALIASES`) are
+    accepted.
 
     ``family`` swaps the invertible convolution of every step of flow in the same
-    architecture: "inverse_flow" (inverse of a masked k×k conv in the density direction),
-    "finc_flow" (the masked conv itself in the density direction; wavefront inverse to
-    sample), "glow" (1×1 convs), "snf" (self-normalizing k×k conv with a learned inverse);
-    "auto" (default) derives it from ``inv_conv`` / ``direction`` as before. Training an
-    ``snf`` model needs :meth:`FlowModel.extra_loss` in the loss.
+    architecture: "inverse_flow" (default: inverse of a masked k×k conv in the density
+    direction), "finc_flow" (the masked conv itself in the density direction; wavefront
+    inverse to sample), "glow" (1×1 convs), "snf" (self-normalizing k×k conv with a learned
+    inverse). Training an ``snf`` model needs :meth:`FlowModel.extra_loss` in the loss.
 
     Raises ``ValueError`` (before any training) for an unknown option or an image the model
     cannot take, e.g. H or W not divisible by ``2**num_blocks`` for glow.
@@ -281,10 +271,10 @@ def build_model(cfg: Optional[Mapping[str, Any]], image_shape: Tuple[int, int, i
     channels, height, width = _validate(cfg, image_shape)
     builder = {"glow": _build_glow, "cnn": _build_cnn, "fc": _build_fc}[cfg["model"]]
     layers, latent_shape = builder(cfg, channels, height, width)
-    dense_kinds = ("conv1x1", "snf")  # no inv_conv dense reference in these
-    if not cfg["modified_grad"] and cfg["model"] != "fc" and \
-            mixing_kind(cfg) not in dense_kinds and channels * height * width > 4096:
-        warnings.warn("modified_grad=False uses inv_conv's dense reference implementation, "
+    masked = cfg["family"] in ("inverse_flow", "finc_flow")  # the layers dense_reference selects
+    if cfg["dense_reference"] and cfg["model"] != "fc" and masked and \
+            channels * height * width > 4096:
+        warnings.warn("dense_reference=True uses inv_conv's dense reference implementation, "
                       f"which is meant for small images; this one has {channels * height * width} "
                       "dims and will be slow and memory hungry.", stacklevel=2)
     base = DiagonalGaussian(latent_shape, learnable=bool(cfg["learn_base"]))

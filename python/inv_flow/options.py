@@ -124,16 +124,26 @@ _group = "model"
 _M = {"model": True}
 _add("model", "glow", "glow (multi-scale, coupling), cnn (Inverse-Flow CNN) or fc (dense)",
      choices=("glow", "cnn", "fc"), **_M)
-_add("modified_grad", True, "true: inv_conv's fast exact backward; false: dense autograd "
-     "reference (small images). snf: true = self-normalized gradient, false = exact", **_M)
+_add("dense_reference", False, "inverse_flow / finc_flow: run the masked convolutions through "
+     "inv_conv's dense reference implementation (pure PyTorch, plain autograd; small images "
+     "only) instead of its fast exact ops, to compare the two", **_M)
 _add("num_blocks", 2, "glow: levels (squeeze + steps [+ split]); cnn: blocks", gt=0, **_M)
 _add("block_size", 4, "steps of flow per block", gt=0, **_M)
 _add("num_layers", 4, "fc only: dense layers", gt=0, **_M)
 _add("kernel_size", 3, "k of the invertible k x k masked convolutions", gt=0, **_M)
-_add("inv_conv", "unit", "unit (TL,TR,BL,BR per step), single (one order per step, cycling) or "
-     "conv1x1 (Glow's 1x1 conv)", choices=("unit", "single", "conv1x1"), **_M)
-_add("direction", "inverse", "inverse (Inverse-Flow: inverse conv to train, conv to sample) or "
-     "conv (FInC Flow)", choices=("inverse", "conv"), **_M)
+_add("family", "inverse_flow", "the invertible convolution of every step of glow and cnn: "
+     "inverse_flow (inverse of a masked k x k conv to train, the conv to sample), finc_flow (the "
+     "masked conv to train, its inverse to sample), glow (1x1 conv) or snf (self-normalizing "
+     "k x k conv); the fc model has none (keep the default)",
+     choices=("inverse_flow", "finc_flow", "glow", "snf"), **_M)
+_add("masked_conv", "unit", "inverse_flow, and finc_flow with finc_unit=unit: unit (four masked "
+     "convolutions TL, TR, BL, BR per step) or single (one per step, orders cycling)",
+     choices=("unit", "single"), **_M)
+_add("finc_unit", "grouped", "finc_flow: grouped (FInC Flow's unit: one masked conv per channel "
+     "group, + 1x1 mixing) or unit (masked_conv's layout, run the FInC way)",
+     choices=("grouped", "unit"), **_M)
+_add("mix_1x1", False, "inverse_flow, and finc_flow with finc_unit=unit: follow each step's "
+     "masked convolution(s) with Glow's 1x1 convolution (LU), which mixes all channels", **_M)
 _add("coupling_hidden", 512, "hidden channels of the coupling networks (glow)", gt=0, **_M)
 _add("activation", "none", "invertible pointwise activation after each step (None = none)",
      choices=("none", "SLR", "LLR", "Spline", "SELU"), **_M)
@@ -149,13 +159,8 @@ _add("spline_bins", 10, "activation=Spline: number of bins", gt=0, **_M)
 _add("spline_tail_bound", 10.0, "activation=Spline: the identity beyond +-this", gt=0.0, **_M)
 _add("slr_alpha", 0.3, "activation=SLR: slope of the negative side", gt=0.0, lt=1.0, **_M)
 _add("learn_base", False, "learnable mean/log-std of the Gaussian base", **_M)
-_add("family", "auto", "invertible conv of every step: auto (from inv_conv/direction), "
-     "inverse_flow, finc_flow, glow or snf (these override direction, and glow/snf inv_conv)",
-     choices=("auto", "inverse_flow", "finc_flow", "glow", "snf"), **_M)
-_add("finc_unit", "grouped", "finc_flow: grouped (FInC Flow's unit + 1x1 mixing) or unit",
-     choices=("grouped", "unit"), **_M)
-_add("mix_1x1", False, "inverse_flow / finc_flow unit or single: follow each masked k x k "
-     "convolution step with Glow's 1x1 convolution (LU), which mixes all channels", **_M)
+_add("self_normalized_grad", True, "snf: train W with the self-normalized gradient (true) or "
+     "the exact one through the dense log-determinant (false; small images)", **_M)
 _add("recon_loss_weight", 1.0, "snf: initial weight of the reconstruction loss", ge=0.0, **_M)
 _add("recon_loss_lr", 0.0, "snf: step of the adaptive reconstruction weight (0 = fixed)", ge=0.0,
      **_M)
@@ -164,6 +169,20 @@ _add("sample_true_inv", False, "snf: sample with the exact inverse (dense solve)
 _add("snf_max_dense_dims", 4096, "snf: largest C*H*W for the exact (dense) log-determinant", gt=0,
      **_M)
 del _M
+
+#: Earlier names of model options, still accepted wherever a config is read (a config file,
+#: ``--set``, ``build_model``, a saved run's checkpoint or export) and rewritten to the options
+#: above, silently, by :func:`inv_flow.config.apply_aliases` (the one place that maps them).
+#: ``modified_grad`` is the original framework's key; ``inv_conv``, ``direction`` and
+#: ``family="auto"`` are what earlier versions of inv_flow wrote into every saved config.
+ALIASES: dict[str, str] = {
+    "modified_grad": "true = dense_reference=false and self_normalized_grad=true; false = "
+                     "dense_reference=true and self_normalized_grad=false",
+    "inv_conv": "unit | single = masked_conv; conv1x1 = family=glow (where no family is given)",
+    "direction": "inverse = family=inverse_flow; conv = family=finc_flow with finc_unit=unit "
+                 "(where no family is given; next to a family it is ignored)",
+    "family=auto": "the family that inv_conv and direction give (inverse_flow without them)",
+}
 
 #: key -> default, for every option.
 DEFAULTS: dict[str, Any] = {key: option.default for key, option in OPTIONS.items()}
@@ -217,4 +236,6 @@ def describe_options() -> str:
         text = option.help + (f" [{rule}]" if rule else "")
         lines.append(f"{head:<{width}}  {text}" if len(head) <= width
                      else f"{head}\n{'':<{width}}  {text}")
+    lines.append("\n[earlier names, still accepted]")
+    lines.extend(f"{name:<{width}}  {meaning}" for name, meaning in ALIASES.items())
     return "\n".join(lines)

@@ -1,5 +1,5 @@
 """Model presets of ``inv_flow``: per dataset, the architecture and training settings of the
-Inverse-Flow README, as config values (see :mod:`inv_flow.config` for what each key means).
+Inverse-Flow README, as config values (:mod:`inv_flow.options` says what each key means).
 
 Plain data, no torch: ``inv-flow presets`` and config resolution do not import the models.
 """
@@ -11,9 +11,9 @@ from typing import Any, Dict
 
 # Architecture follows the Inverse-Flow README: MNIST n_blocks=3, block_size=32;
 # ImageNet 32/64 (and CIFAR-10) n_blocks=2, block_size=16; CelebA n_blocks=3, block_size=32.
+# The invertible convolution is the options' default (family inverse_flow, masked_conv unit).
 _BIG_GLOW = {"model": "glow", "actnorm": True, "split_prior": True, "activation": "none",
-             "inv_conv": "unit", "kernel_size": 3, "coupling_hidden": 512,
-             "modified_grad": True, "direction": "inverse", "lr": 1e-3}
+             "kernel_size": 3, "coupling_hidden": 512, "lr": 1e-3}
 
 PRESETS: Dict[str, Dict[str, Any]] = {
     # MNIST is 28x28, which three squeezes cannot divide (28 -> 14 -> 7 -> 3.5). Like the
@@ -41,8 +41,7 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     # Small enough to train a few epochs on 2 CPU cores in minutes.
     "digits": {"model": "glow", "image_shape": (1, 8, 8), "num_levels": 256, "num_blocks": 2,
                "block_size": 3, "actnorm": True, "split_prior": True, "activation": "none",
-               "inv_conv": "unit", "kernel_size": 3, "coupling_hidden": 32,
-               "modified_grad": True, "direction": "inverse", "logit_alpha": 0.05,
+               "kernel_size": 3, "coupling_hidden": 32, "logit_alpha": 0.05,
                "lr": 2e-3, "batch_size": 64, "epochs": 60},
     # 3x32x32 crops of scikit-learn's two sample photos (CIFAR-10's shape, offline): the
     # cifar10 architecture (2 levels, split prior, 3x3 units) with 4 steps per level and

@@ -22,12 +22,12 @@ import torch
 from torch import nn
 
 from inv_flow.checkpoint import CheckpointError, load_checkpoint
-from inv_flow.config import DEFAULTS, ConfigError, coerce_value, resolve_config
+from inv_flow.config import DEFAULTS, ConfigError, apply_aliases, coerce_value, resolve_config
 
 #: Keys a resumed training run may change with ``--set``.
 RESUMABLE_KEYS = frozenset({
     # optimisation that can change between two steps
-    "lr", "grad_clip_norm", "epochs", "warmup_epochs", "modified_grad",
+    "lr", "grad_clip_norm", "epochs", "warmup_epochs", "dense_reference", "self_normalized_grad",
     # evaluation, sampling and logging
     "eval_epochs", "eval_train", "max_eval_ex", "sample_epochs", "n_samples", "temperature",
     "plot_recon", "log_interval", "verbose", "log_timing", "progress", "tensorboard", "wandb",
@@ -79,8 +79,8 @@ def saved_config(payload: Mapping[str, Any], path: str | os.PathLike,
         raise CheckpointError(
             f"{path}: its config is a {type(config).__name__}, not a dict; the file was not "
             "written by inv_flow or was edited. Use the run's config.json to start a new run")
-    filled = {**DEFAULTS, **config}
     try:
+        filled = {**DEFAULTS, **apply_aliases(config)}  # earlier option names, then new keys
         for key, default in DEFAULTS.items():
             filled[key] = coerce_value(key, filled[key], default)
         return resolve_config(base=filled, presets=presets)

@@ -167,19 +167,29 @@ class SplineActivation(FlowLayer):
                 torch.gather(edges_out, 1, bins), torch.gather(widths_out, 1, bins),
                 torch.gather(derivatives, 1, bins), torch.gather(derivatives, 1, bins + 1))
 
+    def _locate(self, values, inverse: bool):
+        """``values`` (B, C, *S) as per-channel rows, which of them lie in [-B, B], the rows
+        clamped there (keeps the spline branch finite outside) and the bin parameters of each:
+        ``(start, size)`` of its bin on its own side, then on the other side, and the bin's two
+        knot derivatives.  The bins are searched on the x side, or the y side when ``inverse``."""
+        bound, dtype = self.tail_bound, values.dtype
+        x_edges, x_widths = self._knots(self.unnormalized_widths, self.min_bin_width)
+        y_edges, y_heights = self._knots(self.unnormalized_heights, self.min_bin_height)
+        x_side = (x_edges.to(dtype), x_widths.to(dtype))
+        y_side = (y_edges.to(dtype), y_heights.to(dtype))
+        (edges_in, sizes_in), (edges_out, sizes_out) = \
+            (y_side, x_side) if inverse else (x_side, y_side)
+        rows = self._per_channel_rows(values)
+        inside = (rows >= -bound) & (rows <= bound)
+        clamped = rows.clamp(-bound, bound)
+        params = self._bin_params(clamped, edges_in, edges_out, sizes_in, sizes_out,
+                                  self._derivatives().to(dtype))
+        return rows, inside, clamped, params
+
     def forward(self, x, context=None):
         if x.shape[1] != self.num_channels:
             raise ValueError(f"SplineActivation expects {self.num_channels} channels, got {x.shape[1]}")
-        bound = self.tail_bound
-        x_edges, x_widths = self._knots(self.unnormalized_widths, self.min_bin_width)
-        y_edges, y_heights = self._knots(self.unnormalized_heights, self.min_bin_height)
-        derivatives = self._derivatives().to(x.dtype)
-        rows = self._per_channel_rows(x)
-        inside = (rows >= -bound) & (rows <= bound)
-        clamped = rows.clamp(-bound, bound)  # keeps the spline branch finite outside
-        x_k, w_k, y_k, h_k, d_k, d_k1 = self._bin_params(
-            clamped, x_edges.to(x.dtype), y_edges.to(x.dtype), x_widths.to(x.dtype),
-            y_heights.to(x.dtype), derivatives)
+        rows, inside, clamped, (x_k, w_k, y_k, h_k, d_k, d_k1) = self._locate(x, inverse=False)
         slope = h_k / w_k
         xi = (clamped - x_k) / w_k
         xi_1mxi = xi * (1.0 - xi)
@@ -193,16 +203,7 @@ class SplineActivation(FlowLayer):
         return self._from_rows(y_rows, x), sum_except_batch(self._from_rows(log_slope, x))
 
     def reverse(self, y, context=None):
-        bound = self.tail_bound
-        x_edges, x_widths = self._knots(self.unnormalized_widths, self.min_bin_width)
-        y_edges, y_heights = self._knots(self.unnormalized_heights, self.min_bin_height)
-        derivatives = self._derivatives().to(y.dtype)
-        rows = self._per_channel_rows(y)
-        inside = (rows >= -bound) & (rows <= bound)
-        clamped = rows.clamp(-bound, bound)
-        y_k, h_k, x_k, w_k, d_k, d_k1 = self._bin_params(
-            clamped, y_edges.to(y.dtype), x_edges.to(y.dtype), y_heights.to(y.dtype),
-            x_widths.to(y.dtype), derivatives)
+        rows, inside, clamped, (y_k, h_k, x_k, w_k, d_k, d_k1) = self._locate(y, inverse=True)
         slope = h_k / w_k
         offset = clamped - y_k
         curvature = d_k1 + d_k - 2.0 * slope

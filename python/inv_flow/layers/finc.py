@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .base import FlowLayer
-from .invconv import DIRECTIONS, ORDERS, _check, _import_inv_conv
+from .invconv import ORDERS, _check, _import_inv_conv
 
 
 def group_sizes(num_channels: int, groups: int = 4) -> list[int]:
@@ -37,8 +37,6 @@ class FInCFlowUnit(FlowLayer):
                  dense_reference: bool = False):
         super().__init__()
         _check(direction, kernel_size)
-        if direction not in DIRECTIONS:  # pragma: no cover - _check raises first
-            raise ValueError(direction)
         inv_conv = _import_inv_conv()
         self.num_channels = int(num_channels)
         self.sizes = group_sizes(self.num_channels)

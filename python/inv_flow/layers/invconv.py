@@ -45,8 +45,9 @@ def _check(direction: str, kernel_size: int) -> None:
         raise ValueError(f"kernel_size must be >= 1, got {kernel_size}")
 
 
-class InvConv(_InvConvWrapper):
-    """One masked k x k convolution with a single ``order`` (``inv_conv.InvConv2d``).
+class InvConvLayer(_InvConvWrapper):
+    """:class:`inv_conv.InvConv2d` as an ``inv_flow`` layer: one masked k x k convolution with a
+    single ``order``.
 
     ``direction="inverse"`` (Inverse-Flow): the density direction applies the inverse of the
     masked convolution, so sampling is an ordinary convolution. ``direction="conv"`` (FInC
@@ -65,9 +66,9 @@ class InvConv(_InvConvWrapper):
                                        direction=direction, dense_reference=dense_reference)
 
 
-class InvFlowUnit(_InvConvWrapper):
-    """Inverse-Flow unit: four masked convolutions TL -> TR -> BL -> BR
-    (``inv_conv.InvFlowUnit``) so the receptive field covers all directions."""
+class InvFlowUnitLayer(_InvConvWrapper):
+    """:class:`inv_conv.InvFlowUnit` as an ``inv_flow`` layer: four masked convolutions
+    TL -> TR -> BL -> BR, so the receptive field covers all directions."""
 
     def __init__(self, num_channels: int, kernel_size: int = 3, direction: str = "inverse",
                  dense_reference: bool = False):

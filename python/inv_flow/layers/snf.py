@@ -10,7 +10,7 @@ Write ``M(W)`` for the dense (D×D, D = C·H·W) matrix of ``x ↦ W ⋆ x``. Be
 convolution is the adjoint of a convolution with the same kernel, the dense matrix of ``R(·)``
 is ``M(R)ᵀ``; ``R`` approximates ``W``'s inverse when ``M(R)ᵀ M(W) ≈ I``.
 
-**Self-normalized gradient** (``modified_grad=True``, training mode). The exact gradient of
+**Self-normalized gradient** (``self_normalized_grad=True``, training mode). The exact gradient of
 ``log|det M(W)|`` with respect to the dense matrix is ``M(W)⁻ᵀ``; SNF replaces it by the dense
 matrix of ``R`` transposed, ``(M(R)ᵀ)ᵀ = M(R)``. Mapped back to the kernel through the chain
 rule (``M`` is linear, its adjoint ``M*`` sums the dense entries that share a tap)::
@@ -24,7 +24,7 @@ log-determinant of every sample: its **value is 0** (so a training loss / ``trai
 model does not include the convolutions' log-determinants), its gradient is exactly the
 self-normalized one, and no determinant is computed while training.
 
-**Exact gradient** (``modified_grad=False``, training mode): the log-determinant is the dense
+**Exact gradient** (``self_normalized_grad=False``, training mode): the log-determinant is the dense
 ``slogdet(M(W))`` with ordinary autograd (small images only).
 
 **Evaluation** (``eval()`` mode): the exact log-determinant through the dense matrix, so the
@@ -51,6 +51,7 @@ so it is saved in checkpoints.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Optional
 
 import torch
@@ -90,7 +91,9 @@ class SelfNormConv2d(FlowLayer):
     Args:
         num_channels: C.
         kernel_size: odd k (the convolution is 'same'-padded).
-        modified_grad: self-normalized gradient in training (True) or the exact dense one.
+        self_normalized_grad: self-normalized gradient in training (True) or the exact dense
+            one (``modified_grad``, the name in SNF's code, is accepted with a
+            DeprecationWarning).
         sym_recon_grad: add the symmetric reconstruction term ‖W ⋆ sg(R z) − z‖² (trains W).
         sample_true_inv: ``reverse`` uses the exact inverse (dense solve) instead of ``R``.
         recon_loss_weight: initial λ of the reconstruction loss.
@@ -100,11 +103,16 @@ class SelfNormConv2d(FlowLayer):
             identity).
     """
 
-    def __init__(self, num_channels: int, kernel_size: int = 3, modified_grad: bool = True,
+    def __init__(self, num_channels: int, kernel_size: int = 3, self_normalized_grad: bool = True,
                  sym_recon_grad: bool = False, sample_true_inv: bool = False,
                  recon_loss_weight: float = 1.0, recon_loss_lr: float = 0.0,
-                 max_dense_dims: int = DEFAULT_MAX_DENSE_DIMS, init_std: float = 0.01):
+                 max_dense_dims: int = DEFAULT_MAX_DENSE_DIMS, init_std: float = 0.01, *,
+                 modified_grad: Optional[bool] = None):
         super().__init__()
+        if modified_grad is not None:
+            warnings.warn("SelfNormConv2d(modified_grad=...) is now self_normalized_grad=...",
+                          DeprecationWarning, stacklevel=2)
+            self_normalized_grad = modified_grad
         kernel_size = int(kernel_size)
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"SelfNormConv2d needs an odd kernel_size ('same' padding), "
@@ -114,7 +122,7 @@ class SelfNormConv2d(FlowLayer):
         self.num_channels = int(num_channels)
         self.kernel_size = kernel_size
         self.padding = (kernel_size - 1) // 2
-        self.modified_grad = bool(modified_grad)
+        self.self_normalized_grad = bool(self_normalized_grad)
         self.sym_recon_grad = bool(sym_recon_grad)
         self.sample_true_inv = bool(sample_true_inv)
         self.recon_loss_lr = float(recon_loss_lr)
@@ -166,10 +174,11 @@ class SelfNormConv2d(FlowLayer):
     def forward(self, x, context=None):
         z = self.conv(x)
         height, width = x.shape[-2:]
-        if self.training and self.modified_grad:
+        if self.training and self.self_normalized_grad:
             logdet = self.surrogate_logdet(height, width)
         else:
-            self._check_dense(x, "the exact log-determinant (evaluation, or modified_grad=False)")
+            self._check_dense(x, "the exact log-determinant (evaluation, or "
+                                 "self_normalized_grad=False)")
             logdet = self.exact_logdet(height, width)
         if self.training and torch.is_grad_enabled():
             self._store_recon(x.detach(), z.detach())
@@ -207,7 +216,8 @@ class SelfNormConv2d(FlowLayer):
 
     def extra_repr(self) -> str:
         return (f"{self.num_channels}, kernel_size={self.kernel_size}, "
-                f"modified_grad={self.modified_grad}, sym_recon_grad={self.sym_recon_grad}, "
+                f"self_normalized_grad={self.self_normalized_grad}, "
+                f"sym_recon_grad={self.sym_recon_grad}, "
                 f"sample_true_inv={self.sample_true_inv}, recon_loss_lr={self.recon_loss_lr}")
 
 
