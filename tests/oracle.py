@@ -9,7 +9,7 @@ compare against is derived from those two by autograd, never by the library's ba
 - ``inv_conv2d_transpose(g) = A⁻ᵀ g``: the same of the dense ``inv_conv2d`` (small images);
 - ``weight_grad(x, g) = Σ g · pad(x)``, zero at the masked entries: the product in ``w``.
 
-The op tests (test_ops, test_cuda, test_bad_input, test_fast_path) take the reference through
+The op tests (test_ops, test_cuda, test_fast_path) take the reference through
 here (``oracle.conv2d``, ...). ``tests/cpu_ops.rs`` checks the Rust core against direct loops
 over the same definition (``cargo test`` runs without Python); ``flow_oracles.py`` is a
 different thing (whole-model densities by brute force).

@@ -39,12 +39,15 @@ def test_forward_matches_padded_conv(device, order, shape):
 
 @pytest.mark.parametrize("order", ORDERS)
 @pytest.mark.parametrize("shape", SHAPES)
-def test_inverse_matches_dense_triangular_solve(device, order, shape):
+def test_inverse_and_its_transpose_match_dense_triangular_solves(device, order, shape):
     y, weight = random_problem(shape, device=device)
     want = oracle.inv_conv2d(y, weight, order)
     got = inv_conv.inv_conv2d(y, weight, order)
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(oracle.conv2d(got, weight, order), y, rtol=1e-10, atol=1e-10)
+    g = torch.randn_like(y)  # and its transpose, A⁻ᵀ g, against the transposed dense solve
+    want_t = oracle.inv_conv2d_transpose(g, weight, order)
+    torch.testing.assert_close(inv_conv.inv_conv2d_transpose(g, weight, order), want_t, rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("order", ORDERS)
