@@ -13,11 +13,20 @@ SHAPES = [
 ]
 
 
-def random_problem(shape, dtype=torch.float64, weight_scale=0.3, generator=None):
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def device(request):
+    """Every backend a test body runs on (candle's ``test_device!``): the CPU always, CUDA
+    marked ``cuda`` (deselected by ``-m "not cuda"``, skipped below where there is no GPU)."""
+    return request.param
+
+
+def random_problem(shape, dtype=torch.float64, weight_scale=0.3, generator=None, device="cpu"):
+    """(x, weight) of ``shape`` = (B, C, H, W, KH, KW), drawn on the CPU and moved to ``device``
+    (so a seeded ``generator`` gives the same values on every device)."""
     b, c, h, w, kh, kw = shape
     x = torch.randn(b, c, h, w, dtype=dtype, generator=generator)
     weight = torch.randn(c, c, kh, kw, dtype=dtype, generator=generator) * weight_scale
-    return x, weight
+    return x.to(device), weight.to(device)
 
 
 def pytest_collection_modifyitems(config, items):

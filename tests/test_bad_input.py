@@ -1,5 +1,7 @@
 """Bad input raises a clear ValueError/TypeError naming the argument, never a crash or panic."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -7,16 +9,17 @@ import torch
 import inv_conv
 
 
-def good(dtype=torch.float32):
-    return torch.randn(2, 3, 5, 5, dtype=dtype), torch.randn(3, 3, 3, 3, dtype=dtype)
+def good(device="cpu", dtype=torch.float32):
+    return (torch.randn(2, 3, 5, 5, dtype=dtype, device=device),
+            torch.randn(3, 3, 3, 3, dtype=dtype, device=device))
 
 
 FUNCS = [inv_conv.conv2d, inv_conv.inv_conv2d, inv_conv.conv2d_transpose, inv_conv.inv_conv2d_transpose]
 
 
 @pytest.mark.parametrize("fn", FUNCS)
-def test_wrong_ndim(fn):
-    x, w = good()
+def test_wrong_ndim(device, fn):
+    x, w = good(device)
     with pytest.raises(ValueError, match=r"must be a 4-D tensor .*got 3-D with shape \(3, 5, 5\)"):
         fn(x[0], w)
     with pytest.raises(ValueError, match=r"weight must be a 4-D tensor"):
@@ -24,36 +27,36 @@ def test_wrong_ndim(fn):
 
 
 @pytest.mark.parametrize("fn", FUNCS)
-def test_channel_mismatch(fn):
-    x, _ = good()
-    w = torch.randn(4, 4, 3, 3)
+def test_channel_mismatch(device, fn):
+    x, _ = good(device)
+    w = torch.randn(4, 4, 3, 3, device=device)
     with pytest.raises(ValueError, match=r"has 3 channels but weight expects 4"):
         fn(x, w)
 
 
-def test_non_square_weight_channels():
-    x, _ = good()
+def test_non_square_weight_channels(device):
+    x, _ = good(device)
     with pytest.raises(ValueError, match=r"weight must be square in channels .*got 3 output and 2 input"):
-        inv_conv.inv_conv2d(x, torch.randn(3, 2, 3, 3))
+        inv_conv.inv_conv2d(x, torch.randn(3, 2, 3, 3, device=device))
 
 
 @pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.complex64, torch.bool])
-def test_bad_dtypes(dtype):
-    x, w = good()
+def test_bad_dtypes(device, dtype):
+    x, w = good(device)
     with pytest.raises(TypeError, match=r"y must be a floating-point tensor .*got dtype"):
         inv_conv.inv_conv2d(x.to(dtype), w)
     with pytest.raises(TypeError, match=r"weight must be a floating-point tensor"):
         inv_conv.conv2d(x, w.to(dtype))
 
 
-def test_mixed_dtypes():
-    x, w = good()
+def test_mixed_dtypes(device):
+    x, w = good(device)
     with pytest.raises(TypeError, match=r"y and weight must have the same dtype; got torch.float32 and torch.float64"):
         inv_conv.inv_conv2d(x, w.double())
 
 
-def test_unknown_order():
-    x, w = good()
+def test_unknown_order(device):
+    x, w = good(device)
     with pytest.raises(ValueError, match=r"order must be one of 'TL', 'TR', 'BL', 'BR'; got 'XY'"):
         inv_conv.conv2d(x, w, "XY")
     with pytest.raises(ValueError, match="order"):
@@ -61,16 +64,16 @@ def test_unknown_order():
 
 
 @pytest.mark.parametrize("shape", [(0, 3, 5, 5), (2, 3, 0, 5), (2, 3, 5, 0)])
-def test_zero_sized_dimensions(shape):
-    _, w = good()
+def test_zero_sized_dimensions(device, shape):
+    _, w = good(device)
     with pytest.raises(ValueError, match=r"must have every dimension >= 1"):
-        inv_conv.inv_conv2d(torch.randn(shape), w)
+        inv_conv.inv_conv2d(torch.randn(shape, device=device), w)
 
 
-def test_zero_sized_kernel():
-    x, _ = good()
+def test_zero_sized_kernel(device):
+    x, _ = good(device)
     with pytest.raises(ValueError, match=r"weight must have every dimension >= 1"):
-        inv_conv.conv2d(x, torch.randn(3, 3, 0, 3))
+        inv_conv.conv2d(x, torch.randn(3, 3, 0, 3, device=device))
 
 
 def test_not_a_tensor():
@@ -120,15 +123,34 @@ def test_layer_bad_arguments():
         inv_conv.InvConv2d(3, kernel_size=0)
 
 
-def test_weight_grad_bad_shapes():
-    x, _ = good()
+def test_weight_grad_bad_shapes(device):
+    x, _ = good(device)
     with pytest.raises(ValueError, match=r"grad must have the shape of x"):
         inv_conv.conv2d_weight_grad(x, x[:1], 3)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only error path")
-def test_cuda_errors_are_clear_without_gpu():
-    assert inv_conv.cuda_available() is False
+def test_cuda_errors_are_clear_without_gpu(monkeypatch):
+    from inv_conv import _cuda, _dispatch
+
+    assert inv_conv.cuda_available() is False and issubclass(inv_conv.CudaError, RuntimeError)
+    reason = _cuda.unavailable_reason()
+    assert isinstance(reason, str) and reason
+    # What a CUDA tensor would reach, and the CUDA module's own entry points: a CudaError (a
+    # RuntimeError) that says why, never a crash, a PanicException or a silent success.
+    monkeypatch.setattr(_dispatch, "_cuda_ready", None)
+    with pytest.raises(inv_conv.CudaError, match=r"CUDA tensors given but the CUDA backend is unavailable: .+"):
+        _dispatch._cuda_module()
+    x, w = good()
+    for call in (lambda: _cuda.forward(x, w, "TL"), lambda: _cuda.weight_grad(x, x, "TL", 3, 3),
+                 lambda: _cuda.device_info(0)):
+        with pytest.raises(inv_conv.CudaError, match=rf"the inv_conv CUDA backend is unavailable: {re.escape(reason)}"):
+            call()
+    # The extension itself, where it finds no usable driver or GPU (before any launch).
+    native_reason = getattr(inv_conv._native, "cuda_unavailable_reason", lambda: None)()
+    if native_reason is not None:
+        with pytest.raises(inv_conv.CudaError, match=r"\w"):
+            inv_conv._native.cuda_device_info(0)
 
 
 @pytest.mark.parametrize("kernel_size", [(10**5, 10**5), (10**9, 10**9), (10**10, 10**10)])

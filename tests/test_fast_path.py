@@ -1,34 +1,29 @@
 """The eager fast path (plain autograd Functions straight to the backend), forward-mode and
-higher-order AD through it, and the fused sampling chain — on every available device, against
-the custom-op path and the dense float64 oracle (inv_conv.reference)."""
+higher-order AD through it, and the fused sampling chain — on every available device (the
+``device`` fixture), against the custom-op path and the dense float64 oracle (tests/oracle.py)."""
 
 import pytest
 import torch
 
 import inv_conv
 from inv_conv import ops
-from inv_conv import reference as R
 
-from conftest import ORDERS
+import oracle as R
+from conftest import ORDERS, random_problem
 
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
 # (B, C, H, W, KH, KW): odd, non-square, C not a multiple of 4.
 AD_SHAPES = [(2, 3, 5, 4, 2, 3), (1, 2, 3, 6, 3, 1)]
 OPS = [(inv_conv.inv_conv2d, R.inv_conv2d), (inv_conv.conv2d, R.conv2d)]
 
 
 def _problem(shape, device, dtype=torch.float64, scale=0.3):
-    b, c, h, w, kh, kw = shape
-    x = torch.randn(b, c, h, w, dtype=dtype, device=device)
-    weight = torch.randn(c, c, kh, kw, dtype=dtype, device=device) * scale
-    return x, weight
+    return random_problem(shape, dtype, scale, device=device)
 
 
 def _max_diff(a, b):
     return max((u - v).abs().max().item() for u, v in zip(a, b))
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("order", ORDERS)
 def test_fast_path_is_taken_and_bitwise_equal_to_the_custom_ops(device, order):
     x, w = _problem((3, 5, 6, 7, 3, 3), device, torch.float32, 0.1)
@@ -51,7 +46,6 @@ def test_fast_path_is_taken_and_bitwise_equal_to_the_custom_ops(device, order):
             assert torch.equal(fast, slow)
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("order", ORDERS)
 @pytest.mark.parametrize("shape", AD_SHAPES)
 def test_forward_mode_and_higher_order_match_the_dense_oracle(device, order, shape):
@@ -68,7 +62,6 @@ def test_forward_mode_and_higher_order_match_the_dense_oracle(device, order, sha
         assert (hess - hess_ref).abs().max().item() < 1e-10 * hess_ref.abs().max().item()
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("order", ORDERS)
 def test_forward_ad_gradcheck_and_double_backward(device, order):
     x, w = _problem(AD_SHAPES[0], device)
@@ -85,7 +78,6 @@ def test_forward_ad_gradcheck_and_double_backward(device, order):
     assert torch.autograd.gradgradcheck(f, (xr, g))
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_forward_ad_dual_tensors(device):
     import torch.autograd.forward_ad as fwAD
 
@@ -100,7 +92,6 @@ def test_forward_ad_dual_tensors(device):
         assert (tangent - expected).abs().max().item() < 1e-11 * expected.abs().max().item()
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_vmap_over_input_and_weight(device):
     x, w = _problem((2, 3, 4, 5, 3, 3), device)
     xs = torch.randn(3, *x.shape, dtype=x.dtype, device=device)
@@ -127,7 +118,6 @@ def test_fake_tensors_and_compile_take_the_custom_ops():
 CHAIN_SHAPES = [(3, 12, 16, 16, 3), (2, 5, 7, 9, 3), (2, 16, 8, 8, 2), (1, 3, 6, 5, 1), (2, 4, 200, 200, 3)]
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("shape", CHAIN_SHAPES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("layers", [2, 4])
@@ -151,7 +141,6 @@ def test_conv2d_chain_matches_layer_by_layer_and_the_oracle(device, shape, dtype
     assert ((out.double() - oracle).norm() / oracle.norm()).item() < tol
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_inv_flow_unit_reverse_inverts_forward_with_and_without_grad(device):
     unit = inv_conv.InvFlowUnit(12, kernel_size=3, init_std=0.05).to(device)
     x = torch.randn(3, 12, 10, 9, device=device)
