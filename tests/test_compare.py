@@ -153,3 +153,33 @@ def test_mark_spread_uses_two_standard_errors_of_the_difference():
     assert verdict == {"a": "best", "b": "yes", "c": "no", "d": "one seed: no spread",
                        "a (sample_true_inv)": "best"}
     assert rows[1]["val_vs_best"] == pytest.approx(0.3)
+
+
+def test_a_comparison_cut_short_keeps_the_runs_that_finished(tmp_path, monkeypatch):
+    """The report is rewritten after every run: stopping the comparison (Ctrl-C here) during the
+    third run leaves the first two, marked partial, and no temporary files."""
+    real = compare.train_and_measure
+    calls = []
+
+    def stop_at_the_third(*args, **kwargs):
+        calls.append(args[0])
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(compare, "train_and_measure", stop_at_the_third)
+    out = tmp_path / "cmp"
+    with pytest.raises(KeyboardInterrupt):
+        compare.main([
+            "--preset", "digits", "--models", "inverse_flow,glow", "--seeds", "1,2",
+            "--epochs", "1", "--set", "block_size=1", "--set", "coupling_hidden=4",
+            "--set", "max_eval_ex=32", "--set", "batch_size=16", "--set", "device=cpu",
+            "--max-steps-per-epoch", "2", "--repeats", "1", "--num-samples", "4",
+            "--out-dir", str(out), "--quiet"])
+    report = json.loads((out / "compare.json").read_text())
+    assert (report["complete"], report["runs_done"], report["runs_planned"]) == (False, 2, 4)
+    assert [row["model"] for row in report["rows"]] == ["inverse_flow"]
+    assert report["rows"][0]["seeds"] == "1 2"
+    assert "**Partial**: 2 of 4 training runs" in (out / "compare.md").read_text()
+    assert (out / "compare_bpd.png").stat().st_size > 0
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]

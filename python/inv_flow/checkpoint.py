@@ -11,14 +11,13 @@ from __future__ import annotations
 import io
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from inv_flow.writes import WriteError, writing  # noqa: F401 - WriteError is part of this API
+from inv_flow.writes import WriteError, write_atomically  # noqa: F401 - WriteError is part of this API
 
 #: Bumped when the checkpoint layout changes incompatibly.
 CHECKPOINT_FORMAT = 1
@@ -39,52 +38,8 @@ def atomic_save(payload: Any, path: str | os.PathLike) -> Path:
     # RuntimeError, a plain write gives the OSError (errno) saying what went wrong.
     buffer = io.BytesIO()
     torch.save(payload, buffer)
-    with writing(destination):
-        _write_atomically(buffer.getbuffer(), destination)
-    _fsync_directory(destination.parent)
+    write_atomically(buffer.getbuffer(), destination)
     return destination
-
-
-def _write_atomically(data: memoryview, destination: Path) -> None:
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(
-        prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent
-    )
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp_name, default_file_mode())  # mkstemp makes 0600; use the usual umask
-        os.replace(temp_name, destination)
-    except BaseException:
-        # BaseException too: a KeyboardInterrupt mid-write must not leave a stray temp file.
-        try:
-            os.unlink(temp_name)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def default_file_mode() -> int:
-    """Permissions a plain ``open(path, "w")`` would give under the current umask."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename itself durable (no-op where directories cannot be opened, e.g. Windows)."""
-    try:
-        dir_fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:

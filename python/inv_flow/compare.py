@@ -44,6 +44,7 @@ import os
 import statistics
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from inv_flow.compare_report import (aggregate_seeds, environment, mark_spread, markdown_table,
@@ -373,30 +374,37 @@ def run(args: argparse.Namespace) -> int:
         for name in names[1:]:
             widths[name], _ = match_coupling_width(config, name, image_shape, target)
 
-    rows, histories, seed_histories = [], {}, {}
-    for name in names:
-        cfg = model_config(config, name, widths[name])
-        log(f"{name}: coupling width {widths[name]}, seeds {', '.join(map(str, seeds))}")
-        runs = []
-        for seed in seeds:
-            result = train_and_measure(name, {**cfg, "seed": seed}, train_sets, args, log)
-            result["row"]["num_samples"] = args.num_samples
-            runs.append(result)
-        for row in aggregate_seeds(name, cfg, runs, SAMPLING_METHOD[name],
-                                   SAMPLING_METHOD["snf_true_inv"]):
-            row["params_vs_ref_pct"] = 100.0 * (row["params"] - target) / target
-            rows.append(row)
-        histories[name] = mean_history([run["history"] for run in runs])
-        seed_histories[name] = {str(seed): run["history"] for seed, run in zip(seeds, runs)}
-    mark_spread(rows)
-
     from inv_flow.runs import claim_folder  # noqa: PLC0415
 
-    # A fresh folder: an earlier comparison's tables are never overwritten.
+    # A fresh folder, claimed before anything trains (an earlier comparison's tables are never
+    # overwritten); the report is rewritten after every run, so one cut short keeps what finished.
     out_dir = claim_folder(args.out_dir or f"runs/compare_{args.preset}")
     env = environment(device)
-    paths = write_report(out_dir, rows, histories, config, env, args, budget_model,
-                         seed_histories)
+    runs: Dict[str, List[Dict[str, Any]]] = {}
+    configs = {name: model_config(config, name, widths[name]) for name in names}
+
+    def report() -> tuple[list, Dict[str, Path]]:
+        rows, histories, seed_histories = [], {}, {}
+        for name, done in runs.items():
+            for row in aggregate_seeds(name, configs[name], done, SAMPLING_METHOD[name],
+                                       SAMPLING_METHOD["snf_true_inv"]):
+                row["params_vs_ref_pct"] = 100.0 * (row["params"] - target) / target
+                rows.append(row)
+            histories[name] = mean_history([run["history"] for run in done])
+            seed_histories[name] = {str(seed): run["history"] for seed, run in zip(seeds, done)}
+        mark_spread(rows)
+        finished = sum(len(done) for done in runs.values())
+        paths = write_report(out_dir, rows, histories, config, env, args, budget_model,
+                             seed_histories, (finished, len(names) * len(seeds)))
+        return rows, paths
+
+    for name in names:
+        log(f"{name}: coupling width {widths[name]}, seeds {', '.join(map(str, seeds))}")
+        for seed in seeds:
+            result = train_and_measure(name, {**configs[name], "seed": seed}, train_sets, args, log)
+            result["row"]["num_samples"] = args.num_samples
+            runs.setdefault(name, []).append(result)
+            rows, paths = report()
     print(markdown_table(rows, budget_model))
     print(f"wrote {paths['md']}, {paths['csv']}, {paths['json']}, {paths['png']}")
     return 0 if all(row["status"] == "ok" for row in rows) else 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
+import io
 import json
 import math
 import os
@@ -13,6 +14,8 @@ import platform
 import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Sequence
+
+from inv_flow.writes import write_atomically
 
 if TYPE_CHECKING:
     import torch
@@ -153,21 +156,30 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], budget_model: str) -> str:
 
 
 def write_report(out_dir: Path, rows, histories, config, env, args, budget_model: str,
-                 seed_histories=None) -> Dict[str, Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
+                 seed_histories=None, runs_done: tuple[int, int] | None = None
+                 ) -> Dict[str, Path]:
+    """Write the four report files, each replaced atomically (a comparison stopped mid-write
+    keeps the previous version). ``runs_done`` = (finished, planned) training runs: while they
+    differ the report says it is partial."""
     paths = {"csv": out_dir / "compare.csv", "md": out_dir / "compare.md",
              "json": out_dir / "compare.json", "png": out_dir / "compare_bpd.png"}
-    with open(paths["csv"], "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({key: row.get(key, "") for key in CSV_FIELDS})
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=CSV_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: row.get(key, "") for key in CSV_FIELDS})
+    write_atomically(table.getvalue().encode("utf-8"), paths["csv"])
+    done, planned = runs_done or (1, 1)
+    partial = ([f"**Partial**: {done} of {planned} training runs finished so far (the "
+                "comparison is still running, or was stopped); each row covers the seeds that "
+                "finished.", ""] if done < planned else [])
     batch = next((row.get("density_batch") for row in rows if row.get("density_batch")), "?")
     gpu = f" ({env['gpu']})" if "gpu" in env else ""
     seeds = rows[0]["seeds"] if rows else ""
     text = [
         f"# inv-flow compare: {args.preset}",
         "",
+        *partial,
         f"Ran {env['date_utc']} on {env['device']}{gpu}; CPU {env['cpu']} ({env['cpu_count']} "
         f"cores, torch threads {env['torch_threads']}); torch {env['torch']}, Python "
         f"{env['python']}, {env['platform']}.",
@@ -194,13 +206,13 @@ def write_report(out_dir: Path, rows, histories, config, env, args, budget_model
         f"![validation bits/dim against epoch]({paths['png'].name})",
         "",
     ]
-    paths["md"].write_text("\n".join(text), encoding="utf-8")
-    paths["json"].write_text(json.dumps({"environment": env, "rows": rows,
-                                         "histories": histories,
-                                         "seed_histories": seed_histories or {},
-                                         "config": {k: v for k, v in config.items()
-                                                    if isinstance(v, (int, float, str, bool))}},
-                                        indent=1, default=str), encoding="utf-8")
+    write_atomically("\n".join(text).encode("utf-8"), paths["md"])
+    document = {"environment": env, "complete": done >= planned, "runs_done": done,
+                "runs_planned": planned, "rows": rows, "histories": histories,
+                "seed_histories": seed_histories or {},
+                "config": {k: v for k, v in config.items()
+                           if isinstance(v, (int, float, str, bool))}}
+    write_atomically(json.dumps(document, indent=1, default=str).encode("utf-8"), paths["json"])
     plot_histories(histories, paths["png"], title=f"{args.preset}: validation bits/dim")
     return paths
 
@@ -247,9 +259,12 @@ def plot_histories(histories: Mapping[str, Sequence[Mapping[str, Any]]], out: Pa
         axis.legend()
     axis.set_title(title)
     figure.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out, dpi=100)
-    plt.close(figure)
+    image = io.BytesIO()
+    try:
+        figure.savefig(image, dpi=100, format="png")
+    finally:
+        plt.close(figure)
+    write_atomically(image.getbuffer(), out)
     return out
 
 

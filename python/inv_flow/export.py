@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
-from inv_flow.checkpoint import CheckpointError, default_file_mode, load_checkpoint
+from inv_flow.checkpoint import CheckpointError, load_checkpoint
 from inv_flow.config import DEFAULTS, apply_aliases, resolve_config
 from inv_flow.logging_utils import _jsonable
+from inv_flow.writes import write_atomically
 
 #: Metadata keys in the safetensors header.
 FORMAT_KEY, CONFIG_KEY, SHAPE_KEY = "inv_flow_export", "inv_flow_config", "image_shape"
@@ -63,23 +63,10 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike) -> 
                 SHAPE_KEY: json.dumps(shape)}
     st = _safetensors_torch()
     out.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomically(out, lambda tmp: st.save_file(state, tmp, metadata=metadata))
+    write_atomically(st.save(state, metadata=metadata), out)
     text = json.dumps({"config": config, "image_shape": shape}, indent=2, sort_keys=True) + "\n"
-    _write_atomically(config_path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    write_atomically(text.encode("utf-8"), config_path)
     return out, config_path
-
-
-def _write_atomically(path: Path, write) -> None:
-    """``write(temp_name)`` then rename over ``path`` (no half-written file on any failure)."""
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(temp)
-        os.chmod(temp, default_file_mode())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 def load_export(path: str | os.PathLike, device: str = "cpu") -> dict[str, Any]:

@@ -11,7 +11,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from inv_flow.checkpoint import default_file_mode
+from inv_flow.writes import default_file_mode
 from inv_flow.writes import writing
 
 

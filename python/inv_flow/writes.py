@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
+from pathlib import Path
 from typing import Iterator
 
 
@@ -28,3 +30,51 @@ def writing(path: str | os.PathLike) -> Iterator[None]:
         raise
     except OSError as err:
         raise WriteError(path, err) from err
+
+
+def write_atomically(data: bytes | memoryview, destination: str | os.PathLike) -> None:
+    """Write ``data`` to ``destination`` through a temporary file in the same folder, synced and
+    renamed over it: a crash or a full disk leaves the previous file or the new one, never a torn
+    one, and no stray temporary file. Failures are :class:`WriteError`\ s naming the file."""
+    destination = Path(destination)
+    with writing(destination):
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp_name = tempfile.mkstemp(
+            prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent
+        )
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(temp_name, default_file_mode())  # mkstemp makes 0600; use the usual umask
+            os.replace(temp_name, destination)
+        except BaseException:
+            # BaseException too: a KeyboardInterrupt mid-write must not leave a stray temp file.
+            try:
+                os.unlink(temp_name)
+            except FileNotFoundError:
+                pass
+            raise
+    _fsync_directory(destination.parent)
+
+
+def default_file_mode() -> int:
+    """Permissions a plain ``open(path, "w")`` would give under the current umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make the rename itself durable (no-op where directories cannot be opened, e.g. Windows)."""
+    try:
+        dir_fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
