@@ -383,3 +383,11 @@ def test_parameters_receive_gradients(make_layer):
 
 def layer_channels(layer) -> int:
     return getattr(layer, "num_channels", 3)
+
+
+def test_the_layers_orders_are_inv_convs():
+    """inv_flow restates the orders to keep the extension's import lazy; they must not drift."""
+    import inv_conv
+    from inv_flow.layers import invconv
+
+    assert invconv.ORDERS == inv_conv.ORDERS

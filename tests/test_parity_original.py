@@ -27,6 +27,8 @@ import torch
 import inv_conv_with_bp as ours
 from inv_conv import reference
 
+from conftest import ORDERS
+
 ORIGINAL_NAME = os.environ.get("INV_CONV_ORIGINAL", "inv_conv_with_bp_original")
 original = pytest.importorskip(ORIGINAL_NAME, reason=f"the original extension ({ORIGINAL_NAME}) is not built here")
 
@@ -37,7 +39,6 @@ K = 3
 # Channels the original accepts (C % 4 == 0) and the square image side used for each: the dense
 # oracle is a (C·S²)² matrix.
 SIDE = {4: 12, 8: 12, 12: 12, 48: 8}
-ORDERS = ("TL", "TR", "BL", "BR")
 FLIP = {"TL": (), "TR": (3,), "BL": (2,), "BR": (2, 3)}
 DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 DTYPE_NAME = {torch.float32: "f32", torch.float64: "f64", torch.float16: "f16", torch.bfloat16: "bf16"}

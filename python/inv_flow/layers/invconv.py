@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .base import FlowLayer
 
+# inv_conv.ORDERS, restated: importing inv_conv here would load the extension eagerly.
 ORDERS = ("TL", "TR", "BL", "BR")
 DIRECTIONS = ("inverse", "conv")
 
