@@ -8,7 +8,9 @@
 For each preset × family × mode (eager, torch.compile default, torch.compile reduce-overhead):
 drawing 100 samples, the density of a batch (no grad), and a full training step with Adam
 (zero_grad, bits/dim loss, backward, step), each the median of repeats after warm-up (CUDA
-events on a GPU, wall time on the CPU), and the peak memory of the training step. Compilation
+events on a GPU, wall time on the CPU), and the peak memory of the training step. The
+families of a preset and mode are timed in turn, repeat after repeat (a drift in the host's
+speed then affects all of them alike, so their ratios hold). Compilation
 time is reported separately. The models are the presets' architectures with ``family`` set, as
 ``inv-flow compare`` builds them (same data shape, steps and coupling widths).
 """
@@ -30,29 +32,31 @@ FAMILIES = ("inverse_flow", "finc_flow", "glow")
 MODES = ("eager", "default", "reduce-overhead")
 
 
-def timer(device: torch.device):
-    """fn, reps, warmup -> median milliseconds per call."""
+class Stopwatch:
+    """Times single calls: CUDA events on a GPU (read after one synchronisation at the end),
+    perf_counter on the CPU; ``median(key)`` in milliseconds."""
 
-    def run(fn, reps: int, warmup: int) -> float:
-        for _ in range(warmup):
-            fn()
-        if device.type != "cuda":
-            times = []
-            for _ in range(reps):
-                t0 = time.perf_counter()
-                fn()
-                times.append((time.perf_counter() - t0) * 1e3)
-            return statistics.median(times)
-        torch.cuda.synchronize(device)
-        pairs = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(reps)]
-        for start, end in pairs:
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.marks: dict[str, list] = {}
+
+    def time(self, key: str, fn) -> None:
+        if self.device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
             fn()
             end.record()
-        torch.cuda.synchronize(device)
-        return statistics.median(s.elapsed_time(e) for s, e in pairs)
+            self.marks.setdefault(key, []).append((start, end))
+        else:
+            t0 = time.perf_counter()
+            fn()
+            self.marks.setdefault(key, []).append((time.perf_counter() - t0) * 1e3)
 
-    return run
+    def median(self, key: str) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            return statistics.median(s.elapsed_time(e) for s, e in self.marks[key])
+        return statistics.median(self.marks[key])
 
 
 def build(preset: str, family: str, device: torch.device, batch: torch.Tensor):
@@ -69,7 +73,10 @@ def data(preset: str, batch_size: int, device: torch.device) -> torch.Tensor:
     return torch.randint(0, 256, (batch_size, *shape), device=device).float()
 
 
-def measure(preset, family, mode, device, args):
+def prepare(preset, family, mode, device, args):
+    """The model of one family with its sample / density / train-step callables (compiled in the
+    compiled modes), their first calls done; the row holds params, first-call time and peak
+    memory of a training step."""
     torch.manual_seed(0)
     batch = data(preset, args.batch, device)
     model = build(preset, family, device, batch)
@@ -100,22 +107,46 @@ def measure(preset, family, mode, device, args):
         loss_of(batch).backward()
         optimizer.step()
 
-    run = timer(device)
     row = {"preset": preset, "family": family, "mode": mode, "params": params}
+    calls = {"sample": sample, "density": density, "step": step}
     t0 = time.perf_counter()
-    for fn in (sample, density, step):  # first calls: compilation (and NVRTC, cuDNN autotune)
+    for fn in calls.values():  # first calls: compilation (and NVRTC, cuDNN autotune)
         fn()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     row["first_call_s"] = time.perf_counter() - t0
-    row["sample_ms"] = run(sample, args.reps, 3)
-    row["density_ms"] = run(density, args.reps, 3)
+    for _ in range(3):  # warm-up
+        for fn in calls.values():
+            fn()
     if device.type == "cuda":
+        torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
-    row["step_ms"] = run(step, args.reps, 3)
-    if device.type == "cuda":
+        step()
+        torch.cuda.synchronize(device)
         row["peak_mem_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
-    return row
+    return row, calls
+
+
+def measure_interleaved(preset, mode, device, args):
+    """Every family's calls timed in turn, repeat after repeat, so that a drift in the host's or
+    the GPU's speed during the run lands on every family alike; medians over the repeats."""
+    prepared, rows = {}, []
+    for family in args.families:
+        try:
+            prepared[family] = prepare(preset, family, mode, device, args)
+        except Exception as e:  # a failed compile is a row, not the end of the run
+            rows.append({"preset": preset, "family": family, "mode": mode,
+                         "error": f"{type(e).__name__}: {str(e)[:120]}"})
+    watch = Stopwatch(device)
+    for _ in range(args.reps):
+        for family, (_, calls) in prepared.items():
+            for what, fn in calls.items():
+                watch.time(f"{family}.{what}", fn)
+    for family, (row, _) in prepared.items():
+        for what in ("sample", "density", "step"):
+            row[f"{what}_ms"] = watch.median(f"{family}.{what}")
+        rows.append(row)
+    return rows
 
 
 @contextlib.contextmanager
@@ -223,17 +254,13 @@ def main():
     rows = []
     for preset in presets:
         for mode in args.modes.split(","):
-            for family in args.families:
-                try:
-                    row = measure(preset, family, mode, device, args)
-                except Exception as e:  # a failed compile is a row, not the end of the run
-                    row = {"preset": preset, "family": family, "mode": mode, "error": f"{type(e).__name__}: {str(e)[:120]}"}
+            for row in measure_interleaved(preset, mode, device, args):
                 row.update(samples=args.samples, batch=args.batch)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-                torch._dynamo.reset()
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
+            torch._dynamo.reset()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"\n{time.strftime('%Y-%m-%d')}, {name}, torch {torch.__version__}; compiled modes compile: {','.join(args.compiled)}")
     print(table(rows, device))
