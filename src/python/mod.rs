@@ -51,10 +51,11 @@ fn describe(obj: &Bound<'_, PyAny>) -> String {
 
 /// The dtype of a numpy array argument, or a TypeError naming the argument.
 fn dtype_of(name: &str, obj: &Bound<'_, PyAny>) -> PyResult<Dtype> {
-    if obj.extract::<PyReadonlyArrayDyn<'_, f32>>().is_ok() {
+    // A type check only (no borrow of the data: the op borrows it once, later).
+    if obj.cast::<PyArrayDyn<f32>>().is_ok() {
         return Ok(Dtype::F32);
     }
-    if obj.extract::<PyReadonlyArrayDyn<'_, f64>>().is_ok() {
+    if obj.cast::<PyArrayDyn<f64>>().is_ok() {
         return Ok(Dtype::F64);
     }
     let given = match obj.getattr("dtype") {
