@@ -25,6 +25,7 @@ import torch
 
 from inv_flow.flows import bits_per_dim
 from inv_flow.models import build_model, get_preset
+from timing import median_ms
 
 FAMILIES = ("inverse_flow", "finc_flow", "glow")
 MODES = ("eager", "default", "reduce-overhead")
@@ -34,15 +35,10 @@ def timer(device: torch.device):
     """fn, reps, warmup -> median milliseconds per call."""
 
     def run(fn, reps: int, warmup: int) -> float:
+        if device.type != "cuda":
+            return median_ms(fn, reps, warmup)
         for _ in range(warmup):
             fn()
-        if device.type != "cuda":
-            times = []
-            for _ in range(reps):
-                t0 = time.perf_counter()
-                fn()
-                times.append((time.perf_counter() - t0) * 1e3)
-            return statistics.median(times)
         torch.cuda.synchronize(device)
         pairs = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(reps)]
         for start, end in pairs:
