@@ -13,27 +13,15 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 
 import inv_conv
 from inv_conv import reference
+from timing import median_ms
 
 SHAPES = {"C1 (B=16, C=12, 32×32, k=3)": (16, 12, 32, 32, 3), "C2 (B=4, C=48, 64×64, k=3)": (4, 48, 64, 64, 3)}
-
-
-def median_ms(fn, repeats: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
 
 
 def bench_shape(b, c, h, w, k, repeats):

@@ -1,3 +1,5 @@
+from typing import Any, Mapping
+
 import pytest
 import torch
 
@@ -27,6 +29,36 @@ def random_problem(shape, dtype=torch.float64, weight_scale=0.3, generator=None,
     x = torch.randn(b, c, h, w, dtype=dtype, generator=generator)
     weight = torch.randn(c, c, kh, kw, dtype=dtype, generator=generator) * weight_scale
     return x.to(device), weight.to(device)
+
+
+def _inv_conv_available() -> bool:
+    try:
+        import inv_conv  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+HAS_INV_CONV = _inv_conv_available()
+needs_inv_conv = pytest.mark.skipif(not HAS_INV_CONV, reason="inv_conv not importable")
+
+
+def randomize_parameters(module: torch.nn.Module, scale: float = 0.3) -> torch.nn.Module:
+    """Move every parameter away from its (often identity) initial value."""
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(scale * torch.randn_like(p))
+    return module
+
+
+def set_args(settings: Mapping[str, Any]) -> list[str]:
+    """``--set key=value`` for every setting, in order: how the CLI tests pass a config."""
+    return [arg for key, value in settings.items() for arg in ("--set", f"{key}={value}")]
+
+
+def digits_train_args(settings: Mapping[str, Any]) -> list[str]:
+    """``inv-flow train --preset digits`` with ``settings`` (see :func:`set_args`)."""
+    return ["train", "--preset", "digits", *set_args(settings)]
 
 
 def pytest_collection_modifyitems(config, items):

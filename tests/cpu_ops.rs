@@ -20,6 +20,14 @@ impl Rng {
     fn vec(&mut self, n: usize, scale: f64) -> Vec<f64> {
         (0..n).map(|_| self.next() * scale).collect()
     }
+    /// An image of `p`, values in [-1, 1).
+    fn image(&mut self, p: &Problem) -> Vec<f64> {
+        self.vec(p.image_len(), 1.0)
+    }
+    /// A weight of `p`, values in [-scale, scale).
+    fn weight(&mut self, p: &Problem, scale: f64) -> Vec<f64> {
+        self.vec(p.weight_len(), scale)
+    }
 }
 
 /// y = conv2d(pad(x), ŵ) written straight from the definition: padding, anchor and mask by hand.
@@ -106,28 +114,47 @@ fn problems() -> impl Iterator<Item = Problem> {
     })
 }
 
+/// Runs `check` on every problem in turn, with one generator seeded with `seed` for all.
+fn for_each_problem(seed: u64, mut check: impl FnMut(&Problem, &mut Rng)) {
+    let mut rng = Rng::new(seed);
+    for p in problems() {
+        check(&p, &mut rng);
+    }
+}
+
+type Op<T> = fn(&Problem, &[T], &[T], &mut [T]) -> inv_conv::Result<()>;
+
+/// `op` applied to `input` with weight `w`, into a new buffer filled with `fill` beforehand.
+fn apply<T: Copy>(op: Op<T>, p: &Problem, input: &[T], w: &[T], fill: T) -> Vec<T> {
+    let mut out = vec![fill; p.image_len()];
+    op(p, input, w, &mut out).unwrap();
+    out
+}
+
+/// `|reference − value| < tol · (1 + |reference|)`, failing with `what`.
+#[track_caller]
+fn assert_close(reference: f64, value: f64, tol: f64, what: std::fmt::Arguments) {
+    assert!(
+        (reference - value).abs() < tol * (1.0 + reference.abs()),
+        "{what}"
+    );
+}
+
 #[test]
 fn forward_matches_naive_definition() {
-    let mut rng = Rng::new(1);
-    for p in problems() {
-        let x = rng.vec(p.image_len(), 1.0);
-        let w = rng.vec(p.weight_len(), 1.0);
-        let mut y = vec![f64::NAN; p.image_len()];
-        cpu::forward(&p, &x, &w, &mut y).unwrap();
-        let want = naive_forward(&p, &x, &w);
-        assert!(max_abs_diff(&y, &want) < 1e-12, "{p:?}");
-    }
+    for_each_problem(1, |p, rng| {
+        let (x, w) = (rng.image(p), rng.weight(p, 1.0));
+        let y = apply(cpu::forward, p, &x, &w, f64::NAN);
+        assert!(max_abs_diff(&y, &naive_forward(p, &x, &w)) < 1e-12, "{p:?}");
+    });
 }
 
 #[test]
 fn inverse_round_trips_and_f32_agrees() {
-    let mut rng = Rng::new(2);
-    for p in problems() {
-        let y = rng.vec(p.image_len(), 1.0);
-        let w = rng.vec(p.weight_len(), 0.3);
-        let mut x = vec![f64::NAN; p.image_len()];
-        cpu::inverse(&p, &y, &w, &mut x).unwrap();
-        let back = naive_forward(&p, &x, &w);
+    for_each_problem(2, |p, rng| {
+        let (y, w) = (rng.image(p), rng.weight(p, 0.3));
+        let x = apply(cpu::inverse, p, &y, &w, f64::NAN);
+        let back = naive_forward(p, &x, &w);
         assert!(
             max_abs_diff(&back, &y) < 1e-9,
             "{p:?}: {}",
@@ -138,65 +165,45 @@ fn inverse_round_trips_and_f32_agrees() {
             y.iter().map(|&v| v as f32).collect(),
             w.iter().map(|&v| v as f32).collect(),
         );
-        let mut x32 = vec![f32::NAN; p.image_len()];
-        cpu::inverse(&p, &y32, &w32, &mut x32).unwrap();
+        let x32 = apply(cpu::inverse, p, &y32, &w32, f32::NAN);
         let x32: Vec<f64> = x32.iter().map(|&v| v as f64).collect();
         let scale = x.iter().fold(1.0f64, |m, v| m.max(v.abs()));
         assert!(max_abs_diff(&x32, &x) < 1e-4 * scale, "{p:?}");
-    }
+    });
 }
 
 #[test]
 fn adjoints_satisfy_the_inner_product_identity() {
-    let mut rng = Rng::new(3);
-    for p in problems() {
-        let w = rng.vec(p.weight_len(), 0.3);
-        let (x, y, g) = (
-            rng.vec(p.image_len(), 1.0),
-            rng.vec(p.image_len(), 1.0),
-            rng.vec(p.image_len(), 1.0),
-        );
-        let mut ax = vec![0.0; p.image_len()];
-        let mut atg = vec![0.0; p.image_len()];
-        cpu::forward(&p, &x, &w, &mut ax).unwrap();
-        cpu::forward_adjoint(&p, &g, &w, &mut atg).unwrap();
+    for_each_problem(3, |p, rng| {
+        let w = rng.weight(p, 0.3);
+        let (x, y, g) = (rng.image(p), rng.image(p), rng.image(p));
+        let ax = apply(cpu::forward, p, &x, &w, 0.0);
+        let atg = apply(cpu::forward_adjoint, p, &g, &w, 0.0);
         let (l, r) = (dot(&g, &ax), dot(&atg, &x));
-        assert!(
-            (l - r).abs() < 1e-10 * (1.0 + l.abs()),
-            "{p:?}: <g,Ax>={l} <Aᵀg,x>={r}"
-        );
+        assert_close(l, r, 1e-10, format_args!("{p:?}: <g,Ax>={l} <Aᵀg,x>={r}"));
 
-        let mut ainv_y = vec![0.0; p.image_len()];
-        let mut ainv_t_g = vec![0.0; p.image_len()];
-        cpu::inverse(&p, &y, &w, &mut ainv_y).unwrap();
-        cpu::inverse_adjoint(&p, &g, &w, &mut ainv_t_g).unwrap();
+        let ainv_y = apply(cpu::inverse, p, &y, &w, 0.0);
+        let ainv_t_g = apply(cpu::inverse_adjoint, p, &g, &w, 0.0);
         let (l, r) = (dot(&g, &ainv_y), dot(&ainv_t_g, &y));
-        assert!(
-            (l - r).abs() < 1e-9 * (1.0 + l.abs()),
-            "{p:?}: <g,A⁻¹y>={l} <A⁻ᵀg,y>={r}"
-        );
-    }
+        assert_close(l, r, 1e-9, format_args!("{p:?}: <g,A⁻¹y>={l} <A⁻ᵀg,y>={r}"));
+    });
 }
 
 /// The inverse's weight-gradient −Σ u·pad(x) against central finite differences of
 /// L(w) = ⟨g, A(w)⁻¹ y⟩, entry by entry (masked entries must have zero gradient).
 #[test]
 fn inverse_weight_gradient_matches_finite_differences() {
-    let mut rng = Rng::new(4);
-    for p in problems().filter(|p| p.image_len() <= 200) {
-        let w = rng.vec(p.weight_len(), 0.3);
-        let (y, g) = (rng.vec(p.image_len(), 1.0), rng.vec(p.image_len(), 1.0));
-        let loss = |w: &[f64]| {
-            let mut x = vec![0.0; p.image_len()];
-            cpu::inverse(&p, &y, w, &mut x).unwrap();
-            dot(&g, &x)
-        };
-        let mut x = vec![0.0; p.image_len()];
-        let mut u = vec![0.0; p.image_len()];
+    for_each_problem(4, |p, rng| {
+        if p.image_len() > 200 {
+            return;
+        }
+        let w = rng.weight(p, 0.3);
+        let (y, g) = (rng.image(p), rng.image(p));
+        let loss = |w: &[f64]| dot(&g, &apply(cpu::inverse, p, &y, w, 0.0));
+        let x = apply(cpu::inverse, p, &y, &w, 0.0);
+        let u = apply(cpu::inverse_adjoint, p, &g, &w, 0.0);
         let mut grad = vec![f64::NAN; p.weight_len()];
-        cpu::inverse(&p, &y, &w, &mut x).unwrap();
-        cpu::inverse_adjoint(&p, &g, &w, &mut u).unwrap();
-        cpu::weight_grad(&p, &x, &u, &mut grad).unwrap();
+        cpu::weight_grad(p, &x, &u, &mut grad).unwrap();
         let eps = 1e-6;
         for k in 0..p.weight_len() {
             let (mut wp, mut wm) = (w.clone(), w.clone());
@@ -204,36 +211,36 @@ fn inverse_weight_gradient_matches_finite_differences() {
             wm[k] -= eps;
             let fd = (loss(&wp) - loss(&wm)) / (2.0 * eps);
             let analytic = -grad[k];
-            assert!(
-                (fd - analytic).abs() < 1e-5 * (1.0 + fd.abs()),
-                "{p:?} entry {k}: fd {fd} vs {analytic}"
+            assert_close(
+                fd,
+                analytic,
+                1e-5,
+                format_args!("{p:?} entry {k}: fd {fd} vs {analytic}"),
             );
         }
-    }
+    });
 }
 
 /// The forward map's weight-gradient: the map is linear in w, so ⟨grad, δw⟩ = ⟨g, A(δw) x⟩ − ⟨g, A(0) x⟩ exactly.
 #[test]
 fn forward_weight_gradient_is_the_directional_derivative() {
-    let mut rng = Rng::new(5);
-    for p in problems() {
-        let (x, g) = (rng.vec(p.image_len(), 1.0), rng.vec(p.image_len(), 1.0));
-        let dw = rng.vec(p.weight_len(), 1.0);
+    for_each_problem(5, |p, rng| {
+        let (x, g) = (rng.image(p), rng.image(p));
+        let dw = rng.weight(p, 1.0);
         let mut grad = vec![0.0; p.weight_len()];
-        cpu::weight_grad(&p, &x, &g, &mut grad).unwrap();
+        cpu::weight_grad(p, &x, &g, &mut grad).unwrap();
         let zero = vec![0.0; p.weight_len()];
         let lhs = dot(&grad, &dw);
-        let rhs = dot(&g, &naive_forward(&p, &x, &dw)) - dot(&g, &naive_forward(&p, &x, &zero));
-        assert!((lhs - rhs).abs() < 1e-10 * (1.0 + rhs.abs()), "{p:?}");
-    }
+        let rhs = dot(&g, &naive_forward(p, &x, &dw)) - dot(&g, &naive_forward(p, &x, &zero));
+        assert_close(rhs, lhs, 1e-10, format_args!("{p:?}"));
+    });
 }
 
 #[test]
 fn masked_entries_are_ignored_whatever_they_hold() {
-    let mut rng = Rng::new(6);
-    for p in problems() {
-        let x = rng.vec(p.image_len(), 1.0);
-        let w = rng.vec(p.weight_len(), 0.3);
+    for_each_problem(6, |p, rng| {
+        let x = rng.image(p);
+        let w = rng.weight(p, 0.3);
         let mut poisoned = w.clone();
         let (ai, aj) = p.anchor();
         for co in 0..p.channels {
@@ -247,12 +254,10 @@ fn masked_entries_are_ignored_whatever_they_hold() {
             cpu::forward_adjoint::<f64>,
             cpu::inverse_adjoint::<f64>,
         ] {
-            let (mut a, mut b) = (vec![0.0; p.image_len()], vec![0.0; p.image_len()]);
-            op(&p, &x, &w, &mut a).unwrap();
-            op(&p, &x, &poisoned, &mut b).unwrap();
+            let (a, b) = (apply(op, p, &x, &w, 0.0), apply(op, p, &x, &poisoned, 0.0));
             assert_eq!(a, b, "{p:?}");
         }
-    }
+    });
 }
 
 #[test]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import digits_train_args
 from inv_flow.cli import main
 from inv_flow.config import DEFAULTS, ConfigError, coerce_value, parse_overrides, resolve_config
 
@@ -89,10 +90,7 @@ def tiny_train_args(tmp_path: Path, epochs: int = 1) -> list[str]:
                 "checkpoint_path": tmp_path / "best.tar", "block_size": 1, "coupling_hidden": 8,
                 "progress": "false", "tensorboard": "false", "n_samples": 16,
                 "max_eval_ex": 100, "device": "cpu"}
-    args = ["train", "--preset", "digits"]
-    for key, value in settings.items():
-        args += ["--set", f"{key}={value}"]
-    return args
+    return digits_train_args(settings)
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import digits_train_args
 from inv_flow.cli import main
 
 pytest.importorskip("inv_conv")
@@ -26,10 +27,7 @@ def train_args(tmp_path: Path, epochs: int = 1, **extra) -> list[str]:
                 "checkpoint_path": tmp_path / "best.tar", "block_size": 1, "coupling_hidden": 8,
                 "progress": "false", "tensorboard": "false", "sample_epochs": 0,
                 "max_eval_ex": 100, "device": "cpu", **extra}
-    args = ["train", "--preset", "digits"]
-    for key, value in settings.items():
-        args += ["--set", f"{key}={value}"]
-    return args
+    return digits_train_args(settings)
 
 
 @pytest.fixture(scope="module")

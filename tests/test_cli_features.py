@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import digits_train_args
 from inv_flow.cli import main
 from inv_flow.config import ConfigError, load_config_file, resolve_config
 from inv_flow.options import DEFAULTS, OPTIONS
@@ -152,10 +153,7 @@ def tiny_args(tmp_path: Path, **extra) -> list[str]:
     settings = {"name": "feat", "output_dir": tmp_path / "run", "epochs": 1, "block_size": 1,
                 "coupling_hidden": 8, "progress": "false", "n_samples": 9, "max_eval_ex": 60,
                 "device": "cpu", "lr_schedule": "cosine", **extra}
-    args = ["train", "--preset", "digits"]
-    for key, value in settings.items():
-        args += ["--set", f"{key}={value}"]
-    return args
+    return digits_train_args(settings)
 
 
 @pytest.fixture(scope="module")

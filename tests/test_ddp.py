@@ -35,6 +35,7 @@ pytest.importorskip("inv_conv")
 import torch.distributed as dist  # noqa: E402
 import torch.multiprocessing as mp  # noqa: E402
 
+from conftest import set_args  # noqa: E402
 from inv_flow.config import resolve_config  # noqa: E402
 from inv_flow.experiment import Experiment  # noqa: E402
 
@@ -187,10 +188,7 @@ def torchrun_settings(tmp_path: Path, **extra) -> list[str]:
     settings = {**SMALL_DIGITS, "name": "tr", "output_dir": tmp_path / "run", "max_eval_ex": 200,
                 "checkpoint_path": tmp_path / "best.tar", "sample_epochs": 1, "n_samples": 4,
                 "dist_timeout": 60, **extra}
-    args = []
-    for key, value in settings.items():
-        args += ["--set", f"{key}={value}"]
-    return args
+    return set_args(settings)
 
 
 def test_experiment_script_under_torchrun_writes_once_and_resumes_exactly(tmp_path):

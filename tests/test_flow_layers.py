@@ -13,27 +13,9 @@ from inv_flow.layers import (ActNorm, AffineCoupling, Dequantization, Flatten, I
                              SplineActivation, SplitPrior, Squeeze, UnSqueeze, build_activation,
                              initialize_actnorm)
 from inv_flow.layers.squeeze import squeeze2x2
+from conftest import needs_inv_conv, randomize_parameters
 
 DTYPE = torch.float64
-
-
-def _inv_conv_available() -> bool:
-    try:
-        import inv_conv  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-needs_inv_conv = pytest.mark.skipif(not _inv_conv_available(), reason="inv_conv not importable")
-
-
-def randomize_parameters(module: torch.nn.Module, scale: float = 0.3) -> torch.nn.Module:
-    """Move every parameter away from its (often identity) initial value."""
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(scale * torch.randn_like(p))
-    return module
 
 
 def per_sample_logabsdet(fn, x: torch.Tensor) -> torch.Tensor:

@@ -11,22 +11,11 @@ import torch
 import inv_flow
 from inv_flow import FlowSequential, bits_per_dim, build_model, initialize_actnorm
 from inv_flow.layers import ActNorm
+from conftest import HAS_INV_CONV, needs_inv_conv, randomize_parameters
 from flow_oracles import brute_force_log_prob
 from inv_flow.models import MODEL_DEFAULTS, PRESETS, _resolve_config, _validate, get_preset
 
 DTYPE = torch.float64
-
-
-def _inv_conv_available() -> bool:
-    try:
-        import inv_conv  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-HAS_INV_CONV = _inv_conv_available()
-needs_inv_conv = pytest.mark.skipif(not HAS_INV_CONV, reason="inv_conv not importable")
 
 
 def inv_conv_param(kind):
@@ -34,18 +23,12 @@ def inv_conv_param(kind):
     return pytest.param(kind, marks=marks, id=kind)
 
 
-def randomize_parameters(module, scale=0.2):
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(scale * torch.randn_like(p))
-
-
 def make_model(cfg, image_shape, batch):
     """A float64 model with ActNorm initialised on ``batch`` and then all parameters
     (couplings, priors, convs, base) moved off their identity initialisation."""
     model = build_model(cfg, image_shape).to(DTYPE)
     initialize_actnorm(model, batch.floor())  # the model takes raw (integer) pixel values
-    randomize_parameters(model)
+    randomize_parameters(model, 0.2)
     return model
 
 
@@ -152,7 +135,7 @@ def test_layer_logdets_add_up_once():
     x_int = torch.randint(0, 256, (4,) + shape).float()
     model = build_model({"model": "glow", "num_blocks": 2, "block_size": 2, "inv_conv": "conv1x1",
                          "coupling_hidden": 8, "activation": "SLR"}, shape)
-    randomize_parameters(model)
+    randomize_parameters(model, 0.2)
     torch.manual_seed(1)
     z, log_prob, per_layer = model(x_int, return_layer_logdets=True)
     assert list(per_layer) == model.layer_names

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import digits_train_args
 from inv_flow.cli import main
 from inv_flow.config import ConfigError, resolve_config
 from inv_flow.runs import claim_run_dir
@@ -20,10 +21,7 @@ TINY = {"name": "smoke", "epochs": 1, "block_size": 1, "coupling_hidden": 8, "pr
 
 
 def train_args(**extra) -> list[str]:
-    args = ["train", "--preset", "digits"]
-    for key, value in {**TINY, **extra}.items():
-        args += ["--set", f"{key}={value}"]
-    return args
+    return digits_train_args({**TINY, **extra})
 
 
 def snapshot(folder: Path) -> dict[str, str]:

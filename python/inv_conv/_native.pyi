@@ -1,6 +1,6 @@
 """Type stubs for the Rust extension ``inv_conv._native`` (CPU ops on numpy arrays)."""
 
-from typing import Optional, Tuple, TypeVar
+from typing import Optional, Protocol, Tuple, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -10,17 +10,15 @@ _A = TypeVar("_A", npt.NDArray[np.float32], npt.NDArray[np.float64])
 class CudaError(RuntimeError):
     """A GPU, CUDA driver or NVRTC problem: missing, failed to compile, or failed to launch."""
 
-def forward(input: _A, weight: _A, order: str = "TL", out: Optional[_A] = None) -> _A:
-    """y = conv2d(pad(x, PAD[order]), ŵ) on the CPU."""
+class _ImageOp(Protocol):
+    """The four CPU image ops' signature: ``input`` is x, y or grad as the op says."""
 
-def inverse(input: _A, weight: _A, order: str = "TL", out: Optional[_A] = None) -> _A:
-    """x = A⁻¹ y on the CPU (wavefront substitution)."""
+    def __call__(self, input: _A, weight: _A, order: str = "TL", out: Optional[_A] = None) -> _A: ...
 
-def forward_adjoint(input: _A, weight: _A, order: str = "TL", out: Optional[_A] = None) -> _A:
-    """Aᵀ grad on the CPU."""
-
-def inverse_adjoint(input: _A, weight: _A, order: str = "TL", out: Optional[_A] = None) -> _A:
-    """A⁻ᵀ grad on the CPU."""
+forward: _ImageOp  # y = conv2d(pad(x, PAD[order]), ŵ) on the CPU.
+inverse: _ImageOp  # x = A⁻¹ y on the CPU (wavefront substitution).
+forward_adjoint: _ImageOp  # Aᵀ grad on the CPU.
+inverse_adjoint: _ImageOp  # A⁻ᵀ grad on the CPU.
 
 def weight_grad(
     x: _A, grad: _A, order: str = "TL", kernel_size: Tuple[int, int] = (3, 3), out: Optional[_A] = None
@@ -55,29 +53,18 @@ def cuda_prep_len(channels: int, kernel_h: int, kernel_w: int) -> int:
 def cuda_weight_grad_scratch_len(device: int, dtype_name: str, shape: _Shape, kernel: _Kernel, order: str) -> int:
     """Elements of scratch cuda_weight_grad needs on `device`."""
 
-def cuda_forward(
-    device: int, stream: int, dtype_name: str, shape: _Shape, kernel: _Kernel, order: str,
-    input: int, weight: int, out: int, prep: int, prep_len: int,
-) -> None:
-    """y = A x."""
+class _CudaImageOp(Protocol):
+    """The four CUDA image ops' signature."""
 
-def cuda_forward_adjoint(
-    device: int, stream: int, dtype_name: str, shape: _Shape, kernel: _Kernel, order: str,
-    input: int, weight: int, out: int, prep: int, prep_len: int,
-) -> None:
-    """Aᵀ g."""
+    def __call__(
+        self, device: int, stream: int, dtype_name: str, shape: _Shape, kernel: _Kernel, order: str,
+        input: int, weight: int, out: int, prep: int, prep_len: int,
+    ) -> None: ...
 
-def cuda_inverse(
-    device: int, stream: int, dtype_name: str, shape: _Shape, kernel: _Kernel, order: str,
-    input: int, weight: int, out: int, prep: int, prep_len: int,
-) -> None:
-    """x = A⁻¹ y."""
-
-def cuda_inverse_adjoint(
-    device: int, stream: int, dtype_name: str, shape: _Shape, kernel: _Kernel, order: str,
-    input: int, weight: int, out: int, prep: int, prep_len: int,
-) -> None:
-    """A⁻ᵀ g."""
+cuda_forward: _CudaImageOp  # y = A x.
+cuda_forward_adjoint: _CudaImageOp  # Aᵀ g.
+cuda_inverse: _CudaImageOp  # x = A⁻¹ y.
+cuda_inverse_adjoint: _CudaImageOp  # A⁻ᵀ g.
 
 def cuda_weight_grad(
     device: int, stream: int, dtype_name: str, shape: _Shape, kernel: _Kernel, order: str,

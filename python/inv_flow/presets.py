@@ -15,6 +15,14 @@ from typing import Any, Dict
 _BIG_GLOW = {"model": "glow", "actnorm": True, "split_prior": True, "activation": "none",
              "kernel_size": 3, "coupling_hidden": 512, "lr": 1e-3}
 
+
+def _big_glow(image_shape: tuple, *, num_blocks: int, block_size: int, batch_size: int,
+              epochs: int) -> Dict[str, Any]:
+    """_BIG_GLOW for one dataset's image shape, depth and training length (keys in that order)."""
+    return {**_BIG_GLOW, "image_shape": image_shape, "num_blocks": num_blocks,
+            "block_size": block_size, "batch_size": batch_size, "epochs": epochs}
+
+
 PRESETS: Dict[str, Dict[str, Any]] = {
     # MNIST is 28x28, which three squeezes cannot divide (28 -> 14 -> 7 -> 3.5). Like the
     # README's 3-level setting needs, the data pipeline zero-pads each 28x28 image by 2 pixels
@@ -24,18 +32,12 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     "mnist": {**_BIG_GLOW, "image_shape": (1, 32, 32), "pad_to": (32, 32),
               "source_shape": (1, 28, 28), "num_blocks": 3, "block_size": 32,
               "logit_alpha": 1e-6, "batch_size": 64, "epochs": 100},
-    "cifar10": {**_BIG_GLOW, "image_shape": (3, 32, 32), "num_blocks": 2, "block_size": 16,
-                "batch_size": 64, "epochs": 100},
-    "imagenet32": {**_BIG_GLOW, "image_shape": (3, 32, 32), "num_blocks": 2, "block_size": 16,
-                   "batch_size": 64, "epochs": 20},
-    "imagenet64": {**_BIG_GLOW, "image_shape": (3, 64, 64), "num_blocks": 2, "block_size": 16,
-                   "batch_size": 32, "epochs": 20},
-    "celeba32": {**_BIG_GLOW, "image_shape": (3, 32, 32), "num_blocks": 3, "block_size": 32,
-                 "batch_size": 64, "epochs": 50},
-    "celeba64": {**_BIG_GLOW, "image_shape": (3, 64, 64), "num_blocks": 3, "block_size": 32,
-                 "batch_size": 32, "epochs": 50},
-    "celeba128": {**_BIG_GLOW, "image_shape": (3, 128, 128), "num_blocks": 3, "block_size": 32,
-                  "batch_size": 16, "epochs": 50},
+    "cifar10": _big_glow((3, 32, 32), num_blocks=2, block_size=16, batch_size=64, epochs=100),
+    "imagenet32": _big_glow((3, 32, 32), num_blocks=2, block_size=16, batch_size=64, epochs=20),
+    "imagenet64": _big_glow((3, 64, 64), num_blocks=2, block_size=16, batch_size=32, epochs=20),
+    "celeba32": _big_glow((3, 32, 32), num_blocks=3, block_size=32, batch_size=64, epochs=50),
+    "celeba64": _big_glow((3, 64, 64), num_blocks=3, block_size=32, batch_size=32, epochs=50),
+    "celeba128": _big_glow((3, 128, 128), num_blocks=3, block_size=32, batch_size=16, epochs=50),
     # The embedded 8x8 digits (UCI optdigits test set), served like every dataset as 8-bit values 0..255 (the loader
     # rescales the raw 0..16; `num_levels=17` with raw values is also supported by the loader).
     # Small enough to train a few epochs on 2 CPU cores in minutes.

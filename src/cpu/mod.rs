@@ -385,60 +385,53 @@ fn solve<T: Real>(
     });
 }
 
-/// Sampling direction: `y = conv2d(pad(x, PAD[order]), ŵ)`. All buffers are NCHW / OIHW,
-/// contiguous.
-pub fn forward<T: Real>(p: &Problem, x: &[T], weight: &[T], y: &mut [T]) -> Result<()> {
-    check_image_and_weight(p, ("x", x), weight, y)?;
-    convolve(p, x, y, &shifted_taps(p, weight, false, true));
+/// The four image ops: the forward map `A` or (`inverse`) `A⁻¹`, or (`adjoint`) that map's
+/// adjoint, applied to `input` (named in errors as given) after checking every buffer's length.
+fn apply<T: Real>(
+    p: &Problem,
+    input: (&str, &[T]),
+    weight: &[T],
+    out: &mut [T],
+    inverse: bool,
+    adjoint: bool,
+) -> Result<()> {
+    check_image_and_weight(p, input, weight, out)?;
+    // A convolution uses every tap; a substitution all but the anchor, whose L it divides by.
+    let taps = shifted_taps(p, weight, adjoint, !inverse);
+    if inverse {
+        let l_inv = unit_lower_inverse(&anchor_matrix(p, weight), p.channels);
+        // A step of the inverse multiplies by L⁻ᵀ, one of its adjoint by L⁻¹.
+        let anchor = if adjoint {
+            l_inv
+        } else {
+            transpose(&l_inv, p.channels)
+        };
+        solve(p, input.1, out, &taps, &anchor, adjoint);
+    } else {
+        convolve(p, input.1, out, &taps);
+    }
     Ok(())
 }
 
+/// Sampling direction: `y = conv2d(pad(x, PAD[order]), ŵ)`. All buffers are NCHW / OIHW,
+/// contiguous.
+pub fn forward<T: Real>(p: &Problem, x: &[T], weight: &[T], y: &mut [T]) -> Result<()> {
+    apply(p, ("x", x), weight, y, false, false)
+}
+
 /// The forward map's adjoint: `Aᵀ g` (the forward op's input-gradient, a transposed convolution).
-pub fn forward_adjoint<T: Real>(
-    p: &Problem,
-    grad: &[T],
-    weight: &[T],
-    out: &mut [T],
-) -> Result<()> {
-    check_image_and_weight(p, ("grad", grad), weight, out)?;
-    convolve(p, grad, out, &shifted_taps(p, weight, true, true));
-    Ok(())
+pub fn forward_adjoint<T: Real>(p: &Problem, g: &[T], weight: &[T], out: &mut [T]) -> Result<()> {
+    apply(p, ("grad", g), weight, out, false, true)
 }
 
 /// Density direction: `x = A⁻¹ y` by wavefront substitution from the order's starting corner.
 pub fn inverse<T: Real>(p: &Problem, y: &[T], weight: &[T], x: &mut [T]) -> Result<()> {
-    check_image_and_weight(p, ("y", y), weight, x)?;
-    let c = p.channels;
-    let anchor = transpose(&unit_lower_inverse(&anchor_matrix(p, weight), c), c);
-    solve(
-        p,
-        y,
-        x,
-        &shifted_taps(p, weight, false, false),
-        &anchor,
-        false,
-    );
-    Ok(())
+    apply(p, ("y", y), weight, x, true, false)
 }
 
 /// The inverse's input-gradient: `u = A⁻ᵀ g`, a reverse wavefront from the far corner.
-pub fn inverse_adjoint<T: Real>(
-    p: &Problem,
-    grad: &[T],
-    weight: &[T],
-    out: &mut [T],
-) -> Result<()> {
-    check_image_and_weight(p, ("grad", grad), weight, out)?;
-    let anchor = unit_lower_inverse(&anchor_matrix(p, weight), p.channels);
-    solve(
-        p,
-        grad,
-        out,
-        &shifted_taps(p, weight, true, false),
-        &anchor,
-        true,
-    );
-    Ok(())
+pub fn inverse_adjoint<T: Real>(p: &Problem, g: &[T], weight: &[T], out: &mut [T]) -> Result<()> {
+    apply(p, ("grad", g), weight, out, true, true)
 }
 
 /// Weight-gradient of the forward map: `∂L/∂w[c, c', i, j] = Σ_{b,h,w} g[b,c,h,w] ·

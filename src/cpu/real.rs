@@ -22,12 +22,15 @@ pub trait Real:
 {
     const ZERO: Self;
     const ONE: Self;
+    /// The `matrixmultiply` routine [`Real::gemm`] calls (`sgemm` or `dgemm`).
+    const GEMM: Gemm<Self>;
 
     /// `C = alpha · A · B + beta · C` with A m×k, B k×n, C m×n and arbitrary strides.
     ///
     /// # Safety
     /// The pointers and strides must describe valid, non-aliasing (for C) matrices.
     #[allow(clippy::too_many_arguments)]
+    #[inline]
     unsafe fn gemm(
         m: usize,
         k: usize,
@@ -43,33 +46,36 @@ pub trait Real:
         c: *mut Self,
         rsc: isize,
         csc: isize,
-    );
+    ) {
+        (Self::GEMM)(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
+    }
 }
+
+/// `matrixmultiply::{sgemm, dgemm}`: m, k, n, alpha, A and its row/column strides, B and its
+/// strides, beta, C and its strides.
+pub type Gemm<T> = unsafe fn(
+    usize,
+    usize,
+    usize,
+    T,
+    *const T,
+    isize,
+    isize,
+    *const T,
+    isize,
+    isize,
+    T,
+    *mut T,
+    isize,
+    isize,
+);
 
 macro_rules! impl_real {
     ($t:ty, $gemm:path) => {
         impl Real for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
-
-            unsafe fn gemm(
-                m: usize,
-                k: usize,
-                n: usize,
-                alpha: Self,
-                a: *const Self,
-                rsa: isize,
-                csa: isize,
-                b: *const Self,
-                rsb: isize,
-                csb: isize,
-                beta: Self,
-                c: *mut Self,
-                rsc: isize,
-                csc: isize,
-            ) {
-                $gemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
-            }
+            const GEMM: Gemm<Self> = $gemm;
         }
     };
 }

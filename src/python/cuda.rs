@@ -7,7 +7,6 @@ use pyo3::types::PyDict;
 
 use super::{detached, parse_order};
 use crate::cuda::{self, Dtype, Target};
-use crate::error::Result;
 use crate::geometry::Problem;
 
 fn problem(
@@ -89,53 +88,58 @@ fn cuda_weight_grad_scratch_len(
     detached(py, || cuda::weight_grad_scratch_len(&p, dt, device))
 }
 
-type ImageOp = fn(&Problem, Dtype, Target, u64, u64, u64, u64, usize) -> Result<()>;
-
-#[allow(clippy::too_many_arguments)]
-fn image_op(
-    py: Python<'_>,
-    op: ImageOp,
+/// The problem, dtype and launch target of a binding's leading arguments, in the order the
+/// bindings have always checked them (problem, then dtype).
+fn launch(
     device: usize,
     stream: u64,
     dtype_name: &str,
     shape: (usize, usize, usize, usize),
     kernel: (usize, usize),
     order: &str,
-    input: u64,
-    weight: u64,
-    out: u64,
-    prep: u64,
-    prep_len: usize,
-) -> PyResult<()> {
+) -> PyResult<(Problem, Dtype, Target)> {
     let p = problem(shape, kernel, order)?;
     let dt = dtype(dtype_name)?;
-    let t = Target { device, stream };
-    detached(py, || op(&p, dt, t, input, weight, out, prep, prep_len))
+    Ok((p, dt, Target { device, stream }))
 }
 
-macro_rules! image_binding {
-    ($name:ident, $op:path, $doc:literal) => {
-        #[doc = $doc]
+/// A `#[pyfunction]` that launches work: its parameters start with `py, device, stream,
+/// dtype_name, shape, kernel` (named by the caller, typed here), then the binding's own.
+macro_rules! launch_binding {
+    (
+        $(#[$attr:meta])*
+        fn $name:ident(
+            $py:ident, $device:ident, $stream:ident, $dtype_name:ident, $shape:ident, $kernel:ident;
+            $($arg:ident: $ty:ty),* $(,)?
+        ) -> $ret:ty $body:block
+    ) => {
         #[pyfunction]
+        $(#[$attr])*
         #[allow(clippy::too_many_arguments)]
         fn $name(
-            py: Python<'_>,
-            device: usize,
-            stream: u64,
-            dtype_name: &str,
-            shape: (usize, usize, usize, usize),
-            kernel: (usize, usize),
-            order: &str,
-            input: u64,
-            weight: u64,
-            out: u64,
-            prep: u64,
-            prep_len: usize,
-        ) -> PyResult<()> {
-            image_op(
-                py, $op, device, stream, dtype_name, shape, kernel, order, input, weight, out,
-                prep, prep_len,
-            )
+            $py: Python<'_>,
+            $device: usize,
+            $stream: u64,
+            $dtype_name: &str,
+            $shape: (usize, usize, usize, usize),
+            $kernel: (usize, usize),
+            $($arg: $ty),*
+        ) -> PyResult<$ret> $body
+    };
+}
+
+/// The four image ops: one binding each, the same arguments.
+macro_rules! image_binding {
+    ($name:ident, $op:path, $doc:literal) => {
+        launch_binding! {
+            #[doc = $doc]
+            fn $name(
+                py, device, stream, dtype_name, shape, kernel;
+                order: &str, input: u64, weight: u64, out: u64, prep: u64, prep_len: usize,
+            ) -> () {
+                let (p, dt, t) = launch(device, stream, dtype_name, shape, kernel, order)?;
+                detached(py, || $op(&p, dt, t, input, weight, out, prep, prep_len))
+            }
         }
     };
 }
@@ -157,102 +161,59 @@ image_binding!(
     "A⁻ᵀ g on the GPU."
 );
 
-/// Σ g·pad(x), masked, into `out` (C, C, KH, KW); `scratch` of cuda_weight_grad_scratch_len.
-/// `negate` writes −Σ instead (exactly the negation).
-#[pyfunction]
-#[pyo3(signature = (device, stream, dtype_name, shape, kernel, order, x, grad, out, scratch, scratch_len, negate=false))]
-#[allow(clippy::too_many_arguments)]
-fn cuda_weight_grad(
-    py: Python<'_>,
-    device: usize,
-    stream: u64,
-    dtype_name: &str,
-    shape: (usize, usize, usize, usize),
-    kernel: (usize, usize),
-    order: &str,
-    x: u64,
-    grad: u64,
-    out: u64,
-    scratch: u64,
-    scratch_len: usize,
-    negate: bool,
-) -> PyResult<()> {
-    let p = problem(shape, kernel, order)?;
-    let dt = dtype(dtype_name)?;
-    let t = Target { device, stream };
-    detached(py, || {
-        cuda::weight_grad(&p, dt, t, x, grad, out, scratch, scratch_len, negate)
-    })
+launch_binding! {
+    /// Σ g·pad(x), masked, into `out` (C, C, KH, KW); `scratch` of cuda_weight_grad_scratch_len.
+    /// `negate` writes −Σ instead (exactly the negation).
+    #[pyo3(signature = (device, stream, dtype_name, shape, kernel, order, x, grad, out, scratch, scratch_len, negate=false))]
+    fn cuda_weight_grad(
+        py, device, stream, dtype_name, shape, kernel;
+        order: &str, x: u64, grad: u64, out: u64, scratch: u64, scratch_len: usize,
+        negate: bool,
+    ) -> () {
+        let (p, dt, t) = launch(device, stream, dtype_name, shape, kernel, order)?;
+        detached(py, || cuda::weight_grad(&p, dt, t, x, grad, out, scratch, scratch_len, negate))
+    }
 }
 
-/// The inverse's backward in one call: u = A⁻ᵀ grad into `u`, then −Σ u·pad(x) (masked) into
-/// `grad_w` (C, C, KH, KW). `prep` of cuda_prep_len, `scratch` of
-/// cuda_weight_grad_scratch_len elements.
-#[pyfunction]
-#[allow(clippy::too_many_arguments)]
-fn cuda_inverse_backward(
-    py: Python<'_>,
-    device: usize,
-    stream: u64,
-    dtype_name: &str,
-    shape: (usize, usize, usize, usize),
-    kernel: (usize, usize),
-    order: &str,
-    buffers: (u64, u64, u64, u64, u64),
-    prep: u64,
-    prep_len: usize,
-    scratch: u64,
-    scratch_len: usize,
-) -> PyResult<()> {
-    let p = problem(shape, kernel, order)?;
-    let dt = dtype(dtype_name)?;
-    let t = Target { device, stream };
-    let (x, grad, weight, u, grad_w) = buffers;
-    detached(py, || {
-        cuda::inverse_backward(
-            &p,
-            dt,
-            t,
-            x,
-            grad,
-            weight,
-            u,
-            grad_w,
-            prep,
-            prep_len,
-            scratch,
-            scratch_len,
-        )
-    })
+launch_binding! {
+    /// The inverse's backward in one call: u = A⁻ᵀ grad into `u`, then −Σ u·pad(x) (masked) into
+    /// `grad_w` (C, C, KH, KW). `prep` of cuda_prep_len, `scratch` of
+    /// cuda_weight_grad_scratch_len elements.
+    fn cuda_inverse_backward(
+        py, device, stream, dtype_name, shape, kernel;
+        order: &str,
+        buffers: (u64, u64, u64, u64, u64),
+        prep: u64,
+        prep_len: usize,
+        scratch: u64,
+        scratch_len: usize,
+    ) -> () {
+        let (p, dt, t) = launch(device, stream, dtype_name, shape, kernel, order)?;
+        let (x, grad, weight, u, grad_w) = buffers;
+        detached(py, || {
+            cuda::inverse_backward(
+                &p, dt, t, x, grad, weight, u, grad_w, prep, prep_len, scratch, scratch_len,
+            )
+        })
+    }
 }
 
-/// The masked convolutions of `orders` (weights at `weights`, same shape) applied in sequence,
-/// `input` → `out`, one launch. False (nothing launched) when an image does not fit in shared
-/// memory: the caller then runs the layers one by one.
-#[pyfunction]
-#[allow(clippy::too_many_arguments)]
-fn cuda_conv_chain(
-    py: Python<'_>,
-    device: usize,
-    stream: u64,
-    dtype_name: &str,
-    shape: (usize, usize, usize, usize),
-    kernel: (usize, usize),
-    orders: Vec<String>,
-    input: u64,
-    weights: Vec<u64>,
-    out: u64,
-) -> PyResult<bool> {
-    let orders = orders
-        .iter()
-        .map(|o| parse_order(o))
-        .collect::<PyResult<Vec<_>>>()?;
-    let p = problem(shape, kernel, orders.first().map_or("TL", |o| o.as_str()))?;
-    let dt = dtype(dtype_name)?;
-    let t = Target { device, stream };
-    detached(py, || {
-        cuda::conv_chain(&p, &orders, dt, t, input, &weights, out)
-    })
+launch_binding! {
+    /// The masked convolutions of `orders` (weights at `weights`, same shape) applied in sequence,
+    /// `input` → `out`, one launch. False (nothing launched) when an image does not fit in shared
+    /// memory: the caller then runs the layers one by one.
+    fn cuda_conv_chain(
+        py, device, stream, dtype_name, shape, kernel;
+        orders: Vec<String>, input: u64, weights: Vec<u64>, out: u64,
+    ) -> bool {
+        let orders = orders
+            .iter()
+            .map(|o| parse_order(o))
+            .collect::<PyResult<Vec<_>>>()?;
+        let first = orders.first().map_or("TL", |o| o.as_str());
+        let (p, dt, t) = launch(device, stream, dtype_name, shape, kernel, first)?;
+        detached(py, || cuda::conv_chain(&p, &orders, dt, t, input, &weights, out))
+    }
 }
 
 /// Compiles every kernel with NVRTC for `arch` (no driver or GPU needed): a syntax error in a
