@@ -42,7 +42,9 @@ pub(super) fn prepare_taps(
     )
 }
 
-fn conv(
+/// The forward map `y = conv2d(pad(x), ŵ)` (`adjoint`: its adjoint `Aᵀ g`, the forward op's
+/// input-gradient). `prep` is caller scratch of [`prep_len`] elements.
+pub fn conv(
     p: &Problem,
     dt: Dtype,
     t: Target,
@@ -120,34 +122,6 @@ fn conv(
         t.stream,
         args,
     )
-}
-
-/// Forward map `y = conv2d(pad(x), ŵ)`. `prep` is caller scratch of [`prep_len`] elements.
-pub fn forward(
-    p: &Problem,
-    dt: Dtype,
-    t: Target,
-    x: u64,
-    weight: u64,
-    y: u64,
-    prep: u64,
-    prep_elems: usize,
-) -> Result<()> {
-    conv(p, dt, t, x, weight, y, prep, prep_elems, false)
-}
-
-/// The forward map's adjoint `Aᵀ g` (the forward op's input-gradient).
-pub fn forward_adjoint(
-    p: &Problem,
-    dt: Dtype,
-    t: Target,
-    g: u64,
-    weight: u64,
-    out: u64,
-    prep: u64,
-    prep_elems: usize,
-) -> Result<()> {
-    conv(p, dt, t, g, weight, out, prep, prep_elems, true)
 }
 
 /// `out = A_n ⋯ A_1 x`: the masked convolutions of `orders[l]` with `weights[l]` (raw weights,

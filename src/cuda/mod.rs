@@ -31,11 +31,11 @@ mod wgrad;
 use crate::error::{Error, Result};
 use crate::geometry::Problem;
 
-pub use conv::{conv_chain, forward, forward_adjoint};
+pub use conv::{conv, conv_chain};
 pub use device::{device, device_count, driver, Device};
 use plan::padded;
 pub use plan::{prep_len, DeviceProps};
-pub use solve::{inverse, inverse_adjoint};
+pub use solve::solve;
 pub use wgrad::{inverse_backward, weight_grad, weight_grad_scratch_len};
 
 /// Element type of the buffers.

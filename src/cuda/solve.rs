@@ -36,7 +36,9 @@ fn sweep_args(out: u64, prep: u64, d: &Dims, signs: (i32, i32), flips: (bool, bo
     ])
 }
 
-fn solve(
+/// The density direction `x = A⁻¹ y` (`adjoint`: the inverse's input-gradient `u = A⁻ᵀ g`).
+/// `prep` is caller scratch of [`prep_len`] elements.
+pub fn solve(
     p: &Problem,
     dt: Dtype,
     t: Target,
@@ -180,32 +182,4 @@ fn solve(
         t.stream,
         args,
     )
-}
-
-/// Density direction `x = A⁻¹ y`.
-pub fn inverse(
-    p: &Problem,
-    dt: Dtype,
-    t: Target,
-    y: u64,
-    weight: u64,
-    x: u64,
-    prep: u64,
-    prep_elems: usize,
-) -> Result<()> {
-    solve(p, dt, t, y, weight, x, prep, prep_elems, false)
-}
-
-/// The inverse's input-gradient `u = A⁻ᵀ g`.
-pub fn inverse_adjoint(
-    p: &Problem,
-    dt: Dtype,
-    t: Target,
-    g: u64,
-    weight: u64,
-    u: u64,
-    prep: u64,
-    prep_elems: usize,
-) -> Result<()> {
-    solve(p, dt, t, g, weight, u, prep, prep_elems, true)
 }

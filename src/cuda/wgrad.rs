@@ -5,7 +5,7 @@
 
 use super::device::{device, launch, Args};
 use super::plan::{wgrad_plan, WgradPlan};
-use super::solve::inverse_adjoint;
+use super::solve::solve;
 use super::{check_scratch, dims, generic_only, grid_1d, Dtype, Target, THREADS};
 use crate::error::{Error, Result};
 use crate::geometry::Problem;
@@ -115,7 +115,7 @@ pub fn weight_grad(
 }
 
 /// The inverse's backward in one call: `u = A⁻ᵀ g` into `u`, then `grad_w = −Σ u · pad(x)`
-/// (masked) into `grad_w`; `prep` as for [`inverse_adjoint`], `scratch` as for [`weight_grad`].
+/// (masked) into `grad_w`; `prep` as for [`solve`], `scratch` as for [`weight_grad`].
 pub fn inverse_backward(
     p: &Problem,
     dt: Dtype,
@@ -130,6 +130,6 @@ pub fn inverse_backward(
     scratch: u64,
     scratch_elems: usize,
 ) -> Result<()> {
-    inverse_adjoint(p, dt, t, g, weight, u, prep, prep_elems)?;
+    solve(p, dt, t, g, weight, u, prep, prep_elems, true)?;
     weight_grad(p, dt, t, x, u, grad_w, scratch, scratch_elems, true)
 }

@@ -128,9 +128,10 @@ macro_rules! launch_binding {
     };
 }
 
-/// The four image ops: one binding each, the same arguments.
+/// The four image ops: one binding each, the same arguments; `$launcher` serves a direction
+/// and its adjoint.
 macro_rules! image_binding {
-    ($name:ident, $op:path, $doc:literal) => {
+    ($name:ident, $launcher:path, adjoint = $adjoint:expr, $doc:literal) => {
         launch_binding! {
             #[doc = $doc]
             fn $name(
@@ -138,7 +139,7 @@ macro_rules! image_binding {
                 order: &str, input: u64, weight: u64, out: u64, prep: u64, prep_len: usize,
             ) -> () {
                 let (p, dt, t) = launch(device, stream, dtype_name, shape, kernel, order)?;
-                detached(py, || $op(&p, dt, t, input, weight, out, prep, prep_len))
+                detached(py, || $launcher(&p, dt, t, input, weight, out, prep, prep_len, $adjoint))
             }
         }
     };
@@ -146,18 +147,26 @@ macro_rules! image_binding {
 
 image_binding!(
     cuda_forward,
-    cuda::forward,
+    cuda::conv,
+    adjoint = false,
     "y = A x on the GPU (addresses of contiguous tensors)."
 );
 image_binding!(
     cuda_forward_adjoint,
-    cuda::forward_adjoint,
+    cuda::conv,
+    adjoint = true,
     "Aᵀ g on the GPU."
 );
-image_binding!(cuda_inverse, cuda::inverse, "x = A⁻¹ y on the GPU.");
+image_binding!(
+    cuda_inverse,
+    cuda::solve,
+    adjoint = false,
+    "x = A⁻¹ y on the GPU."
+);
 image_binding!(
     cuda_inverse_adjoint,
-    cuda::inverse_adjoint,
+    cuda::solve,
+    adjoint = true,
     "A⁻ᵀ g on the GPU."
 );
 
