@@ -4,7 +4,6 @@ an unwritable folder, bad values, a missing metrics file, Ctrl-C, torch missing.
 
 from __future__ import annotations
 
-import os
 import shlex
 import signal
 import subprocess
