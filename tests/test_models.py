@@ -329,3 +329,25 @@ def test_mix_1x1_adds_a_channel_mixing_after_each_masked_step_and_stays_exact(ki
     torch.testing.assert_close(log_prob, brute_force_log_prob(model, _dequantized(x_int, 7)),
                                rtol=1e-8, atol=1e-7)
     torch.testing.assert_close(model.reconstruct(x_int), x_int)
+
+
+@needs_inv_conv
+@pytest.mark.parametrize("family, extra", [("inverse_flow", {"masked_conv": "unit"}),
+                                           ("inverse_flow", {"masked_conv": "single"}),
+                                           ("finc_flow", {"finc_unit": "unit"})])
+def test_masked_init_std_sets_the_spread_of_the_masked_kernels(family, extra):
+    import inv_conv
+
+    def kernels(std):
+        torch.manual_seed(0)
+        model = build_model({"model": "glow", "num_blocks": 1, "block_size": 2, "family": family,
+                             "masked_init_std": std, **extra}, (4, 8, 8))
+        found = [m.weight for m in model.modules() if isinstance(m, inv_conv.InvConv2d)]
+        assert found
+        return torch.cat([w.detach().flatten() for w in found])
+
+    assert torch.count_nonzero(kernels(0.0)) == 0  # exactly the identity map
+    for std in (0.01, 0.2):
+        assert kernels(std).std().item() == pytest.approx(std, rel=0.1)
+    with pytest.raises(ValueError, match="masked_init_std"):
+        build_model({"model": "glow", "family": family, "masked_init_std": -0.1}, (4, 8, 8))

@@ -143,7 +143,8 @@ def _mixing_layers(cfg, channels: int, step: int) -> List[FlowLayer]:
                              dense_reference=dense_reference),
                 InvertibleConv1x1(channels, lu=True)]
     direction, shape = kind.split("_")
-    common = dict(kernel_size=kernel_size, direction=direction, dense_reference=dense_reference)
+    common = dict(kernel_size=kernel_size, direction=direction, dense_reference=dense_reference,
+                  init_std=float(cfg["masked_init_std"]))
     if shape == "unit":
         layers: List[FlowLayer] = [InvFlowUnitLayer(channels, **common)]
     else:

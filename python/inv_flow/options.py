@@ -144,6 +144,9 @@ _add("finc_unit", "grouped", "finc_flow: grouped (FInC Flow's unit: one masked c
      choices=("grouped", "unit"), **_M)
 _add("mix_1x1", False, "inverse_flow, and finc_flow with finc_unit=unit: follow each step's "
      "masked convolution(s) with Glow's 1x1 convolution (LU), which mixes all channels", **_M)
+_add("masked_init_std", 0.01, "inverse_flow, and finc_flow with finc_unit=unit: standard deviation "
+     "of the masked k x k kernels' random initial weights (0: exactly the identity; the anchor "
+     "tap's diagonal is fixed to 1 by the mask)", ge=0.0, **_M)
 _add("coupling_hidden", 512, "hidden channels of the coupling networks (glow)", gt=0, **_M)
 _add("activation", "none", "invertible pointwise activation after each step (None = none)",
      choices=("none", "SLR", "LLR", "Spline", "SELU"), **_M)

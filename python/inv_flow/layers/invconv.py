@@ -57,14 +57,16 @@ class InvConvLayer(_InvConvWrapper):
     """
 
     def __init__(self, num_channels: int, kernel_size: int = 3, order: str = "TL",
-                 direction: str = "inverse", dense_reference: bool = False):
+                 direction: str = "inverse", dense_reference: bool = False,
+                 init_std: float = 0.01):
         super().__init__()
         _check(direction, kernel_size)
         if order not in ORDERS:
             raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
         inv_conv = _import_inv_conv()
         self.conv = inv_conv.InvConv2d(num_channels, kernel_size=kernel_size, order=order,
-                                       direction=direction, dense_reference=dense_reference)
+                                       direction=direction, dense_reference=dense_reference,
+                                       init_std=init_std)
 
 
 class InvFlowUnitLayer(_InvConvWrapper):
@@ -72,9 +74,10 @@ class InvFlowUnitLayer(_InvConvWrapper):
     TL -> TR -> BL -> BR, so the receptive field covers all directions."""
 
     def __init__(self, num_channels: int, kernel_size: int = 3, direction: str = "inverse",
-                 dense_reference: bool = False):
+                 dense_reference: bool = False, init_std: float = 0.01):
         super().__init__()
         _check(direction, kernel_size)
         inv_conv = _import_inv_conv()
         self.conv = inv_conv.InvFlowUnit(num_channels, kernel_size=kernel_size,
-                                         direction=direction, dense_reference=dense_reference)
+                                         direction=direction, dense_reference=dense_reference,
+                                         init_std=init_std)
