@@ -15,7 +15,7 @@ import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Sequence
 
-from inv_flow.writes import write_atomically
+from inv_flow.writes import write_atomically, write_png_figure
 
 if TYPE_CHECKING:
     import torch
@@ -259,12 +259,10 @@ def plot_histories(histories: Mapping[str, Sequence[Mapping[str, Any]]], out: Pa
         axis.legend()
     axis.set_title(title)
     figure.tight_layout()
-    image = io.BytesIO()
     try:
-        figure.savefig(image, dpi=100, format="png")
+        write_png_figure(figure, out)
     finally:
         plt.close(figure)
-    write_atomically(image.getbuffer(), out)
     return out
 
 

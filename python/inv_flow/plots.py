@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 
-from inv_flow.writes import default_file_mode
-from inv_flow.writes import writing
+from inv_flow.writes import write_atomically, write_png_figure
 
 
 def to_uint8_images(images: torch.Tensor) -> np.ndarray:
@@ -52,21 +51,11 @@ def image_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 1,
 def _save_png_atomically(array: np.ndarray, path: str | os.PathLike) -> Path:
     from PIL import Image  # noqa: PLC0415
 
-    path = Path(path)
     mode_array = array[:, :, 0] if array.shape[2] == 1 else array
-    with writing(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                Image.fromarray(mode_array).save(handle, format="PNG")
-            os.chmod(temp, default_file_mode())
-            os.replace(temp, path)
-        except BaseException:
-            if os.path.exists(temp):
-                os.unlink(temp)
-            raise
-    return path
+    image = io.BytesIO()
+    Image.fromarray(mode_array).save(image, format="PNG")
+    write_atomically(image.getbuffer(), path)
+    return Path(path)
 
 
 def save_image_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int | None = None) -> Path:
@@ -107,9 +96,7 @@ def plot_curves(series: Mapping[str, Sequence[tuple[float, Any]]], out: str | os
     figure.tight_layout()
     out = Path(out)
     try:
-        with writing(out):
-            out.parent.mkdir(parents=True, exist_ok=True)
-            figure.savefig(out, dpi=100)
+        write_png_figure(figure, out)
     finally:
         plt.close(figure)
     return out

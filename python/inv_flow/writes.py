@@ -4,6 +4,7 @@ naming the file; torch-free, so the logging and plotting modules can use it too.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -57,6 +58,14 @@ def write_atomically(data: bytes | memoryview, destination: str | os.PathLike) -
                 pass
             raise
     _fsync_directory(destination.parent)
+
+
+def write_png_figure(figure, destination: str | os.PathLike) -> None:
+    """A matplotlib figure as a PNG (100 dpi) at ``destination``, through
+    :func:`write_atomically`; closing the figure is the caller's."""
+    image = io.BytesIO()
+    figure.savefig(image, dpi=100, format="png")
+    write_atomically(image.getbuffer(), destination)
 
 
 def default_file_mode() -> int:
