@@ -114,10 +114,11 @@ pub fn solve(
             .filter(|&g| g <= i32::MAX as u32)
             .ok_or_else(|| batch_too_large(p.batch, ncta))
     };
-    // Keep 1 KB for the kernel's static shared memory (its tap table).
-    let (window, q_in_smem, smem) = sweep_plan(p, dt, dev.max_smem as usize - 1024);
+    // Keep 1 KB for the kernels' static shared memory (their tap tables).
+    let smem_budget = dev.max_smem as usize - 1024;
+    let (window, q_in_smem, smem) = sweep_plan(p, dt, smem_budget);
     let clusters = dev.props().clusters();
-    let tile = tile_plan(p, dt, dev.max_smem as usize - 1024, clusters, window);
+    let tile = tile_plan(p, dt, smem_budget, clusters, window);
     if let Some(plan) = tile.filter(|_| !generic_only()) {
         let args = sweep_args(out, prep, &d, (th, tw), (flip_h, flip_w))
             .int(plan.pw as i32)
@@ -137,18 +138,12 @@ pub fn solve(
             args,
         );
     }
-    let band = band_plan(
-        p,
-        dt,
-        &dev.props(),
-        dev.max_smem as usize - 1024,
-        sweep_ctas(),
-    );
-    let (kernel, ncta, rows, band_rows, q_in_smem, smem) = match band.filter(|_| !generic_only()) {
+    let band = band_plan(p, dt, &dev.props(), smem_budget, sweep_ctas());
+    // The one-block kernels sweep all H rows as one "band" (they ignore the argument).
+    let (kernel, ncta, rows, q_in_smem, smem) = match band.filter(|_| !generic_only()) {
         Some(b) => (
             format!("sweep_band{}", b.ncta),
             b.ncta,
-            b.band,
             b.band,
             b.q_in_smem,
             b.smem,
@@ -159,7 +154,7 @@ pub fn solve(
                 Window::Ring => "sweep_ring",
                 Window::Global => "sweep_global",
             };
-            (name.to_string(), 1, p.height, 0, q_in_smem, smem)
+            (name.to_string(), 1, p.height, q_in_smem, smem)
         }
     };
     let GenericSweepPlan {
@@ -171,7 +166,7 @@ pub fn solve(
         q_in_smem as i32,
         split as i32,
         ci_lanes as i32,
-        band_rows as i32,
+        rows as i32,
     ]);
     launch(
         &dev,
