@@ -183,3 +183,47 @@ def test_a_comparison_cut_short_keeps_the_runs_that_finished(tmp_path, monkeypat
     assert "**Partial**: 2 of 4 training runs" in (out / "compare.md").read_text()
     assert (out / "compare_bpd.png").stat().st_size > 0
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_merge_pools_seeds_run_apart_into_the_report_of_one_run(tmp_path, capsys):
+    """Seeds run in separate comparisons (one device call each) and merged give the same
+    bits/dim rows as one comparison over all the seeds; what cannot be pooled is refused."""
+    models = ["--models", "inverse_flow,glow"]
+    parts = [tmp_path / "seed3", tmp_path / "seed5"]
+    for seed, folder in zip((3, 5), parts):
+        assert compare.main(TINY + models + ["--seed", str(seed), "--out-dir", str(folder)]) == 0
+    together = tmp_path / "together"
+    assert compare.main(TINY + models + ["--seeds", "3,5", "--out-dir", str(together)]) == 0
+    merged = tmp_path / "merged"
+    assert compare.main(["--merge", str(parts[1]), str(parts[0]), "--out-dir", str(merged)]) == 0
+
+    expected, got = _csv_rows(together), _csv_rows(merged)
+    assert list(got) == list(expected)
+    for name, row in expected.items():
+        for key in ("seeds", "params", "coupling_hidden", "epochs", "val_bpd", "val_bpd_std",
+                    "val_bpd_seeds", "val_vs_best", "exceeds_spread", "test_bpd"):
+            assert got[name][key] == row[key], (name, key)
+    report = json.loads((merged / "compare.json").read_text(encoding="utf-8"))
+    assert report["complete"] and report["runs_done"] == report["runs_planned"] == 4
+    assert [part["folder"] for part in report["parts"]] == [str(parts[1]), str(parts[0])]
+    assert "Merged from 2 comparisons" in (merged / "compare.md").read_text(encoding="utf-8")
+    assert (merged / "compare_bpd.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # A second merge into the same folder does not overwrite the first one.
+    before = (merged / "compare.json").read_bytes()
+    assert compare.main(["--merge", str(parts[0]), str(parts[1]), "--out-dir", str(merged)]) == 0
+    assert (merged / "compare.json").read_bytes() == before
+
+    other_epochs = tmp_path / "other_epochs"
+    assert compare.main([*TINY, *models, "--seed", "7", "--epochs", "1",
+                         "--out-dir", str(other_epochs)]) == 0
+    capsys.readouterr()
+    for argv, message in [
+            ([str(parts[0])], "at least two"),
+            ([str(parts[0]), str(parts[0])], "seed 3 is in more than one folder"),
+            ([str(parts[0]), str(other_epochs)], "differs from"),
+            ([str(parts[0]), str(tmp_path / "missing")], "cannot read"),
+    ]:
+        assert compare.main(["--merge", *argv, "--out-dir", str(tmp_path / "bad")]) == 2
+        error = capsys.readouterr().err
+        assert message in error and error.count("\n") == 1, error

@@ -31,9 +31,12 @@ density direction (exact log-likelihood of one batch, eval mode, no gradient) an
 ``--num-samples`` samples, each the median of ``--repeats`` runs after a warm-up (CUDA events
 on a GPU, ``time.perf_counter`` on the CPU), then the median over seeds.
 
-Writes ``compare.md``, ``compare.csv``, ``compare.json`` (per-epoch histories, per seed too)
-and ``compare_bpd.png`` (validation bits/dim against epoch, a band of ± one standard deviation
-over the seeds) to ``--out-dir``.
+Writes ``compare.md``, ``compare.csv``, ``compare.json`` (per-epoch histories, each seed's
+run, the model configs and options) and ``compare_bpd.png`` (validation bits/dim against epoch,
+a band of ± one standard deviation over the seeds) to ``--out-dir``.
+
+``--merge A B ...`` trains nothing: it pools comparisons that ran the same models and settings
+with different seeds (one machine or call per seed) into one report in a new folder.
 """
 
 from __future__ import annotations
@@ -109,6 +112,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="CPU threads for torch and inv_conv's rayon pool (0 = their "
                              "defaults); 1 gives steadier CPU timings on a busy machine")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    parser.add_argument("--merge", nargs="+", default=None, metavar="FOLDER",
+                        help="train nothing: pool the seeds of earlier comparisons (same "
+                             "models and settings, different seeds) into one report in a new "
+                             "folder (--out-dir, default runs/compare_<preset>_merged)")
     return parser
 
 
@@ -382,32 +389,110 @@ def run(args: argparse.Namespace) -> int:
     env = environment(device)
     runs: Dict[str, List[Dict[str, Any]]] = {}
     configs = {name: model_config(config, name, widths[name]) for name in names}
-
-    def report() -> tuple[list, Dict[str, Path]]:
-        rows, histories, seed_histories = [], {}, {}
-        for name, done in runs.items():
-            for row in aggregate_seeds(name, configs[name], done, SAMPLING_METHOD[name],
-                                       SAMPLING_METHOD["snf_true_inv"]):
-                row["params_vs_ref_pct"] = 100.0 * (row["params"] - target) / target
-                rows.append(row)
-            histories[name] = mean_history([run["history"] for run in done])
-            seed_histories[name] = {str(seed): run["history"] for seed, run in zip(seeds, done)}
-        mark_spread(rows)
-        finished = sum(len(done) for done in runs.values())
-        paths = write_report(out_dir, rows, histories, config, env, args, budget_model,
-                             seed_histories, (finished, len(names) * len(seeds)))
-        return rows, paths
-
+    options = {key: getattr(args, key) for key in REPORT_OPTIONS}
     for name in names:
         log(f"{name}: coupling width {widths[name]}, seeds {', '.join(map(str, seeds))}")
         for seed in seeds:
             result = train_and_measure(name, {**configs[name], "seed": seed}, train_sets, args, log)
             result["row"]["num_samples"] = args.num_samples
             runs.setdefault(name, []).append(result)
-            rows, paths = report()
+            rows, paths = build_report(out_dir, runs, configs, config, env, options,
+                                       budget_model, target, len(names) * len(seeds))
     print(markdown_table(rows, budget_model))
     print(f"wrote {paths['md']}, {paths['csv']}, {paths['json']}, {paths['png']}")
     return 0 if all(row["status"] == "ok" for row in rows) else 1
+
+
+#: The options a report states (kept in compare.json, so that --merge can restate them).
+REPORT_OPTIONS = ("preset", "budget", "repeats", "num_samples", "max_steps")
+
+
+def build_report(out_dir: Path, runs: Mapping[str, List[Dict[str, Any]]],
+                 configs: Mapping[str, Mapping[str, Any]], config: Mapping[str, Any],
+                 env: Mapping[str, Any], options: Mapping[str, Any], budget_model: str,
+                 target: int, planned: int, parts: Sequence[Mapping[str, Any]] = ()
+                 ) -> tuple[list, Dict[str, Path]]:
+    """Aggregate each model's seed runs into rows and (re)write the report files."""
+    rows, histories, seed_histories = [], {}, {}
+    for name, done in runs.items():
+        for row in aggregate_seeds(name, configs[name], done, SAMPLING_METHOD[name],
+                                   SAMPLING_METHOD["snf_true_inv"]):
+            row["params_vs_ref_pct"] = 100.0 * (row["params"] - target) / target
+            rows.append(row)
+        histories[name] = mean_history([run["history"] for run in done])
+        seed_histories[name] = {str(run["row"]["seed"]): run["history"] for run in done}
+    mark_spread(rows)
+    finished = sum(len(done) for done in runs.values())
+    restated = {"budget_model": budget_model, "target_params": target, "options": dict(options),
+                "model_configs": {name: _scalars(configs[name]) for name in configs},
+                "seed_runs": runs, "parts": list(parts)}
+    paths = write_report(out_dir, rows, histories, config, env, argparse.Namespace(**options),
+                         budget_model, seed_histories, (finished, planned), restated)
+    return rows, paths
+
+
+def _scalars(config: Mapping[str, Any]) -> Dict[str, Any]:
+    return {k: v for k, v in config.items() if isinstance(v, (int, float, str, bool))}
+
+
+# ------------------------------------------------------------------------------------ merge
+def merge(folders: Sequence[str], out_dir: Optional[str]) -> int:
+    """``--merge A B ...``: pool comparisons of the same models and settings that ran different
+    seeds (e.g. on several machines, or one call per seed) into one report, in a new folder."""
+    import json  # noqa: PLC0415
+
+    from inv_flow.config import ConfigError  # noqa: PLC0415
+    from inv_flow.runs import claim_folder  # noqa: PLC0415
+
+    if len(folders) < 2:
+        raise ConfigError(f"--merge needs at least two comparison folders, got {len(folders)}")
+    parts = []
+    for folder in folders:
+        path = Path(folder) / "compare.json"
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"--merge: cannot read {path}: {err}") from None
+        if not isinstance(document, dict) or "seed_runs" not in document:
+            raise ConfigError(f"--merge: {path} has no per-seed runs (written by an older "
+                              "inv-flow compare); run that comparison again")
+        parts.append((folder, document))
+    first_folder, first = parts[0]
+    same = ("options", "model_configs", "budget_model", "target_params")
+    runs: Dict[str, List[Dict[str, Any]]] = {name: [] for name in first["model_configs"]}
+    for folder, document in parts:
+        for key in same:
+            if _without_seed(document[key]) != _without_seed(first[key]):
+                raise ConfigError(f"--merge: {folder} differs from {first_folder} in {key} "
+                                  "(only the seeds may differ)")
+        for name, done in document["seed_runs"].items():
+            have = {run["row"]["seed"] for run in runs[name]}
+            for run in done:
+                if run["row"]["seed"] in have:
+                    raise ConfigError(f"--merge: {name} seed {run['row']['seed']} is in more "
+                                      "than one folder")
+                runs[name].append(run)
+    for done in runs.values():
+        done.sort(key=lambda run: run["row"]["seed"])
+    runs = {name: done for name, done in runs.items() if done}
+    options = first["options"]
+    target_dir = claim_folder(out_dir or f"runs/compare_{options['preset']}_merged")
+    sources = [{"folder": str(folder), **{k: document["environment"].get(k)
+                                          for k in ("date_utc", "host", "gpu", "device")}}
+               for folder, document in parts]
+    planned = sum(document["runs_planned"] for _, document in parts)
+    rows, paths = build_report(target_dir, runs, first["model_configs"], first["config"],
+                               first["environment"], options, first["budget_model"],
+                               first["target_params"], planned, sources)
+    print(markdown_table(rows, first["budget_model"]))
+    print(f"wrote {paths['md']}, {paths['csv']}, {paths['json']}, {paths['png']}")
+    return 0 if all(row["status"] == "ok" for row in rows) else 1
+
+
+def _without_seed(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_seed(v) for k, v in value.items() if k != "seed"}
+    return value
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -418,6 +503,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from inv_flow.data import DatasetNotFoundError  # noqa: PLC0415
 
     try:
+        if args.merge:
+            return merge(args.merge, args.out_dir)
         return run(args)
     except (ConfigError, DatasetNotFoundError, CheckpointError, ImportError) as err:
         print(f"inv-flow compare: error: {err}", file=sys.stderr)

@@ -156,11 +156,13 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], budget_model: str) -> str:
 
 
 def write_report(out_dir: Path, rows, histories, config, env, args, budget_model: str,
-                 seed_histories=None, runs_done: tuple[int, int] | None = None
-                 ) -> Dict[str, Path]:
+                 seed_histories=None, runs_done: tuple[int, int] | None = None,
+                 restated: Mapping[str, Any] | None = None) -> Dict[str, Path]:
     """Write the four report files, each replaced atomically (a comparison stopped mid-write
     keeps the previous version). ``runs_done`` = (finished, planned) training runs: while they
-    differ the report says it is partial."""
+    differ the report says it is partial. ``restated``: what compare.json keeps besides the
+    tables so that a report can be rebuilt (each seed's run, the model configs, the options,
+    and for a merged report the folders it pools)."""
     paths = {"csv": out_dir / "compare.csv", "md": out_dir / "compare.md",
              "json": out_dir / "compare.json", "png": out_dir / "compare_bpd.png"}
     table = io.StringIO(newline="")
@@ -176,10 +178,16 @@ def write_report(out_dir: Path, rows, histories, config, env, args, budget_model
     batch = next((row.get("density_batch") for row in rows if row.get("density_batch")), "?")
     gpu = f" ({env['gpu']})" if "gpu" in env else ""
     seeds = rows[0]["seeds"] if rows else ""
+    parts = (restated or {}).get("parts") or []
+    merged = ([f"Merged from {len(parts)} comparisons: " + "; ".join(
+        f"`{part['folder']}` ({part.get('date_utc')}, {part.get('gpu') or part.get('device')})"
+        for part in parts) + ". The line below is the first one's environment.", ""]
+        if parts else [])
     text = [
         f"# inv-flow compare: {args.preset}",
         "",
         *partial,
+        *merged,
         f"Ran {env['date_utc']} on {env['device']}{gpu}; CPU {env['cpu']} ({env['cpu_count']} "
         f"cores, torch threads {env['torch_threads']}); torch {env['torch']}, Python "
         f"{env['python']}, {env['platform']}.",
@@ -211,7 +219,7 @@ def write_report(out_dir: Path, rows, histories, config, env, args, budget_model
                 "runs_planned": planned, "rows": rows, "histories": histories,
                 "seed_histories": seed_histories or {},
                 "config": {k: v for k, v in config.items()
-                           if isinstance(v, (int, float, str, bool))}}
+                           if isinstance(v, (int, float, str, bool))}, **(restated or {})}
     write_atomically(json.dumps(document, indent=1, default=str).encode("utf-8"), paths["json"])
     plot_histories(histories, paths["png"], title=f"{args.preset}: validation bits/dim")
     return paths

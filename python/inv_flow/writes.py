@@ -36,7 +36,7 @@ def writing(path: str | os.PathLike) -> Iterator[None]:
 def write_atomically(data: bytes | memoryview, destination: str | os.PathLike) -> None:
     """Write ``data`` to ``destination`` through a temporary file in the same folder, synced and
     renamed over it: a crash or a full disk leaves the previous file or the new one, never a torn
-    one, and no stray temporary file. Failures are :class:`WriteError`\ s naming the file."""
+    one, and no stray temporary file. Failures raise :class:`WriteError`, naming the file."""
     destination = Path(destination)
     with writing(destination):
         destination.parent.mkdir(parents=True, exist_ok=True)
