@@ -109,6 +109,12 @@ def test_native_out_and_size_errors_map_to_value_error():
         inv_conv._native.inverse(x, w, "TL", fortran)
     with pytest.raises(ValueError, match=r"kernel_size must be >= 1 in both dimensions; got \(0, 3\)"):
         inv_conv._native.weight_grad(x, x, "TL", (0, 3))
+    with pytest.raises(ValueError, match=r"grad must have shape \(2, 3, 5, 5\) like the input; got \(2, 3, 4, 5\)"):
+        inv_conv._native.inverse_backward(x, x[:, :, :-1], w, "TL")
+    with pytest.raises(TypeError, match=r"grad and weight must have the same dtype; got float64 and float32"):
+        inv_conv._native.inverse_backward(x, x.astype(np.float64), w, "TL")
+    with pytest.raises(ValueError, match=r"u is not writeable"):
+        inv_conv._native.inverse_backward(x, x, w, "TL", readonly, np.empty_like(w))
     huge = [2**62, 3, 2**62, 5]
     with pytest.raises(ValueError, match=r"y shape \(4611686018427387904, 3, .*more elements than this machine can address"):
         inv_conv._native.check_problem("y", huge, [3, 3, 3, 3])

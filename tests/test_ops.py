@@ -186,6 +186,30 @@ def test_numpy_entry_points(dtype, order):
     np.testing.assert_allclose(-dw, w_ref.grad.numpy(), rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("order", ORDERS)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_native_inverse_backward_is_the_two_calls_and_the_oracle(dtype, order, shape):
+    # The CPU backward of inv_conv2d in one native call: (A⁻ᵀ g, −Σ (A⁻ᵀ g)·pad(x)), bitwise the
+    # same as the two separate ops, and the dense oracle's gradients of ⟨g, A⁻¹ y⟩.
+    y, weight = random_problem(shape)
+    kh, kw = shape[4:]
+    yn, wn = y.numpy().astype(dtype), weight.numpy().astype(dtype)
+    g = np.random.default_rng(1).standard_normal(yn.shape).astype(dtype)
+    x = inv_conv._native.inverse(yn, wn, order)
+    u, grad_w = inv_conv._native.inverse_backward(x, g, wn, order)
+    assert u.dtype == grad_w.dtype == dtype and u.shape == yn.shape and grad_w.shape == wn.shape
+    u_apart = inv_conv._native.inverse_adjoint(g, wn, order)
+    np.testing.assert_array_equal(u, u_apart)
+    np.testing.assert_array_equal(grad_w, -inv_conv._native.weight_grad(x, u_apart, order, (kh, kw)))
+    as64 = lambda a: torch.from_numpy(a).double()  # noqa: E731
+    y_ref, w_ref = as64(yn).requires_grad_(True), as64(wn).requires_grad_(True)
+    (oracle.inv_conv2d(y_ref, w_ref, order) * as64(g)).sum().backward()
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(u, y_ref.grad.numpy(), rtol=tol, atol=tol)
+    np.testing.assert_allclose(grad_w, w_ref.grad.numpy(), rtol=tol, atol=tol)
+
+
 def test_torch_compile_fullgraph(device):
     y, weight = random_problem((2, 3, 5, 4, 3, 3), device=device)
     weight.requires_grad_(True)

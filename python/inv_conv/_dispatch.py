@@ -61,7 +61,10 @@ def _cuda_module():
 
 
 def _plain(t: torch.Tensor) -> torch.Tensor:
-    return t.detach().contiguous()
+    # Only what is needed: each torch call here costs host time on small problems.
+    if t.requires_grad:
+        t = t.detach()
+    return t if t.is_contiguous() else t.contiguous()
 
 
 def _run_image(name: str, native_fn, inp: torch.Tensor, weight: torch.Tensor, order: str) -> torch.Tensor:
@@ -104,9 +107,9 @@ def run_inverse_backward(x: torch.Tensor, grad: torch.Tensor, weight: torch.Tens
     x, grad, weight = _plain(x), _plain(grad), _plain(weight)
     if grad.is_cuda:
         return _cuda_module().inverse_backward(x, grad, weight, order)
-    u = run_inverse_adjoint(grad, weight, order)
-    grad_w = run_weight_grad(x, u, order, weight.shape[2], weight.shape[3])
-    return u, grad_w.neg_()
+    u, grad_w = torch.empty_like(grad), torch.empty_like(weight)
+    _native.inverse_backward(x.numpy(), grad.numpy(), weight.numpy(), order, u.numpy(), grad_w.numpy())
+    return u, grad_w
 
 
 def run_conv_chain(x: torch.Tensor, weights: list, orders: list):

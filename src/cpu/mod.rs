@@ -91,17 +91,17 @@ fn check_image_and_weight<T>(
 }
 
 /// Taps of the forward map (`transposed == false`) or of its adjoint (`true`), all of them or
-/// only the off-anchor ones.
+/// only the off-anchor ones, from the problem's tap matrices.
 fn shifted_taps<T: Real>(
     p: &Problem,
-    weight: &[T],
+    matrices: Vec<Vec<T>>,
     transposed: bool,
     with_anchor: bool,
 ) -> Vec<ShiftedTap<T>> {
     let c = p.channels;
     p.taps()
         .into_iter()
-        .zip(p.tap_matrices(weight))
+        .zip(matrices)
         .filter(|(t, _)| with_anchor || !t.is_anchor())
         .map(|(t, m)| {
             if transposed {
@@ -119,11 +119,6 @@ fn shifted_taps<T: Real>(
             }
         })
         .collect()
-}
-
-fn anchor_matrix<T: Real>(p: &Problem, weight: &[T]) -> Vec<T> {
-    let (ai, aj) = p.anchor();
-    p.tap_matrices(weight).swap_remove(ai * p.kernel_w + aj)
 }
 
 /// The pixels of output row `row` whose tap source `(row + di, w + dj)` lies inside the
@@ -200,9 +195,32 @@ unsafe fn accumulate_row<T: Real>(
 /// costs more than the arithmetic.
 const SMALL_GEMM_WORK: usize = 2048;
 
+/// Calls `$fixed::<T, C>` with the channel count as a constant for the counts flows use most
+/// (the loops then unroll into registers), else `$generic` with it as a value. Both add the
+/// same products in the same order, so the results are bitwise the same.
+macro_rules! by_channel_count {
+    ($c:expr, $fixed:ident, $generic:ident, $($arg:expr),*) => {
+        match $c {
+            1 => $fixed::<T, 1>($($arg),*),
+            2 => $fixed::<T, 2>($($arg),*),
+            3 => $fixed::<T, 3>($($arg),*),
+            4 => $fixed::<T, 4>($($arg),*),
+            6 => $fixed::<T, 6>($($arg),*),
+            8 => $fixed::<T, 8>($($arg),*),
+            12 => $fixed::<T, 12>($($arg),*),
+            16 => $fixed::<T, 16>($($arg),*),
+            c => $generic($($arg,)* c),
+        }
+    };
+}
+
 /// `acc[c×c] += gᵀ · x` for `g`, `x` of n rows of c: a small weight-gradient GEMM, where
 /// packing the operands would cost more than the arithmetic.
 fn small_gemm_tn_acc<T: Real>(acc: &mut [T], g: &[T], x: &[T], c: usize) {
+    by_channel_count!(c, gemm_tn_acc_fixed, gemm_tn_acc_any, acc, g, x)
+}
+
+fn gemm_tn_acc_any<T: Real>(acc: &mut [T], g: &[T], x: &[T], c: usize) {
     for (g_row, x_row) in g.chunks_exact(c).zip(x.chunks_exact(c)) {
         for (&gv, acc_row) in g_row.iter().zip(acc.chunks_exact_mut(c)) {
             for (a, &xv) in acc_row.iter_mut().zip(x_row) {
@@ -212,9 +230,31 @@ fn small_gemm_tn_acc<T: Real>(acc: &mut [T], g: &[T], x: &[T], c: usize) {
     }
 }
 
+fn gemm_tn_acc_fixed<T: Real, const C: usize>(acc: &mut [T], g: &[T], x: &[T]) {
+    // The C×C sums stay in local memory (registers for small C) across all n rows.
+    let mut sums = [[T::ZERO; C]; C];
+    for (row, chunk) in sums.iter_mut().zip(acc.chunks_exact(C)) {
+        row.copy_from_slice(chunk);
+    }
+    for (g_row, x_row) in g.chunks_exact(C).zip(x.chunks_exact(C)) {
+        for (row, &gv) in sums.iter_mut().zip(g_row) {
+            for (a, &xv) in row.iter_mut().zip(x_row) {
+                *a += gv * xv;
+            }
+        }
+    }
+    for (row, chunk) in sums.iter().zip(acc.chunks_exact_mut(C)) {
+        chunk.copy_from_slice(row);
+    }
+}
+
 /// `out[m×c] += alpha · a[m×c] · k[c×c]`, for the per-pixel steps of the wavefront where a
 /// general GEMM's packing would cost more than the arithmetic.
 fn small_gemm_acc<T: Real>(out: &mut [T], a: &[T], k: &[T], c: usize, alpha: T) {
+    by_channel_count!(c, gemm_acc_fixed, gemm_acc_any, out, a, k, alpha)
+}
+
+fn gemm_acc_any<T: Real>(out: &mut [T], a: &[T], k: &[T], alpha: T, c: usize) {
     for (o, a) in out.chunks_exact_mut(c).zip(a.chunks_exact(c)) {
         for (&av, krow) in a.iter().zip(k.chunks_exact(c)) {
             let s = alpha * av;
@@ -222,6 +262,21 @@ fn small_gemm_acc<T: Real>(out: &mut [T], a: &[T], k: &[T], c: usize, alpha: T) 
                 *ov += s * kv;
             }
         }
+    }
+}
+
+fn gemm_acc_fixed<T: Real, const C: usize>(out: &mut [T], a: &[T], k: &[T], alpha: T) {
+    let k = &k[..C * C];
+    for (o, a) in out.chunks_exact_mut(C).zip(a.chunks_exact(C)) {
+        let mut row = [T::ZERO; C];
+        row.copy_from_slice(o);
+        for (&av, krow) in a.iter().zip(k.chunks_exact(C)) {
+            let s = alpha * av;
+            for (ov, &kv) in row.iter_mut().zip(krow) {
+                *ov += s * kv;
+            }
+        }
+        o.copy_from_slice(&row);
     }
 }
 
@@ -397,9 +452,11 @@ fn apply<T: Real>(
 ) -> Result<()> {
     check_image_and_weight(p, input, weight, out)?;
     // A convolution uses every tap; a substitution all but the anchor, whose L it divides by.
-    let taps = shifted_taps(p, weight, adjoint, !inverse);
-    if inverse {
-        let l_inv = unit_lower_inverse(&anchor_matrix(p, weight), p.channels);
+    let matrices = p.tap_matrices(weight);
+    let (ai, aj) = p.anchor();
+    let l_inv = inverse.then(|| unit_lower_inverse(&matrices[ai * p.kernel_w + aj], p.channels));
+    let taps = shifted_taps(p, matrices, adjoint, !inverse);
+    if let Some(l_inv) = l_inv {
         // A step of the inverse multiplies by L⁻ᵀ, one of its adjoint by L⁻¹.
         let anchor = if adjoint {
             l_inv
@@ -442,6 +499,22 @@ pub fn weight_grad<T: Real>(p: &Problem, x: &[T], grad: &[T], out: &mut [T]) -> 
     check_len("grad", grad.len(), p.image_len())?;
     check_len("output", out.len(), p.weight_len())?;
     install_sized(work_units(p), || weight_grad_unchecked(p, x, grad, out));
+    Ok(())
+}
+
+/// The inverse's backward in one call: `u = A⁻ᵀ grad` (its input-gradient) and
+/// `grad_w = −Σ u · pad(x)` (its weight-gradient, masked), with `x = A⁻¹ y` its output.
+pub fn inverse_backward<T: Real>(
+    p: &Problem,
+    x: &[T],
+    grad: &[T],
+    weight: &[T],
+    u: &mut [T],
+    grad_w: &mut [T],
+) -> Result<()> {
+    inverse_adjoint(p, grad, weight, u)?;
+    weight_grad(p, x, u, grad_w)?;
+    grad_w.iter_mut().for_each(|v| *v = -*v);
     Ok(())
 }
 
@@ -525,4 +598,43 @@ fn weight_grad_unchecked<T: Real>(p: &Problem, x: &[T], grad: &[T], out: &mut [T
         }
     }
     p.mask_gradient(out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic values in [-1, 1) (no rand dependency): a linear congruential sequence.
+    fn values(n: usize, seed: u64) -> Vec<f64> {
+        let mut state = seed;
+        (0..n)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (state >> 11) as f64 / (1u64 << 52) as f64 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fixed_channel_kernels_are_bitwise_the_generic_ones() {
+        for c in [1, 2, 3, 4, 5, 6, 8, 12, 16] {
+            let rows = 7;
+            let (a, k) = (values(rows * c, c as u64), values(c * c, 100 + c as u64));
+            let start = values(rows * c, 200 + c as u64);
+            let (mut fixed, mut any) = (start.clone(), start.clone());
+            small_gemm_acc(&mut fixed, &a, &k, c, -1.0);
+            gemm_acc_any(&mut any, &a, &k, -1.0, c);
+            assert_eq!(fixed, any, "small_gemm_acc, c = {c}");
+            assert_ne!(fixed, start, "c = {c}: nothing was added");
+
+            let acc0 = values(c * c, 300 + c as u64);
+            let (mut fixed, mut any) = (acc0.clone(), acc0.clone());
+            small_gemm_tn_acc(&mut fixed, &a, &start, c);
+            gemm_tn_acc_any(&mut any, &a, &start, c);
+            assert_eq!(fixed, any, "small_gemm_tn_acc, c = {c}");
+            assert_ne!(fixed, acc0, "c = {c}: nothing was added");
+        }
+    }
 }

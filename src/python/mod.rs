@@ -140,6 +140,15 @@ fn not_contiguous() -> Error {
     Error::Argument("out must be C-contiguous".into())
 }
 
+fn writeable<'a, 'py, T: Real + Element>(
+    arr: &'a Bound<'py, PyArrayDyn<T>>,
+    name: &str,
+) -> PyResult<numpy::PyReadwriteArrayDyn<'py, T>> {
+    Ok(arr
+        .try_readwrite()
+        .map_err(|e| Error::Argument(format!("{name} is not writeable: {e}")))?)
+}
+
 /// Runs `work` on `out`'s data without the GIL and returns `out`.
 fn compute_into<'py, T: Real + Element>(
     py: Python<'py>,
@@ -147,9 +156,7 @@ fn compute_into<'py, T: Real + Element>(
     work: impl FnOnce(&mut [T]) -> crate::Result<()> + Send,
 ) -> PyResult<Bound<'py, PyAny>> {
     {
-        let mut rw = out
-            .try_readwrite()
-            .map_err(|e| Error::Argument(format!("out is not writeable: {e}")))?;
+        let mut rw = writeable(&out, "out")?;
         let out_slice = rw.as_slice_mut().map_err(|_| not_contiguous())?;
         detached(py, || work(out_slice))?;
     }
@@ -267,6 +274,55 @@ fn weight_grad<'py>(
     }
 }
 
+fn inverse_backward_typed<'py, T: Real + Element>(
+    py: Python<'py>,
+    x: &Bound<'py, PyAny>,
+    grad: &Bound<'py, PyAny>,
+    weight: &Bound<'py, PyAny>,
+    order: Order,
+    outs: [Option<&Bound<'py, PyAny>>; 2],
+) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+    let x: PyReadonlyArrayDyn<'py, T> = x.extract()?;
+    let grad: PyReadonlyArrayDyn<'py, T> = grad.extract()?;
+    let weight: PyReadonlyArrayDyn<'py, T> = weight.extract()?;
+    let problem = Problem::new("x", x.shape(), weight.shape(), order)?;
+    problem.expect_image("grad", grad.shape())?;
+    let (x_data, g_data, w_data) = (contiguous(&x), contiguous(&grad), contiguous(&weight));
+    let u = output::<T>(py, outs[0], x.shape())?;
+    let grad_w = output::<T>(py, outs[1], weight.shape())?;
+    {
+        let (mut u_rw, mut w_rw) = (writeable(&u, "u")?, writeable(&grad_w, "grad_w")?);
+        let u_slice = u_rw.as_slice_mut().map_err(|_| not_contiguous())?;
+        let w_slice = w_rw.as_slice_mut().map_err(|_| not_contiguous())?;
+        detached(py, || {
+            cpu::inverse_backward(&problem, &x_data, &g_data, &w_data, u_slice, w_slice)
+        })?;
+    }
+    Ok((u.into_any(), grad_w.into_any()))
+}
+
+/// The inverse's backward on the CPU in one call: `u = A⁻ᵀ grad` and `grad_w = −Σ u·pad(x)`
+/// (masked), where `x` is the inverse's output. Returns `(u, grad_w)`, written into `u` and
+/// `grad_w` when given.
+#[pyfunction]
+#[pyo3(signature = (x, grad, weight, order = "TL", u = None, grad_w = None))]
+fn inverse_backward<'py>(
+    py: Python<'py>,
+    x: &Bound<'py, PyAny>,
+    grad: &Bound<'py, PyAny>,
+    weight: &Bound<'py, PyAny>,
+    order: &str,
+    u: Option<&Bound<'py, PyAny>>,
+    grad_w: Option<&Bound<'py, PyAny>>,
+) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+    let order = parse_order(order)?;
+    same_dtype(["grad", "weight"], [grad, weight])?;
+    match same_dtype(["x", "weight"], [x, weight])? {
+        Dtype::F32 => inverse_backward_typed::<f32>(py, x, grad, weight, order, [u, grad_w]),
+        Dtype::F64 => inverse_backward_typed::<f64>(py, x, grad, weight, order, [u, grad_w]),
+    }
+}
+
 /// Validates shapes the way every op does, without computing anything: raises ValueError naming
 /// `input_name` or `weight`. Returns (KH, KW). Used by the torch layer before dispatch and by the
 /// fake (meta) implementations.
@@ -297,6 +353,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(forward_adjoint, m)?)?;
     m.add_function(wrap_pyfunction!(inverse_adjoint, m)?)?;
     m.add_function(wrap_pyfunction!(weight_grad, m)?)?;
+    m.add_function(wrap_pyfunction!(inverse_backward, m)?)?;
     m.add_function(wrap_pyfunction!(check_problem, m)?)?;
     m.add_function(wrap_pyfunction!(built_with_cuda, m)?)?;
     #[cfg(feature = "cuda")]
