@@ -140,8 +140,8 @@ fn not_contiguous() -> Error {
     Error::Argument("out must be C-contiguous".into())
 }
 
-fn writeable<'a, 'py, T: Real + Element>(
-    arr: &'a Bound<'py, PyArrayDyn<T>>,
+fn writeable<'py, T: Real + Element>(
+    arr: &Bound<'py, PyArrayDyn<T>>,
     name: &str,
 ) -> PyResult<numpy::PyReadwriteArrayDyn<'py, T>> {
     Ok(arr
