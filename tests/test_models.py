@@ -351,3 +351,30 @@ def test_masked_init_std_sets_the_spread_of_the_masked_kernels(family, extra):
         assert kernels(std).std().item() == pytest.approx(std, rel=0.1)
     with pytest.raises(ValueError, match="masked_init_std"):
         build_model({"model": "glow", "family": family, "masked_init_std": -0.1}, (4, 8, 8))
+
+
+@needs_inv_conv
+@pytest.mark.parametrize("case", [0, 3], ids=["glow", "cnn"])
+def test_actnorm_position_after_puts_each_actnorm_behind_its_mixing_and_stays_exact(case):
+    from inv_flow.layers import InvertibleConv1x1
+
+    cfg, shape = MODEL_CASES[case]
+    cfg = {**cfg, "num_levels": 256, "family": "inverse_flow", "mix_1x1": True}
+
+    def kinds(position):
+        model = build_model({**cfg, "actnorm_position": position}, shape)
+        layers = [m for m in model.modules() if isinstance(m, (ActNorm, InvertibleConv1x1))]
+        return ["norm" if isinstance(m, ActNorm) else "1x1" for m in layers]
+
+    before, after = kinds("before"), kinds("after")
+    steps = cfg["num_blocks"] * cfg["block_size"]
+    assert before == ["norm", "1x1"] * steps and after == ["1x1", "norm"] * steps
+    torch.manual_seed(5)
+    x_int = torch.randint(0, 256, (2,) + shape).to(DTYPE)
+    model = make_model({**cfg, "actnorm_position": "after"}, shape, _dequantized(x_int, 0))
+    torch.manual_seed(7)
+    _, log_prob = model(x_int)
+    torch.testing.assert_close(log_prob, brute_force_log_prob(model, _dequantized(x_int, 7)),
+                               rtol=1e-8, atol=1e-7)
+    with pytest.raises(ValueError, match="actnorm_position"):
+        build_model({**cfg, "actnorm_position": "middle"}, shape)

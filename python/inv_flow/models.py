@@ -154,6 +154,17 @@ def _mixing_layers(cfg, channels: int, step: int) -> List[FlowLayer]:
     return layers
 
 
+def _normalised_mixing(cfg, channels: int, step: int) -> List[FlowLayer]:
+    """A step's invertible convolution(s) with its ActNorm (``actnorm``) before them, as in
+    Glow, or after them (``actnorm_position``)."""
+    mixing = _mixing_layers(cfg, channels, step)
+    if not cfg["actnorm"]:
+        return mixing
+    if cfg["actnorm_position"] == "after":
+        return [*mixing, ActNorm(channels)]
+    return [ActNorm(channels), *mixing]
+
+
 def _activation(cfg, channels: int) -> Optional[FlowLayer]:
     return build_activation(cfg["activation"], channels, spline_bins=int(cfg["spline_bins"]),
                             spline_tail_bound=float(cfg["spline_tail_bound"]),
@@ -167,9 +178,7 @@ def _build_glow(cfg, channels, height, width):
         layers.append(Squeeze())
         channels, height, width = channels * 4, height // 2, width // 2
         for step in range(block_size):
-            if cfg["actnorm"]:
-                layers.append(ActNorm(channels))
-            layers.extend(_mixing_layers(cfg, channels, step))
+            layers.extend(_normalised_mixing(cfg, channels, step))
             activation = _activation(cfg, channels)
             if activation is not None:
                 layers.append(activation)
@@ -187,9 +196,7 @@ def _build_cnn(cfg, channels, height, width):
     num_blocks, block_size = int(cfg["num_blocks"]), int(cfg["block_size"])
     for block in range(num_blocks):
         for step in range(block_size):
-            if cfg["actnorm"]:
-                layers.append(ActNorm(channels))
-            layers.extend(_mixing_layers(cfg, channels, step))
+            layers.extend(_normalised_mixing(cfg, channels, step))
             last = block == num_blocks - 1 and step == block_size - 1
             activation = None if last else _activation(cfg, channels)
             if activation is not None:

@@ -151,6 +151,8 @@ _add("coupling_hidden", 512, "hidden channels of the coupling networks (glow)", 
 _add("activation", "none", "invertible pointwise activation after each step (None = none)",
      choices=("none", "SLR", "LLR", "Spline", "SELU"), **_M)
 _add("actnorm", True, "ActNorm layers (data-dependent init on the first batch)", **_M)
+_add("actnorm_position", "before", "where each step's ActNorm goes: before its invertible "
+     "convolution(s), as in Glow, or after them", choices=("before", "after"), **_M)
 _add("split_prior", True, "glow: factor out half the channels after each level but the last", **_M)
 _add("num_levels", 256, "pixel levels of the data (raw values 0..num_levels-1); every loader serves "
      "256, digits also 17", ge=2, **_M)
