@@ -217,12 +217,18 @@ def test_merge_pools_seeds_run_apart_into_the_report_of_one_run(tmp_path, capsys
     other_epochs = tmp_path / "other_epochs"
     assert compare.main([*TINY, *models, "--seed", "7", "--epochs", "1",
                          "--out-dir", str(other_epochs)]) == 0
+    truncated = tmp_path / "truncated"
+    truncated.mkdir()
+    document = json.loads((parts[1] / "compare.json").read_text(encoding="utf-8"))
+    del document["options"]
+    (truncated / "compare.json").write_text(json.dumps(document), encoding="utf-8")
     capsys.readouterr()
     for argv, message in [
             ([str(parts[0])], "at least two"),
             ([str(parts[0]), str(parts[0])], "seed 3 is in more than one folder"),
             ([str(parts[0]), str(other_epochs)], "differs from"),
             ([str(parts[0]), str(tmp_path / "missing")], "cannot read"),
+            ([str(parts[0]), str(truncated)], "has no per-seed runs"),
     ]:
         assert compare.main(["--merge", *argv, "--out-dir", str(tmp_path / "bad")]) == 2
         error = capsys.readouterr().err

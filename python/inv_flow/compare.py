@@ -436,6 +436,11 @@ def _scalars(config: Mapping[str, Any]) -> Dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------ merge
+#: What a compare.json must hold for --merge to rebuild a report from it.
+MERGE_KEYS = frozenset({"seed_runs", "options", "model_configs", "budget_model", "target_params",
+                        "environment", "runs_planned", "config"})
+
+
 def merge(folders: Sequence[str], out_dir: Optional[str]) -> int:
     """``--merge A B ...``: pool comparisons of the same models and settings that ran different
     seeds (e.g. on several machines, or one call per seed) into one report, in a new folder."""
@@ -453,9 +458,9 @@ def merge(folders: Sequence[str], out_dir: Optional[str]) -> int:
             document = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as err:
             raise ConfigError(f"--merge: cannot read {path}: {err}") from None
-        if not isinstance(document, dict) or "seed_runs" not in document:
-            raise ConfigError(f"--merge: {path} has no per-seed runs (written by an older "
-                              "inv-flow compare); run that comparison again")
+        if not isinstance(document, dict) or not MERGE_KEYS <= set(document):
+            raise ConfigError(f"--merge: {path} has no per-seed runs (not written by this "
+                              "version of inv-flow compare); run that comparison again")
         parts.append((folder, document))
     first_folder, first = parts[0]
     same = ("options", "model_configs", "budget_model", "target_params")
