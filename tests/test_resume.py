@@ -180,7 +180,7 @@ def test_invalid_saved_config_is_a_checkpoint_error(tmp_path, bad_config, messag
 @pytest.mark.parametrize("config, error, message", [
     ("digits", TypeError, r"config must be a dict from inv_flow.config.resolve_config; got str"),
     ({}, ConfigError, r"config lacks .* and \d+ more; build it with inv_flow.config.resolve_config"),
-    ({"lr": 1e-3}, ConfigError, r"config lacks activation, actnorm, batch_size"),
+    ({"lr": 1e-3}, ConfigError, r"config lacks activation, actnorm, actnorm_position"),
 ])
 def test_experiment_refuses_a_config_it_cannot_run(config, error, message):
     with pytest.raises(error, match=message):

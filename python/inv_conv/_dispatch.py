@@ -30,10 +30,8 @@ def check_tensor(name: str, t: object) -> None:
         )
 
 
-def check_pair(names: tuple[str, str], a: torch.Tensor, b: torch.Tensor) -> None:
-    """Both arguments valid, of one dtype and on one device."""
-    check_tensor(names[0], a)
-    check_tensor(names[1], b)
+def check_match(names: tuple[str, str], a: torch.Tensor, b: torch.Tensor) -> None:
+    """Two arguments that passed :func:`check_tensor` are of one dtype and on one device."""
     if a.dtype != b.dtype:
         raise TypeError(f"{names[0]} and {names[1]} must have the same dtype; got {a.dtype} and {b.dtype}")
     if a.device != b.device:

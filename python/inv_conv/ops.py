@@ -155,7 +155,7 @@ def _prepare(names, a, b):
     _dispatch.check_tensor(names[1], b)
     if a.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(a.device.type):
         a, b = (t.float() if t.dtype in _dispatch.UPCAST_DTYPES else t for t in (a, b))
-    _dispatch.check_pair(names, a, b)
+    _dispatch.check_match(names, a, b)
     out_dtype = a.dtype
     if a.dtype in _dispatch.UPCAST_DTYPES:
         a, b = a.float(), b.float()
@@ -395,8 +395,9 @@ def _call(fn, *args):
     """``fn.apply``, through its old-style twin unless a torch.func transform is active; with
     nothing to differentiate (no gradient wanted, no tangents), the bare forward."""
     if _peek_functorch() is None:
+        # args[0] and args[1] are the tensors of every Function here.
         if _forward_ad._current_level < 0 and not (
-                torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args)):
+                torch.is_grad_enabled() and (args[0].requires_grad or args[1].requires_grad)):
             return fn.forward(*args)
         fn = _EAGER_VARIANT[fn]
     return fn.apply(*args)
