@@ -115,6 +115,8 @@ def test_native_out_and_size_errors_map_to_value_error():
         inv_conv._native.inverse_backward(x, x.astype(np.float64), w, "TL")
     with pytest.raises(ValueError, match=r"u is not writeable"):
         inv_conv._native.inverse_backward(x, x, w, "TL", readonly, np.empty_like(w))
+    with pytest.raises(ValueError, match=r"grad_w must have shape \[3, 3, 3, 3\]; got \[3, 3, 3, 2\]"):
+        inv_conv._native.inverse_backward(x, x, w, "TL", np.empty_like(x), w[..., :2].copy())
     huge = [2**62, 3, 2**62, 5]
     with pytest.raises(ValueError, match=r"y shape \(4611686018427387904, 3, .*more elements than this machine can address"):
         inv_conv._native.check_problem("y", huge, [3, 3, 3, 3])

@@ -101,9 +101,11 @@ fn contiguous<'a, T: Real + Element>(arr: &'a PyReadonlyArrayDyn<'_, T>) -> Cow<
     }
 }
 
-/// The output array: `out` if given (checked: dtype, shape, C-contiguous, writeable), else new.
+/// The output array: the argument `name` if given (checked: dtype, shape, C-contiguous,
+/// writeable), else new.
 fn output<'py, T: Real + Element>(
     py: Python<'py>,
+    name: &str,
     out: Option<&Bound<'py, PyAny>>,
     shape: &[usize],
 ) -> PyResult<Bound<'py, PyArrayDyn<T>>> {
@@ -118,26 +120,26 @@ fn output<'py, T: Real + Element>(
     };
     let arr = out.cast::<PyArrayDyn<T>>().map_err(|_| {
         Error::Dtype(format!(
-            "out must be a numpy array of dtype {}; got {}",
+            "{name} must be a numpy array of dtype {}; got {}",
             std::any::type_name::<T>(),
             describe(out)
         ))
     })?;
     if arr.shape() != shape {
         return Err(Error::Shape(format!(
-            "out must have shape {shape:?}; got {:?}",
+            "{name} must have shape {shape:?}; got {:?}",
             arr.shape()
         ))
         .into());
     }
     if !arr.is_c_contiguous() {
-        return Err(not_contiguous().into());
+        return Err(not_contiguous(name).into());
     }
     Ok(arr.clone())
 }
 
-fn not_contiguous() -> Error {
-    Error::Argument("out must be C-contiguous".into())
+fn not_contiguous(name: &str) -> Error {
+    Error::Argument(format!("{name} must be C-contiguous"))
 }
 
 fn writeable<'py, T: Real + Element>(
@@ -157,7 +159,7 @@ fn compute_into<'py, T: Real + Element>(
 ) -> PyResult<Bound<'py, PyAny>> {
     {
         let mut rw = writeable(&out, "out")?;
-        let out_slice = rw.as_slice_mut().map_err(|_| not_contiguous())?;
+        let out_slice = rw.as_slice_mut().map_err(|_| not_contiguous("out"))?;
         detached(py, || work(out_slice))?;
     }
     Ok(out.into_any())
@@ -179,7 +181,7 @@ fn image_op<'py, T: Real + Element>(
     let in_shape = input.shape().to_vec();
     let problem = Problem::new(input_name, &in_shape, weight.shape(), order)?;
     let (in_data, w_data) = (contiguous(&input), contiguous(&weight));
-    let out = output::<T>(py, out, &in_shape)?;
+    let out = output::<T>(py, "out", out, &in_shape)?;
     compute_into(py, out, |o| kernel(&problem, &in_data, &w_data, o))
 }
 
@@ -244,7 +246,7 @@ fn weight_grad_typed<'py, T: Real + Element>(
     let problem = Problem::new("x", x.shape(), &w_shape, order)?;
     problem.expect_image("grad", grad.shape())?;
     let (x_data, g_data) = (contiguous(&x), contiguous(&grad));
-    let out = output::<T>(py, out, &w_shape)?;
+    let out = output::<T>(py, "out", out, &w_shape)?;
     compute_into(py, out, |o| cpu::weight_grad(&problem, &x_data, &g_data, o))
 }
 
@@ -288,12 +290,12 @@ fn inverse_backward_typed<'py, T: Real + Element>(
     let problem = Problem::new("x", x.shape(), weight.shape(), order)?;
     problem.expect_image("grad", grad.shape())?;
     let (x_data, g_data, w_data) = (contiguous(&x), contiguous(&grad), contiguous(&weight));
-    let u = output::<T>(py, outs[0], x.shape())?;
-    let grad_w = output::<T>(py, outs[1], weight.shape())?;
+    let u = output::<T>(py, "u", outs[0], x.shape())?;
+    let grad_w = output::<T>(py, "grad_w", outs[1], weight.shape())?;
     {
         let (mut u_rw, mut w_rw) = (writeable(&u, "u")?, writeable(&grad_w, "grad_w")?);
-        let u_slice = u_rw.as_slice_mut().map_err(|_| not_contiguous())?;
-        let w_slice = w_rw.as_slice_mut().map_err(|_| not_contiguous())?;
+        let u_slice = u_rw.as_slice_mut().map_err(|_| not_contiguous("u"))?;
+        let w_slice = w_rw.as_slice_mut().map_err(|_| not_contiguous("grad_w"))?;
         detached(py, || {
             cpu::inverse_backward(&problem, &x_data, &g_data, &w_data, u_slice, w_slice)
         })?;
