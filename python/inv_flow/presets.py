@@ -40,8 +40,8 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     "celeba128": _big_glow((3, 128, 128), num_blocks=3, block_size=32, batch_size=16, epochs=50),
     # The embedded 8x8 digits (UCI optdigits test set), served like every dataset as 8-bit values 0..255 (the loader
     # rescales the raw 0..16; `num_levels=17` with raw values is also supported by the loader).
-    # Small enough to train a few epochs on 2 CPU cores in minutes. Like MNIST, mostly black
-    # background: logit_alpha 1e-6 as for mnist (0.05 cost every model ~1.3 bits/dim, see
+    # Small enough to train a few epochs on 2 CPU cores in minutes. Like MNIST, half its pixels
+    # are black: logit_alpha 1e-6 as for mnist (0.05 cost every model 1.2-1.3 bits/dim, see
     # docs/COMPARE.md run I).
     "digits": {"model": "glow", "image_shape": (1, 8, 8), "num_levels": 256, "num_blocks": 2,
                "block_size": 3, "actnorm": True, "split_prior": True, "activation": "none",
