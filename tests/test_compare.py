@@ -209,10 +209,16 @@ def test_merge_pools_seeds_run_apart_into_the_report_of_one_run(tmp_path, capsys
     assert "Merged from 2 comparisons" in (merged / "compare.md").read_text(encoding="utf-8")
     assert (merged / "compare_bpd.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    # A second merge into the same folder does not overwrite the first one.
+    # A second merge into the same folder (through the inv-flow CLI this time) does not
+    # overwrite the first one: it goes to the next free folder.
+    from inv_flow import cli
+
     before = (merged / "compare.json").read_bytes()
-    assert compare.main(["--merge", str(parts[0]), str(parts[1]), "--out-dir", str(merged)]) == 0
+    assert cli.main(["compare", "--merge", str(parts[0]), str(parts[1]),
+                     "--out-dir", str(merged)]) == 0
     assert (merged / "compare.json").read_bytes() == before
+    again = json.loads((tmp_path / "merged-2" / "compare.json").read_text(encoding="utf-8"))
+    assert [row["val_bpd"] for row in again["rows"]] == [row["val_bpd"] for row in report["rows"]]
 
     other_epochs = tmp_path / "other_epochs"
     assert compare.main([*TINY, *models, "--seed", "7", "--epochs", "1",
@@ -229,6 +235,8 @@ def test_merge_pools_seeds_run_apart_into_the_report_of_one_run(tmp_path, capsys
             ([str(parts[0]), str(other_epochs)], "differs from"),
             ([str(parts[0]), str(tmp_path / "missing")], "cannot read"),
             ([str(parts[0]), str(truncated)], "has no per-seed runs"),
+            ([str(parts[0]), str(parts[1]), "--epochs", "3", "--set", "lr=1"],
+             "takes only --out-dir; remove --epochs, --set"),
     ]:
         assert compare.main(["--merge", *argv, "--out-dir", str(tmp_path / "bad")]) == 2
         error = capsys.readouterr().err

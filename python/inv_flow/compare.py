@@ -346,7 +346,11 @@ def _capped(datasets, max_steps: int, batch_size: int, split_seed: int):
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the comparison described by ``args`` (see :func:`add_arguments`); 0 on success."""
+    """Run the comparison described by ``args`` (see :func:`add_arguments`), or with
+    ``--merge`` pool earlier ones; 0 on success."""
+    if args.merge:
+        _check_merge_alone(args)
+        return merge(args.merge, args.out_dir)
     import torch  # noqa: PLC0415 - lazy, see the module imports
     from inv_flow.config import ConfigError  # noqa: PLC0415
     from inv_flow.data import load_datasets  # noqa: PLC0415
@@ -494,6 +498,19 @@ def merge(folders: Sequence[str], out_dir: Optional[str]) -> int:
     return 0 if all(row["status"] == "ok" for row in rows) else 1
 
 
+def _check_merge_alone(args: argparse.Namespace) -> None:
+    """--merge trains nothing: a training option next to it would be silently ignored."""
+    from inv_flow.config import ConfigError  # noqa: PLC0415
+
+    parser = build_parser()
+    given = [action.option_strings[0] for action in parser._actions
+             if action.dest not in ("help", "merge", "out_dir", "quiet")
+             and getattr(args, action.dest) != action.default]
+    if given:
+        raise ConfigError(f"--merge trains nothing and takes only --out-dir; remove "
+                          f"{', '.join(given)} (the merged comparisons' own settings are used)")
+
+
 def _without_seed(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _without_seed(v) for k, v in value.items() if k != "seed"}
@@ -508,8 +525,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from inv_flow.data import DatasetNotFoundError  # noqa: PLC0415
 
     try:
-        if args.merge:
-            return merge(args.merge, args.out_dir)
         return run(args)
     except (ConfigError, DatasetNotFoundError, CheckpointError, ImportError) as err:
         print(f"inv-flow compare: error: {err}", file=sys.stderr)
