@@ -25,6 +25,11 @@ def weight_grad(
 ) -> _A:
     """Σ grad · pad(x) per tap, zero at the masked anchor entries, shape (C, C, KH, KW)."""
 
+def inverse_backward(
+    x: _A, grad: _A, weight: _A, order: str = "TL", u: Optional[_A] = None, grad_w: Optional[_A] = None
+) -> Tuple[_A, _A]:
+    """The inverse's backward in one call: (A⁻ᵀ grad, −Σ (A⁻ᵀ grad)·pad(x)), x the inverse's output."""
+
 def check_problem(
     input_name: str, input_shape: list[int], weight_shape: list[int], order: str = "TL"
 ) -> Tuple[int, int]:

@@ -166,7 +166,7 @@ unsafe fn accumulate_row<T: Real>(
     let a = src.add(span.src_pixel * pixel);
     let o = out.add(span.out_pixel * pixel);
     let m = span.len * rows_per_pixel;
-    if m * c * c <= SMALL_GEMM_WORK || fixed_kernel_beats_gemm(c) {
+    if small_kernel_pays(m, c) {
         let (a, o) = (
             std::slice::from_raw_parts(a, m * c),
             std::slice::from_raw_parts_mut(o, m * c),
@@ -195,15 +195,23 @@ unsafe fn accumulate_row<T: Real>(
 /// costs more than the arithmetic.
 const SMALL_GEMM_WORK: usize = 2048;
 
-/// Whether the fixed-size kernel of [`by_channel_count!`] for `c` beats a packed GEMM at any
-/// row count. Measured at B = 16, 32×32: yes up to C = 12 (C = 4: forward 0.60 → 0.44 ms, weight
-/// gradient 0.89 → 0.25); at C = 16 the GEMM wins (its C×C sums no longer fit in registers).
-fn fixed_kernel_beats_gemm(c: usize) -> bool {
-    matches!(c, 1 | 2 | 3 | 4 | 6 | 8 | 12)
+/// Whether `rows` rows of `c` channels go through [`small_gemm_acc`] / [`small_gemm_tn_acc`]
+/// rather than a packed GEMM: always below [`SMALL_GEMM_WORK`], and at any row count where a
+/// fixed-size kernel exists up to C = 12. Measured at B = 16, 32×32: C = 4 forward 0.60 → 0.44
+/// ms, weight gradient 0.89 → 0.25; at C = 16 the GEMM wins (the C×C sums no longer fit in
+/// registers).
+fn small_kernel_pays(rows: usize, c: usize) -> bool {
+    rows * c * c <= SMALL_GEMM_WORK || (has_fixed_kernel(c) && c <= 12)
+}
+
+/// The channel counts [`by_channel_count!`] has a fixed-size kernel for (its arms).
+fn has_fixed_kernel(c: usize) -> bool {
+    matches!(c, 1 | 2 | 3 | 4 | 6 | 8 | 12 | 16)
 }
 
 /// Calls `$fixed::<T, C>` with the channel count as a constant for the counts flows use most
-/// (the loops then unroll into registers), else `$generic` with it as a value. Both add the
+/// (the loops then unroll into registers; keep [`has_fixed_kernel`] to these arms), else
+/// `$generic` with it as a value. Both add the
 /// same products in the same order, so the results are bitwise the same.
 macro_rules! by_channel_count {
     ($c:expr, $fixed:ident, $generic:ident, $($arg:expr),*) => {
@@ -558,7 +566,7 @@ fn weight_grad_unchecked<T: Real>(p: &Problem, x: &[T], grad: &[T], out: &mut [T
                     let x_at = span.src_pixel * pixel;
                     // acc_t (C×C) += G_rowᵀ (C × n) · X_row (n × C), n = pixels · batch.
                     let n = span.len * bsz;
-                    if n * c * c <= SMALL_GEMM_WORK || fixed_kernel_beats_gemm(c) {
+                    if small_kernel_pays(n, c) {
                         small_gemm_tn_acc(
                             &mut acc[t * c * c..(t + 1) * c * c],
                             &g_pm[g_at..g_at + n * c],
