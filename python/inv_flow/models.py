@@ -39,11 +39,11 @@ def _resolve_config(cfg: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
 
     cfg = apply_aliases(cfg or {})
     known = set(valid_keys(PRESETS))
-    for key in cfg or {}:
+    for key in cfg:
         if key not in known:
             raise unknown_key_error(key, sorted(known))
     merged = dict(MODEL_DEFAULTS)
-    for key, value in (cfg or {}).items():
+    for key, value in cfg.items():
         if key in MODEL_DEFAULTS and value is not None:
             merged[key] = value
         elif key in MODEL_DEFAULTS:
