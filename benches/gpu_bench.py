@@ -186,6 +186,50 @@ def run(reps: int, kernels: bool = False):
     return info, first_use_s, rows
 
 
+# The flow presets' masked-convolution shapes (B = 64): where the one-launch solve runs.
+PRESET_SHAPES = [(64, 12, 32, 32), (64, 12, 16, 16), (64, 24, 16, 16), (64, 24, 8, 8)]
+
+
+def _with_env(name, value, fn):
+    os.environ[name] = value
+    try:
+        return fn()
+    finally:
+        del os.environ[name]
+
+
+def solve_variants(reps: int):
+    """Inverse and adjoint at the presets' shapes: the default plan, each `solve_regs` lane
+    count (INV_CONV_SOLVE_TSPLIT) and the generic kernels (INV_CONV_CUDA_GENERIC=1)."""
+    out = []
+    for b, c, h, wd in PRESET_SHAPES:
+        y = torch.randn(b, c, h, wd, device="cuda")
+        w = torch.randn(c, c, 3, 3, device="cuda") / (2 * 3 * c**0.5)
+        r = {"shape": [b, c, h, wd]}
+        for key, env in [("default", None), ("generic", ("INV_CONV_CUDA_GENERIC", "1"))] + [
+            (f"tsplit{n}", ("INV_CONV_SOLVE_TSPLIT", n)) for n in ("1", "2", "4")
+        ]:
+            for op, fn in (("inverse", _cuda.inverse), ("dy", _cuda.inverse_adjoint)):
+                run_it = lambda: timed(lambda: fn(y, w, ORDER), reps)  # noqa: E731
+                r[f"{op}_{key}"] = run_it() if env is None else _with_env(*env, run_it)
+        out.append(r)
+    return out
+
+
+def solve_table(solve_rows):
+    keys = ("default", "tsplit1", "tsplit2", "tsplit4", "generic")
+    lines = [
+        "inverse / dy at the presets' shapes (ms; tsplitN: INV_CONV_SOLVE_TSPLIT=N, a count the "
+        "shape has no variant for falls back to the generic kernels; generic: INV_CONV_CUDA_GENERIC=1):",
+        "| shape | " + " | ".join(keys) + " |",
+        "|---|" + "---|" * len(keys),
+    ]
+    for r in solve_rows:
+        cells = [f"{r[f'inverse_{k}']:.4f} / {r[f'dy_{k}']:.4f}" for k in keys]
+        lines.append(f"| {tuple(r['shape'])} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def table(info, first_use_s, rows):
     lines = [
         f"GPU: {torch.cuda.get_device_name(0)} ({info['arch']}, {info['sm_count']} SMs); torch {torch.__version__}; "
@@ -241,10 +285,13 @@ def main():
     ap.add_argument("--kernels", action="store_true", help="also print each kernel's device time per layer step")
     args = ap.parse_args()
     info, first, rows = run(args.reps, args.kernels)
+    solve_rows = solve_variants(args.reps)
     print(table(info, first, rows))
+    print(solve_table(solve_rows))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"info": info, "first_use_s": first, "rows": rows, "date": time.strftime("%Y-%m-%d")}, f, indent=1)
+            json.dump({"info": info, "first_use_s": first, "rows": rows, "solve_variants": solve_rows,
+                       "date": time.strftime("%Y-%m-%d")}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -41,3 +41,38 @@ __device__ __forceinline__ T effective_weight(const T* __restrict__ w, int C, in
     if (t == anchor_t && ci >= co) return ci == co ? T(1) : T(0);
     return w[((i64)co * C + ci) * KK + t];
 }
+
+// L⁻¹ of a unit lower-triangular C × C matrix L, whose strictly lower entries are l(r, m)
+// (m < r), by forward substitution: one row at a time (a row needs the earlier ones), columns
+// in parallel, a block barrier after each row. `linv` is row-major with row stride ld >= C;
+// columns [C, ld) get zeros. Every thread of the block must call it.
+template <typename T, typename Lower>
+__device__ void unit_lower_inverse(Lower l, T* linv, int C, int ld) {
+    for (int r = 0; r < C; ++r) {
+        for (int col = threadIdx.x; col < ld; col += blockDim.x) {
+            T v = T(0);
+            if (col == r) {
+                v = T(1);
+            } else if (col < r) {
+                for (int m = col; m < r; ++m) v -= l(r, m) * linv[(i64)m * ld + col];
+            }
+            linv[(i64)r * ld + col] = v;
+        }
+        __syncthreads();
+    }
+}
+
+// One coefficient of the inverse's tap t ≠ anchor: (L⁻¹ M_t)[co][ci], or for the adjoint
+// (L⁻ᵀ M_tᵀ)[co][ci] = Σ_m L⁻¹[m][co] M_t[ci][m], with M_t[a][b] = w[a][b][t] and L⁻¹
+// lower-triangular (row stride ld), so only m <= co (m >= co for the adjoint) contribute.
+template <typename T>
+__device__ __forceinline__ T inverse_tap_coef(const T* __restrict__ w, const T* linv, int ld,
+                                              int C, int KK, int co, int ci, int t, bool adjoint) {
+    T v = T(0);
+    if (!adjoint) {
+        for (int m = 0; m <= co; ++m) v += linv[(i64)co * ld + m] * w[((i64)m * C + ci) * KK + t];
+    } else {
+        for (int m = co; m < C; ++m) v += linv[(i64)m * ld + co] * w[((i64)ci * C + m) * KK + t];
+    }
+    return v;
+}

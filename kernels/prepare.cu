@@ -7,9 +7,6 @@
 // modes 2 and 3: the sweep applies P to the right-hand side instead (x = P·y − Σ Q_t x_t).
 
 // L⁻¹ by forward substitution, one row at a time (rows depend on earlier rows), columns in
-// parallel; then Pᵀ. One block. `prep` is not read through the read-only cache: this kernel
-// reads back what it wrote.
-// L⁻¹ by forward substitution, one row at a time (rows depend on earlier rows), columns in
 // parallel; then Pᵀ. One block. The substitution runs in shared memory when L and L⁻¹ fit
 // (`in_smem`): each row's reads of earlier rows are then ~30 cycles, not a global round trip.
 // Otherwise it works in `prep` itself, which is then not read through the read-only cache.
@@ -29,21 +26,11 @@ __device__ void prepare_inverse_impl(const T* __restrict__ w, T* prep, int C, in
             lmat[e] = w[e * KK + anchor_t];  // w[(r*C + m)*KK + anchor_t], e = r*C + m
         __syncthreads();
     }
-    for (int r = 0; r < C; ++r) {
-        for (int col = threadIdx.x; col < Cp; col += blockDim.x) {
-            T v = T(0);
-            if (col == r) {
-                v = T(1);
-            } else if (col < r) {
-                for (int m = col; m < r; ++m) {
-                    const T l = in_smem ? lmat[(i64)r * C + m] : w[((i64)r * C + m) * KK + anchor_t];
-                    v -= l * linv[(i64)m * Cp + col];
-                }
-            }
-            linv[(i64)r * Cp + col] = v;
-        }
-        __syncthreads();
-    }
+    unit_lower_inverse<T>(
+        [&](int r, int m) {
+            return in_smem ? lmat[(i64)r * C + m] : w[((i64)r * C + m) * KK + anchor_t];
+        },
+        linv, C, Cp);
     // Pᵀ[c][co] = P[co][c]: P = L⁻¹ (inverse) or L⁻ᵀ (adjoint). Also publish L⁻¹ for
     // prepare_taps.
     for (i64 e = threadIdx.x; e < (i64)C * Cp; e += blockDim.x) {
@@ -74,13 +61,7 @@ __device__ void prepare_taps_impl(const T* __restrict__ w, T* prep, int C, int K
             } else if (mode == 1) {
                 v = effective_weight(w, C, KK, ci, co, t, anchor_t);
             } else if (t != anchor_t) {
-                if (mode == 2) {  // (L⁻¹ M_t)[co][ci], L⁻¹ lower-triangular: m <= co
-                    for (int m = 0; m <= co; ++m)
-                        v += linv[(i64)co * Cp + m] * w[((i64)m * C + ci) * KK + t];
-                } else {  // (L⁻ᵀ M_tᵀ)[co][ci] = Σ_m L⁻¹[m][co] M_t[ci][m], m >= co
-                    for (int m = co; m < C; ++m)
-                        v += linv[(i64)m * Cp + co] * w[((i64)ci * C + m) * KK + t];
-                }
+                v = inverse_tap_coef(w, linv, Cp, C, KK, co, ci, t, mode == 3);
             }
         }
         q[e] = v;

@@ -2,12 +2,13 @@
 
 /// Every kernels/*.cu file, in the order they are concatenated (common.cu first: the others
 /// use its helpers).
-pub const SOURCES: [(&str, &str); 6] = [
+pub const SOURCES: [(&str, &str); 7] = [
     ("common.cu", include_str!("../../kernels/common.cu")),
     ("prepare.cu", include_str!("../../kernels/prepare.cu")),
     ("conv.cu", include_str!("../../kernels/conv.cu")),
     ("chain.cu", include_str!("../../kernels/chain.cu")),
     ("wavefront.cu", include_str!("../../kernels/wavefront.cu")),
+    ("solve_regs.cu", include_str!("../../kernels/solve_regs.cu")),
     (
         "weight_grad.cu",
         include_str!("../../kernels/weight_grad.cu"),
@@ -18,7 +19,7 @@ pub const SOURCES: [(&str, &str); 6] = [
 /// each: `p` a device pointer, `i` an `int`, `l` a `long long`. Each launch is checked against
 /// it (the driver cannot tell a wrong argument list), and tests/test_kernels_compile.py checks
 /// it against the declarations in kernels/*.cu.
-pub const ENTRY_POINTS: [(&str, &str); 38] = [
+pub const ENTRY_POINTS: [(&str, &str); 42] = [
     ("prepare_inverse_f32", "ppiiiii"),
     ("prepare_inverse_f64", "ppiiiii"),
     ("prepare_taps_f32", "ppiiii"),
@@ -47,6 +48,10 @@ pub const ENTRY_POINTS: [(&str, &str); 38] = [
     ("sweep_tile_f64", "ppiiiiiiiiiiiiii"),
     ("sweep_tile2_f32", "ppiiiiiiiiiiiiii"),
     ("sweep_tile2_f64", "ppiiiiiiiiiiiiii"),
+    ("solve_regs_c12_t1_f32", "pppiiiiiiiiiii"),
+    ("solve_regs_c12_t2_f32", "pppiiiiiiiiiii"),
+    ("solve_regs_c24_t2_f32", "pppiiiiiiiiiii"),
+    ("solve_regs_c24_t4_f32", "pppiiiiiiiiiii"),
     ("wgrad_partial_f32", "pppiiiiiiiii"),
     ("wgrad_partial_f64", "pppiiiiiiiii"),
     ("wgrad_tile1_f32", "pppiiiiiiiii"),

@@ -28,6 +28,10 @@ pub const SWEEP_FULL_PAD: usize = 1;
 /// Largest cluster of `sweep_band` CTAs per sample (the portable cluster size; the kernels
 /// exist for 2, 4 and 8).
 pub const SWEEP_BAND_MAX_CTAS: usize = 8;
+/// `solve_regs` launch bounds: threads per block of the variants whose threads hold 96 and 48
+/// coefficients in registers (65536 registers per SM over the block).
+pub const SOLVE_REGS_THREADS_96: usize = 384;
+pub const SOLVE_REGS_THREADS_48: usize = 768;
 /// Most layers `conv_chain` applies in one launch (an Inverse-Flow unit's four orders).
 pub const CHAIN_MAX_LAYERS: usize = 4;
 
@@ -48,6 +52,8 @@ pub fn header() -> String {
         ("WGRAD_TILE_PX_F64", WGRAD_TILE_PX_F64),
         ("SWEEP_MAX_THREADS", SWEEP_MAX_THREADS),
         ("SWEEP_FULL_PAD", SWEEP_FULL_PAD),
+        ("SOLVE_REGS_THREADS_96", SOLVE_REGS_THREADS_96),
+        ("SOLVE_REGS_THREADS_48", SOLVE_REGS_THREADS_48),
         ("CHAIN_MAX_LAYERS", CHAIN_MAX_LAYERS),
     ];
     defines

@@ -11,7 +11,8 @@
 //! - forward / forward_adjoint: `prepare_taps` (ŵ or ŵᵀ, 4-channel padded), then `conv`.
 //! - inverse / inverse_adjoint: `prepare_inverse` (L⁻¹ and P), `prepare_taps` (Q_t = P·M_t),
 //!   `channel_mix` (z = P·rhs into the output), then `sweep` (one block per sample, wavefront
-//!   over anti-diagonals, the solution kept in shared memory where it fits).
+//!   over anti-diagonals, the solution kept in shared memory where it fits); for float32,
+//!   3 × 3 and C = 12 or 24 all of it in one launch, `solve_regs`.
 //! - weight_grad: `wgrad_tile` (one staging of a pixel tile + halo for all taps) or
 //!   `wgrad_partial` (split-K partial sums into caller scratch), then `wgrad_reduce`.
 
@@ -83,7 +84,8 @@ pub struct Target {
 const THREADS: u32 = limits::THREADS as u32;
 
 /// `INV_CONV_CUDA_GENERIC=1` (read at each call) forces the generic kernels instead of the
-/// tiled and banded ones (conv_tile, sweep_tile, sweep_band, wgrad_tile): for A/B timing and
+/// tiled, banded and one-launch ones (conv_tile, sweep_tile, sweep_band, solve_regs,
+/// wgrad_tile): for A/B timing and
 /// for tests.
 fn generic_only() -> bool {
     std::env::var_os("INV_CONV_CUDA_GENERIC").is_some_and(|v| v != "0" && !v.is_empty())
@@ -93,6 +95,12 @@ fn generic_only() -> bool {
 /// where it can (1: never): for A/B timing and for tests.
 fn sweep_ctas() -> Option<usize> {
     std::env::var("INV_CONV_SWEEP_CTAS").ok()?.parse().ok()
+}
+
+/// `INV_CONV_SOLVE_TSPLIT=n` (read at each call) picks the `solve_regs` variant whose dot
+/// products are split over n lanes: for A/B timing and for tests.
+fn solve_tsplit() -> Option<usize> {
+    std::env::var("INV_CONV_SOLVE_TSPLIT").ok()?.parse().ok()
 }
 
 fn int(name: &str, v: usize) -> Result<i32> {

@@ -164,6 +164,53 @@ pub fn tile_plan(
     None
 }
 
+/// The one-launch solve (kernels/solve_regs.cu): entry point, threads per block, shared bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RegsPlan {
+    pub kernel: &'static str,
+    pub threads: u32,
+    pub smem: usize,
+}
+
+/// `solve_regs` variants: (C, lanes per dot product, entry point, launch bound). The first
+/// of each C is the default; `INV_CONV_SOLVE_TSPLIT` picks another (A/B timing, tests).
+const REGS_VARIANTS: [(usize, usize, &str, usize); 4] = [
+    (12, 1, "solve_regs_c12_t1_f32", SOLVE_REGS_THREADS_96),
+    (12, 2, "solve_regs_c12_t2_f32", SOLVE_REGS_THREADS_48),
+    (24, 2, "solve_regs_c24_t2_f32", SOLVE_REGS_THREADS_96),
+    (24, 4, "solve_regs_c24_t4_f32", SOLVE_REGS_THREADS_48),
+];
+
+/// Used for float32 problems with KH·KW = 9 and C = 12 or 24 (the flow presets' shapes) whose
+/// whole sample fits in shared memory with a zero border; None otherwise. Threads: one pixel
+/// slot (C × lanes threads) per pixel of the longest diagonal, within the launch bound.
+pub fn regs_plan(
+    p: &Problem,
+    dt: Dtype,
+    max_smem: usize,
+    tsplit: Option<usize>,
+) -> Option<RegsPlan> {
+    if dt != Dtype::F32 || p.kernel_h * p.kernel_w != 9 {
+        return None;
+    }
+    let &(c, lanes, kernel, bound) = REGS_VARIANTS
+        .iter()
+        .find(|v| v.0 == p.channels && tsplit.map_or(true, |t| t == v.1))?;
+    let per_pixel = c * lanes;
+    let slots = p.height.min(p.width).min(bound / per_pixel);
+    let threads = (slots * per_pixel).div_ceil(32) * 32;
+    let window = (p.height + p.kernel_h - 1)
+        .checked_mul(p.width + p.kernel_w - 1)?
+        .checked_mul(c)?;
+    // L⁻¹, P and the 8 off-anchor taps' Q (C × C each), then the window.
+    let smem = (10 * c * c).checked_add(window)?.checked_mul(4)?;
+    (smem <= max_smem).then_some(RegsPlan {
+        kernel,
+        threads: threads as u32,
+        smem,
+    })
+}
+
 /// The banded sweep's plan (`sweep_band{ncta}`, kernels/wavefront.cu, sm_90+): a cluster of
 /// `ncta` CTAs per sample, CTA r solving the canonical rows [r·band, (r+1)·band) with a ring
 /// window of band + KH − 1 rows; the coefficients in shared memory or not; shared bytes.
@@ -442,6 +489,45 @@ mod tests {
         let p = plan(1, 512, 64, 3, None).unwrap();
         assert!(!p.q_in_smem && p.smem <= max);
         assert!(plan(1, 12, 64, 3, None).unwrap().q_in_smem);
+    }
+
+    #[test]
+    fn regs_plan_covers_the_presets_shapes_and_refuses_the_rest() {
+        let max = H200.max_smem - 1024;
+        let plan = |c, h, w, k, dt, ts| {
+            let p = Problem::new("x", &[64, c, h, w], &[c, c, k, k], Order::TL).unwrap();
+            regs_plan(&p, dt, max, ts)
+        };
+        // The presets: C = 12 at 32² / 16², C = 24 at 16² / 8².
+        let s1 = plan(12, 32, 32, 3, Dtype::F32, None).unwrap();
+        assert_eq!((s1.kernel, s1.threads), ("solve_regs_c12_t1_f32", 384));
+        assert_eq!(s1.smem, (10 * 144 + 34 * 34 * 12) * 4);
+        let c24 = plan(24, 8, 8, 3, Dtype::F32, None).unwrap();
+        assert_eq!((c24.kernel, c24.threads), ("solve_regs_c24_t2_f32", 384));
+        // 16 pixels × 48 threads exceed the bound: 8 slots, two passes on long diagonals.
+        assert_eq!(plan(24, 16, 16, 3, Dtype::F32, None).unwrap().threads, 384);
+        let t2 = plan(12, 32, 32, 3, Dtype::F32, Some(2)).unwrap();
+        assert_eq!((t2.kernel, t2.threads), ("solve_regs_c12_t2_f32", 768));
+        // One pixel per diagonal still makes a whole warp.
+        assert_eq!(plan(12, 1, 40, 3, Dtype::F32, None).unwrap().threads, 32);
+        // Every plan stays within its launch bound and the shared memory.
+        for (c, h, w) in [(12, 64, 64), (12, 5, 70), (24, 40, 40), (24, 1, 1)] {
+            for ts in [None, Some(1), Some(2), Some(4)] {
+                if let Some(pl) = plan(c, h, w, 3, Dtype::F32, ts) {
+                    let bound = REGS_VARIANTS.iter().find(|v| v.2 == pl.kernel).unwrap().3;
+                    assert!(pl.threads as usize <= bound && pl.smem <= max, "{pl:?}");
+                    assert!(pl.threads as usize >= c * ts.unwrap_or(1), "{pl:?}");
+                }
+            }
+        }
+        // Not covered: float64, other channel counts or kernels, a window too large, an
+        // unknown lane count.
+        assert_eq!(plan(12, 32, 32, 3, Dtype::F64, None), None);
+        assert_eq!(plan(16, 32, 32, 3, Dtype::F32, None), None);
+        assert_eq!(plan(12, 32, 32, 5, Dtype::F32, None), None);
+        assert_eq!(plan(12, 2, 32, 2, Dtype::F32, None), None);
+        assert_eq!(plan(12, 128, 128, 3, Dtype::F32, None), None);
+        assert_eq!(plan(12, 32, 32, 3, Dtype::F32, Some(4)), None);
     }
 
     #[test]

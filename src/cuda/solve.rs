@@ -6,12 +6,12 @@
 use super::conv::prepare_taps;
 use super::device::{device, launch, Args};
 use super::plan::{
-    band_plan, generic_sweep_plan, padded, prep_len, sweep_plan, tile_plan, GenericSweepPlan,
-    Window,
+    band_plan, generic_sweep_plan, padded, prep_len, regs_plan, sweep_plan, tile_plan,
+    GenericSweepPlan, Window,
 };
 use super::{
-    batch_too_large, check_scratch, dims, generic_only, grid_1d, sweep_ctas, Dims, Dtype, Target,
-    THREADS,
+    batch_too_large, check_scratch, dims, generic_only, grid_1d, solve_tsplit, sweep_ctas, Dims,
+    Dtype, Target, THREADS,
 };
 use crate::error::Result;
 use crate::geometry::Problem;
@@ -53,6 +53,53 @@ pub fn solve(
     let d = dims(p)?;
     let dev = device(t.device)?;
     let sfx = dt.suffix();
+    // Canonical coordinates: flip the axes so that the sweep starts at the corner that depends
+    // on nothing (the order's start for the inverse, the opposite corner for the adjoint).
+    let sign = if adjoint { -1 } else { 1 };
+    let (rows_ascending, cols_ascending) = p.sweep_ascending(adjoint);
+    let (flip_h, flip_w) = (!rows_ascending, !cols_ascending);
+    let th = sign * if flip_h { -1 } else { 1 };
+    let tw = sign * if flip_w { -1 } else { 1 };
+    let batch = |ncta: usize| {
+        u32::try_from(p.batch)
+            .ok()
+            .and_then(|b| b.checked_mul(ncta as u32))
+            .filter(|&g| g <= i32::MAX as u32)
+            .ok_or_else(|| batch_too_large(p.batch, ncta))
+    };
+    // Keep 1 KB for the kernels' static shared memory (their tap tables).
+    let smem_budget = dev.max_smem as usize - 1024;
+    let ctas = sweep_ctas();
+
+    // The presets' shapes: everything in one launch (no coefficient scratch used). A request
+    // for banded sweeps (more than one CTA per sample) keeps those.
+    let regs = regs_plan(p, dt, smem_budget, solve_tsplit())
+        .filter(|_| !generic_only() && ctas.map_or(true, |n| n <= 1));
+    if let Some(plan) = regs {
+        let args = Args::default().ptr(rhs).ptr(out).ptr(weight).ints(&[
+            d.h,
+            d.w,
+            d.kh,
+            d.kw,
+            d.ai,
+            d.aj,
+            th,
+            tw,
+            flip_h as i32,
+            flip_w as i32,
+            adjoint as i32,
+        ]);
+        return launch(
+            &dev,
+            plan.kernel,
+            (batch(1)?, 1, 1),
+            plan.threads,
+            plan.smem as u32,
+            t.stream,
+            args,
+        );
+    }
+
     // L⁻¹ and P (one block), then Q_t = P·M_t, then z = P·rhs into the output.
     let subst_bytes = (padded(p.channels) + p.channels) * p.channels * dt.size();
     let subst_in_smem = subst_bytes <= dev.max_smem as usize;
@@ -100,22 +147,6 @@ pub fn solve(
         args,
     )?;
 
-    // Canonical coordinates: flip the axes so that the sweep starts at the corner that depends
-    // on nothing (the order's start for the inverse, the opposite corner for the adjoint).
-    let sign = if adjoint { -1 } else { 1 };
-    let (rows_ascending, cols_ascending) = p.sweep_ascending(adjoint);
-    let (flip_h, flip_w) = (!rows_ascending, !cols_ascending);
-    let th = sign * if flip_h { -1 } else { 1 };
-    let tw = sign * if flip_w { -1 } else { 1 };
-    let batch = |ncta: usize| {
-        u32::try_from(p.batch)
-            .ok()
-            .and_then(|b| b.checked_mul(ncta as u32))
-            .filter(|&g| g <= i32::MAX as u32)
-            .ok_or_else(|| batch_too_large(p.batch, ncta))
-    };
-    // Keep 1 KB for the kernels' static shared memory (their tap tables).
-    let smem_budget = dev.max_smem as usize - 1024;
     let (window, q_in_smem, smem) = sweep_plan(p, dt, smem_budget);
     let clusters = dev.props().clusters();
     let tile = tile_plan(p, dt, smem_budget, clusters, window);
@@ -138,7 +169,7 @@ pub fn solve(
             args,
         );
     }
-    let band = band_plan(p, dt, &dev.props(), smem_budget, sweep_ctas());
+    let band = band_plan(p, dt, &dev.props(), smem_budget, ctas);
     // The one-block kernels sweep all H rows as one "band" (they ignore the argument).
     let (kernel, ncta, rows, q_in_smem, smem) = match band.filter(|_| !generic_only()) {
         Some(b) => (

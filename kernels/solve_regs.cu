@@ -1,0 +1,162 @@
+// solve_regs: the whole inverse x = A⁻¹ y (or its adjoint u = A⁻ᵀ g) of a float32 problem with
+// a 3 × 3 kernel (KH·KW = 9) and C = 12 or 24 channels, in ONE launch, one block per sample.
+// These are the shapes of the flow presets (C = 12 and 24 after the squeezes), where the
+// generic sweep (wavefront.cu) is bound by instruction issue and its per-diagonal barrier, and
+// three preparation launches (prepare_inverse, prepare_taps, channel_mix) precede it.
+//
+// Same maths as prepare.cu + channel_mix + sweep_impl, and the same canonical coordinates,
+// flips and tap signs from the host:
+//   1. L⁻¹ (unit_lower_inverse), then Q_t (inverse_tap_coef) for the 8 off-anchor taps and
+//      P, into shared memory: every block prepares its own (a few µs, no scratch, no launch).
+//   2. The sample's z = P·y into a pixel-major window in canonical coordinates with a zero
+//      border of KH − 1 rows above and KW − 1 columns to the left, so that every tap read,
+//      also one outside the image, is a plain load at a constant offset from the pixel.
+//   3. Thread = (pixel slot, output channel co, tap part): its NT = 8 / TSPLIT taps'
+//      coefficients Q_t[co][·] live in registers for the whole sweep (NT·C ≤ 96 floats), the
+//      tap loop is unrolled at compile time, and a tap's C input values are C/4 16-byte
+//      loads shared (broadcast) by the C·TSPLIT threads of the pixel. TSPLIT lanes of one warp
+//      sum their parts with shuffles in a fixed order: results are bitwise repeatable.
+//   4. One block barrier per anti-diagonal; the window goes back to global memory at the end.
+
+template <int C, int TSPLIT>
+__device__ void solve_regs_impl(const float* y_all, float* x_all, const float* __restrict__ w,
+                                int H, int W, int KH, int KW, int ai, int aj, int th, int tw,
+                                int flip_h, int flip_w, int adjoint) {
+    constexpr int TAPS = 8;            // off-anchor taps of a kernel with KH·KW = 9
+    constexpr int NT = TAPS / TSPLIT;  // taps per thread
+    constexpr int C4 = C / 4;
+    constexpr int PER_PIXEL = C * TSPLIT;
+    static_assert(C % 4 == 0 && TAPS % TSPLIT == 0 && 32 % TSPLIT == 0, "solve_regs layout");
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    float* linv = reinterpret_cast<float*>(smem_raw);  // C × C, row-major
+    float* ps = linv + C * C;                           // P, row-major C × C
+    float* qs = ps + C * C;                             // Q_t[co][ci] at (tn·C + ci)·C + co
+    float* win = qs + TAPS * C * C;                     // (H + KH − 1) × (W + KW − 1) × C
+    const int KK = KH * KW, anchor_t = ai * KW + aj;
+    const int PH = KH - 1, PW = KW - 1, WP = W + PW;
+    const int HW = H * W;
+    const float* y = y_all + (i64)blockIdx.x * C * HW;
+    float* x = x_all + (i64)blockIdx.x * C * HW;
+
+    // 1. Coefficients.
+    unit_lower_inverse<float>([&](int r, int m) { return w[((i64)r * C + m) * KK + anchor_t]; },
+                              linv, C, C);
+    for (int e = threadIdx.x; e < TAPS * C * C; e += blockDim.x) {
+        const int co = e % C, ci = (e / C) % C, tn = e / (C * C);
+        qs[e] = inverse_tap_coef(w, linv, C, C, KK, co, ci, tn + (tn >= anchor_t), adjoint != 0);
+    }
+    for (int e = threadIdx.x; e < C * C; e += blockDim.x) {
+        const int co = e / C, c = e % C;
+        ps[e] = adjoint ? linv[c * C + co] : linv[e];
+    }
+    // The window's zero border: the top rows (contiguous), then the left columns of the rest.
+    for (int e = threadIdx.x; e < PH * WP * C; e += blockDim.x) win[e] = 0.f;
+    for (int e = threadIdx.x; e < H * PW * C; e += blockDim.x) {
+        const int r = e / (PW * C);
+        win[(r + PH) * WP * C + (e - r * PW * C)] = 0.f;
+    }
+    __syncthreads();
+
+    // 2. z = P·y, one pixel per thread (coalesced reads of y), summed over c in ascending order
+    // like channel_mix.
+    for (int pix = threadIdx.x; pix < HW; pix += blockDim.x) {
+        const int hr = pix / W, wr = pix - hr * W;
+        const int hc = flip_h ? H - 1 - hr : hr, wc = flip_w ? W - 1 - wr : wr;
+        float v[C];
+#pragma unroll
+        for (int c = 0; c < C; ++c) v[c] = y[(i64)c * HW + pix];
+        float4* cell = reinterpret_cast<float4*>(win + ((hc + PH) * WP + wc + PW) * C);
+#pragma unroll
+        for (int g = 0; g < C4; ++g) {
+            float z[4];
+#pragma unroll
+            for (int k = 0; k < 4; ++k) {
+                const float* prow = ps + (4 * g + k) * C;
+                float acc = 0.f;
+#pragma unroll
+                for (int c = 0; c < C; ++c) acc += prow[c] * v[c];
+                z[k] = acc;
+            }
+            cell[g] = make_float4(z[0], z[1], z[2], z[3]);
+        }
+    }
+
+    // 3. Thread roles, fixed for the sweep, and their coefficients and read offsets.
+    const int slot = threadIdx.x / PER_PIXEL;
+    const int co = (threadIdx.x % PER_PIXEL) / TSPLIT;
+    const int part = threadIdx.x % TSPLIT;  // PER_PIXEL is a multiple of TSPLIT
+    const int kstep = blockDim.x / PER_PIXEL;
+    float q[NT][C];
+    int off[NT];
+#pragma unroll
+    for (int n = 0; n < NT; ++n) {
+        const int tn = part * NT + n;
+        const int t = tn + (tn >= anchor_t);
+        off[n] = (th * (t / KW - ai) * WP + tw * (t % KW - aj)) * C;
+#pragma unroll
+        for (int ci = 0; ci < C; ++ci) q[n][ci] = qs[(tn * C + ci) * C + co];
+    }
+    __syncthreads();
+
+    // 4. The sweep: x = z − Σ_t Q_t x[p + off_t] per pixel, anti-diagonal by anti-diagonal.
+    for (int d = 0; d < H + W - 1; ++d) {
+        const int h_lo = max(0, d - (W - 1)), h_hi = min(d, H - 1);
+        const int npix = h_hi - h_lo + 1;
+        for (int kb = 0; kb < npix; kb += kstep) {  // uniform trip count: shuffles below
+            const int k = kb + slot;
+            const bool active = slot < kstep && k < npix;
+            const int hc = h_lo + k, wc = d - hc;
+            float* cell = win + ((hc + PH) * WP + wc + PW) * C;
+            float z = 0.f, acc0 = 0.f, acc1 = 0.f;
+            if (active) {
+                if (part == 0) z = cell[co];
+#pragma unroll
+                for (int n = 0; n < NT; ++n) {
+                    const float4* src = reinterpret_cast<const float4*>(cell + off[n]);
+                    float& acc = (n & 1) ? acc1 : acc0;
+#pragma unroll
+                    for (int g = 0; g < C4; ++g) {
+                        const float4 v = src[g];
+                        acc += q[n][4 * g] * v.x;
+                        acc += q[n][4 * g + 1] * v.y;
+                        acc += q[n][4 * g + 2] * v.z;
+                        acc += q[n][4 * g + 3] * v.w;
+                    }
+                }
+            }
+            float acc = acc0 + acc1;
+#pragma unroll
+            for (int o = TSPLIT >> 1; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+            if (active && part == 0) cell[co] = z - acc;
+        }
+        __syncthreads();
+    }
+
+    // The solution back to global memory, coalesced.
+    for (int pix = threadIdx.x; pix < HW; pix += blockDim.x) {
+        const int hr = pix / W, wr = pix - hr * W;
+        const int hc = flip_h ? H - 1 - hr : hr, wc = flip_w ? W - 1 - wr : wr;
+        const float4* cell = reinterpret_cast<const float4*>(win + ((hc + PH) * WP + wc + PW) * C);
+#pragma unroll
+        for (int g = 0; g < C4; ++g) {
+            const float4 v = cell[g];
+            x[(i64)(4 * g) * HW + pix] = v.x;
+            x[(i64)(4 * g + 1) * HW + pix] = v.y;
+            x[(i64)(4 * g + 2) * HW + pix] = v.z;
+            x[(i64)(4 * g + 3) * HW + pix] = v.w;
+        }
+    }
+}
+
+// MAXT: the launch bound, from the registers a thread holds (NT·C coefficients).
+#define INV_CONV_SOLVE_REGS_ENTRY(NAME, CHANNELS, LANES, MAXT)                                \
+    extern "C" __global__ void __launch_bounds__(MAXT) NAME(                                   \
+        const float* y, float* x, const float* w, int H, int W, int KH, int KW, int ai, int aj, \
+        int th, int tw, int flip_h, int flip_w, int adjoint) {                                 \
+        solve_regs_impl<CHANNELS, LANES>(y, x, w, H, W, KH, KW, ai, aj, th, tw, flip_h, flip_w, \
+                                         adjoint);                                             \
+    }
+INV_CONV_SOLVE_REGS_ENTRY(solve_regs_c12_t1_f32, 12, 1, INV_CONV_SOLVE_REGS_THREADS_96)
+INV_CONV_SOLVE_REGS_ENTRY(solve_regs_c12_t2_f32, 12, 2, INV_CONV_SOLVE_REGS_THREADS_48)
+INV_CONV_SOLVE_REGS_ENTRY(solve_regs_c24_t2_f32, 24, 2, INV_CONV_SOLVE_REGS_THREADS_96)
+INV_CONV_SOLVE_REGS_ENTRY(solve_regs_c24_t4_f32, 24, 4, INV_CONV_SOLVE_REGS_THREADS_48)

@@ -1,0 +1,114 @@
+"""The one-launch solve for the flow presets' shapes (`solve_regs`: float32, 3×3, C = 12 or 24,
+every variant picked with INV_CONV_SOLVE_TSPLIT) against the oracle and the CPU backend in
+every order, odd and non-square shapes, both directions, masked entries poisoned; against the
+generic kernels (INV_CONV_CUDA_GENERIC=1); bitwise reruns; a sample independent of the rest of
+the batch; and a check, by the profiler, that these shapes really run it. Marked `cuda`."""
+
+import pytest
+import torch
+
+import oracle
+from conftest import ORDERS
+from oracle import rel
+
+pytestmark = pytest.mark.cuda
+
+# (B, C, H, W, KH, KW): odd and non-square, one row, one column, a diagonal longer than a
+# block's pixel slots (C = 24 at 16 × 20: two passes), the largest window that fits (64²),
+# the presets' S1 shape, and a 1×9 kernel (also 8 off-anchor taps).
+SHAPES = [
+    (3, 12, 16, 11, 3, 3),
+    (2, 12, 1, 7, 3, 3),
+    (2, 12, 9, 1, 3, 3),
+    (2, 24, 9, 14, 3, 3),
+    (2, 24, 16, 20, 3, 3),
+    (1, 12, 64, 64, 3, 3),
+    (64, 12, 32, 32, 3, 3),
+    (2, 12, 6, 13, 1, 9),
+]
+VARIANTS = {12: ("1", "2"), 24: ("2", "4")}
+
+
+def _variants(shape):
+    return VARIANTS[shape[1]]
+
+
+@pytest.mark.parametrize("order", ORDERS)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_every_variant_matches_the_oracle_and_the_cpu(shape, order, monkeypatch):
+    for tsplit in _variants(shape):
+        monkeypatch.setenv("INV_CONV_SOLVE_TSPLIT", tsplit)
+        oracle.assert_every_op_matches(shape, order, torch.float32, "cuda")
+
+
+def _solves(y, g, w, order):
+    from inv_conv import _cuda
+
+    return _cuda.inverse(y, w, order), _cuda.inverse_adjoint(g, w, order)
+
+
+@pytest.mark.parametrize("c", (12, 24))
+def test_matches_the_generic_kernels_bitwise_repeatable_per_sample(c, monkeypatch):
+    gen = torch.Generator(device="cuda").manual_seed(c)
+    y = torch.randn(5, c, 17, 13, device="cuda", generator=gen)
+    g = torch.randn(5, c, 17, 13, device="cuda", generator=gen)
+    w = torch.randn(c, c, 3, 3, device="cuda", generator=gen) / (2 * 3 * c**0.5)
+    for order in ORDERS:
+        monkeypatch.setenv("INV_CONV_CUDA_GENERIC", "1")
+        ref = _solves(y, g, w, order)
+        monkeypatch.delenv("INV_CONV_CUDA_GENERIC")
+        for tsplit in VARIANTS[c]:
+            monkeypatch.setenv("INV_CONV_SOLVE_TSPLIT", tsplit)
+            out = _solves(y, g, w, order)
+            for a, b in zip(out, ref):
+                assert rel(a, b) < 1e-5, (order, tsplit)
+            for a, b in zip(out, _solves(y, g, w, order)):
+                assert torch.equal(a, b), (order, tsplit)
+            # The rest of the batch does not change a sample's solution.
+            y2, g2 = y.clone(), g.clone()
+            y2[1:], g2[1:] = torch.randn_like(y2[1:]), torch.randn_like(g2[1:])
+            for a, b in zip(out, _solves(y2, g2, w, order)):
+                assert torch.equal(a[0], b[0]), (order, tsplit)
+
+
+def test_gradients_through_the_autograd_path_match_the_cpu():
+    import inv_conv
+
+    gen = torch.Generator().manual_seed(5)
+    y = torch.randn(3, 12, 10, 15, generator=gen, dtype=torch.float64)
+    w = torch.randn(12, 12, 3, 3, generator=gen, dtype=torch.float64) / 20
+    for order in ORDERS:
+        grads = []
+        for dev, dt in (("cpu", torch.float64), ("cuda", torch.float32)):
+            yd = y.to(dev, dt).requires_grad_(True)
+            wd = w.to(dev, dt).requires_grad_(True)
+            x = inv_conv.inv_conv2d(yd, wd, order)
+            (x * torch.linspace(-1, 1, x.numel(), device=dev, dtype=dt).view_as(x)).sum().backward()
+            grads.append((x.detach(), yd.grad, wd.grad))
+        for a, b in zip(grads[1], grads[0]):
+            assert rel(a, b) < 1e-4, order
+
+
+@pytest.mark.parametrize(
+    "shape, kernel",
+    [((64, 12, 32, 32), "solve_regs_c12_t1_f32"), ((64, 24, 8, 8), "solve_regs_c24_t2_f32")],
+)
+def test_the_presets_shapes_run_one_launch(shape, kernel):
+    """Each direction of the solve is one kernel at these shapes, and float64 keeps the
+    generic path."""
+    from torch.profiler import ProfilerActivity, profile
+
+    c = shape[1]
+    y = torch.randn(*shape, device="cuda")
+    w = torch.randn(c, c, 3, 3, device="cuda") / 20
+    _solves(y, y, w, "TL")
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        _solves(y, y, w, "TL")
+        _solves(y.double(), y.double(), w.double(), "TL")
+        torch.cuda.synchronize()
+    names = [ev.name for ev in prof.events() if ev.device_type == torch.autograd.DeviceType.CUDA]
+    assert names.count(kernel) == 2, names
+    f64 = [n for n in names if n.endswith("_f64")]
+    assert f64.count("channel_mix_f64") == 2 and any(n.startswith("sweep_") for n in f64), names
+    assert not [n for n in names if n.endswith("_f32") and n != kernel], names
