@@ -250,6 +250,49 @@ def test_infinite_gradient_stops_training(tmp_path):
     assert not experiment.last_checkpoint_path.exists()
 
 
+def _host_syncs(fn) -> list[str]:
+    """The synchronising CUDA calls `fn` makes (torch's sync debug mode warns at each)."""
+    import warnings
+
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fn()
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    return [str(w.message) for w in caught if "synchroniz" in str(w.message)]
+
+
+@pytest.mark.cuda
+def test_a_training_step_waits_for_the_device_once(tmp_path):
+    """Outside DDP one finiteness check after backward covers the loss and the gradient, so the
+    host waits for the device once per step; the Inverse-Flow model's forward and backward
+    (our CUDA ops included) never do. Dequantization's input check, a documented data sync,
+    is switched off to count the rest."""
+    from inv_flow.layers import Dequantization
+    from inv_flow.models import build_model
+
+    def unchecked(model):
+        for m in model.modules():
+            if isinstance(m, Dequantization):
+                m.check_input = False
+        return model
+
+    experiment = make_experiment(tmp_path, device="cuda", compile="off")
+    unchecked(experiment.model)
+    batch = torch.randint(0, 256, (16, *SHAPE), device="cuda").float()
+    experiment.train_step(batch)  # ActNorm's data-dependent init
+    assert len(_host_syncs(lambda: experiment.train_step(batch))) == 1
+
+    model = unchecked(build_model({"family": "inverse_flow", "num_blocks": 2, "block_size": 2,
+                                   "coupling_hidden": 8}, (3, 16, 16)).cuda())
+    images = torch.randint(0, 256, (4, 3, 16, 16), device="cuda").float()
+    model(images)  # ActNorm's data-dependent init
+    assert _host_syncs(lambda: model(images)[1].mean().backward()) == []
+
+
 # ------------------------------------------------------------------------- early failures
 def test_model_that_cannot_take_the_image_fails_before_training(tmp_path):
     with pytest.raises(ConfigError, match="cannot be built for images of shape \\(1, 7, 7\\)"):

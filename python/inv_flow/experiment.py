@@ -338,20 +338,23 @@ class Experiment:
         extra_loss = getattr(self.model, "extra_loss", None)
         if callable(extra_loss):
             loss = loss + extra_loss()
-        finite = bool(torch.isfinite(loss))
-        # Distributed: every rank takes part in the vote, so all of them stop together.
-        any_bad = distributed_utils.all_reduce_any(not finite, self.dist) if self.distributed \
-            else not finite
-        if any_bad:
-            where = "" if not self.distributed else \
-                f" on rank {self.rank}" if not finite else " on another rank"
-            self._diverged(f"the loss is {loss.item() if not finite else 'not finite'}{where}", epoch)
+        if self.distributed:
+            # Every rank votes before backward, so that all of them stop together (a NaN would
+            # otherwise reach the others through the gradient all-reduce first).
+            finite = bool(torch.isfinite(loss))
+            if distributed_utils.all_reduce_any(not finite, self.dist):
+                where = f" on rank {self.rank}" if not finite else " on another rank"
+                self._diverged(f"the loss is {loss.item() if not finite else 'not finite'}{where}", epoch)
         loss.backward()
         max_norm = self.config["grad_clip_norm"]
         grad_norm = torch.nn.utils.clip_grad_norm_(
             self.model.parameters(), max_norm if max_norm > 0 else math.inf)
-        if not torch.isfinite(grad_norm):
+        # One host synchronisation per step: checking the loss before backward would drain the
+        # device's queue before backward is enqueued. Nothing is applied until both are finite.
+        if not bool(torch.isfinite(loss) & torch.isfinite(grad_norm)):
             self.optimizer.zero_grad(set_to_none=True)
+            if not torch.isfinite(loss):
+                self._diverged(f"the loss is {loss.item()}", epoch)
             self._diverged(f"the gradient norm is {grad_norm.item()}", epoch)
         self.optimizer.step()
         self.scheduler.step()
