@@ -107,24 +107,25 @@ __device__ void solve_regs_impl(const float* y_all, float* x_all, const float* _
             const bool active = slot < kstep && k < npix;
             const int hc = h_lo + k, wc = d - hc;
             float* cell = win + ((hc + PH) * WP + wc + PW) * C;
-            float z = 0.f, acc0 = 0.f, acc1 = 0.f;
+            // Four independent sums (tap n into sum n % 4): shorter dependent FMA chains.
+            float z = 0.f, sums[4] = {0.f, 0.f, 0.f, 0.f};
             if (active) {
                 if (part == 0) z = cell[co];
 #pragma unroll
                 for (int n = 0; n < NT; ++n) {
                     const float4* src = reinterpret_cast<const float4*>(cell + off[n]);
-                    float& acc = (n & 1) ? acc1 : acc0;
 #pragma unroll
                     for (int g = 0; g < C4; ++g) {
                         const float4 v = src[g];
-                        acc += q[n][4 * g] * v.x;
-                        acc += q[n][4 * g + 1] * v.y;
-                        acc += q[n][4 * g + 2] * v.z;
-                        acc += q[n][4 * g + 3] * v.w;
+                        float& s = sums[n % 4];
+                        s += q[n][4 * g] * v.x;
+                        s += q[n][4 * g + 1] * v.y;
+                        s += q[n][4 * g + 2] * v.z;
+                        s += q[n][4 * g + 3] * v.w;
                     }
                 }
             }
-            float acc = acc0 + acc1;
+            float acc = (sums[0] + sums[1]) + (sums[2] + sums[3]);
 #pragma unroll
             for (int o = TSPLIT >> 1; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
             if (active && part == 0) cell[co] = z - acc;
