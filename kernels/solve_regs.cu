@@ -6,8 +6,9 @@
 //
 // Same maths as prepare.cu + channel_mix + sweep_impl, and the same canonical coordinates,
 // flips and tap signs from the host:
-//   1. L⁻¹ (unit_lower_inverse), then Q_t (inverse_tap_coef) for the 8 off-anchor taps and
-//      P, into shared memory: every block prepares its own (a few µs, no scratch, no launch).
+//   1. The weight copied to shared memory, L⁻¹ (unit_lower_inverse), then Q_t
+//      (inverse_tap_coef) for the 8 off-anchor taps and P, into shared memory: every block
+//      prepares its own (no scratch, no launch).
 //   2. The sample's z = P·y into a pixel-major window in canonical coordinates with a zero
 //      border of KH − 1 rows above and KW − 1 columns to the left, so that every tap read,
 //      also one outside the image, is a plain load at a constant offset from the pixel.
@@ -31,19 +32,23 @@ __device__ void solve_regs_impl(const float* y_all, float* x_all, const float* _
     float* linv = reinterpret_cast<float*>(smem_raw);  // C × C, row-major
     float* ps = linv + C * C;                           // P, row-major C × C
     float* qs = ps + C * C;                             // Q_t[co][ci] at (tn·C + ci)·C + co
-    float* win = qs + TAPS * C * C;                     // (H + KH − 1) × (W + KW − 1) × C
+    float* ws = qs + TAPS * C * C;                      // the weight, C × C × KK
     const int KK = KH * KW, anchor_t = ai * KW + aj;
+    float* win = ws + C * C * KK;                       // (H + KH − 1) × (W + KW − 1) × C
     const int PH = KH - 1, PW = KW - 1, WP = W + PW;
     const int HW = H * W;
     const float* y = y_all + (i64)blockIdx.x * C * HW;
     float* x = x_all + (i64)blockIdx.x * C * HW;
 
-    // 1. Coefficients.
-    unit_lower_inverse<float>([&](int r, int m) { return w[((i64)r * C + m) * KK + anchor_t]; },
-                              linv, C, C);
+    // 1. Coefficients, from a copy of the weight in shared memory (their loops read each entry
+    // several times; global reads there would be dependent L1/L2 round trips).
+    for (int e = threadIdx.x; e < C * C * KK; e += blockDim.x) ws[e] = w[e];
+    __syncthreads();
+    unit_lower_inverse<float>([&](int r, int m) { return ws[(r * C + m) * KK + anchor_t]; }, linv,
+                              C, C);
     for (int e = threadIdx.x; e < TAPS * C * C; e += blockDim.x) {
         const int co = e % C, ci = (e / C) % C, tn = e / (C * C);
-        qs[e] = inverse_tap_coef(w, linv, C, C, KK, co, ci, tn + (tn >= anchor_t), adjoint != 0);
+        qs[e] = inverse_tap_coef(ws, linv, C, C, KK, co, ci, tn + (tn >= anchor_t), adjoint != 0);
     }
     for (int e = threadIdx.x; e < C * C; e += blockDim.x) {
         const int co = e / C, c = e % C;

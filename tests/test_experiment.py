@@ -266,31 +266,23 @@ def _host_syncs(fn) -> list[str]:
 
 
 @pytest.mark.cuda
-def test_a_training_step_waits_for_the_device_once(tmp_path):
-    """Outside DDP one finiteness check after backward covers the loss and the gradient, so the
-    host waits for the device once per step; the Inverse-Flow model's forward and backward
-    (our CUDA ops included) never do. Dequantization's input check, a documented data sync,
-    is switched off to count the rest."""
-    from inv_flow.layers import Dequantization
+def test_a_training_step_waits_for_the_device_once_per_check(tmp_path):
+    """Outside DDP one finiteness check after backward covers the loss and the gradient; each
+    input check (Dequantization's pixel values, LogitTransform's domain) is one wait; the
+    Inverse-Flow model's layers and our CUDA ops add none."""
     from inv_flow.models import build_model
 
-    def unchecked(model):
-        for m in model.modules():
-            if isinstance(m, Dequantization):
-                m.check_input = False
-        return model
-
     experiment = make_experiment(tmp_path, device="cuda", compile="off")
-    unchecked(experiment.model)
     batch = torch.randint(0, 256, (16, *SHAPE), device="cuda").float()
     experiment.train_step(batch)  # ActNorm's data-dependent init
-    assert len(_host_syncs(lambda: experiment.train_step(batch))) == 1
+    # tiny_flow: Dequantization's input check, then the step's finiteness check.
+    assert len(_host_syncs(lambda: experiment.train_step(batch))) == 2
 
-    model = unchecked(build_model({"family": "inverse_flow", "num_blocks": 2, "block_size": 2,
-                                   "coupling_hidden": 8}, (3, 16, 16)).cuda())
+    model = build_model({"family": "inverse_flow", "num_blocks": 2, "block_size": 2,
+                         "coupling_hidden": 8}, (3, 16, 16)).cuda()
     images = torch.randint(0, 256, (4, 3, 16, 16), device="cuda").float()
     model(images)  # ActNorm's data-dependent init
-    assert _host_syncs(lambda: model(images)[1].mean().backward()) == []
+    assert len(_host_syncs(lambda: model(images)[1].mean().backward())) == 2
 
 
 # ------------------------------------------------------------------------- early failures

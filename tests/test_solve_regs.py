@@ -80,8 +80,8 @@ def test_gradients_through_the_autograd_path_match_the_cpu():
     for order in ORDERS:
         grads = []
         for dev, dt in (("cpu", torch.float64), ("cuda", torch.float32)):
-            yd = y.to(dev, dt).requires_grad_(True)
-            wd = w.to(dev, dt).requires_grad_(True)
+            yd = y.to(dev, dt, copy=True).requires_grad_(True)
+            wd = w.to(dev, dt, copy=True).requires_grad_(True)
             x = inv_conv.inv_conv2d(yd, wd, order)
             (x * torch.linspace(-1, 1, x.numel(), device=dev, dtype=dt).view_as(x)).sum().backward()
             grads.append((x.detach(), yd.grad, wd.grad))

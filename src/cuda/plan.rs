@@ -202,8 +202,8 @@ pub fn regs_plan(
     let window = (p.height + p.kernel_h - 1)
         .checked_mul(p.width + p.kernel_w - 1)?
         .checked_mul(c)?;
-    // L⁻¹, P and the 8 off-anchor taps' Q (C × C each), then the window.
-    let smem = (10 * c * c).checked_add(window)?.checked_mul(4)?;
+    // L⁻¹, P, the 8 off-anchor taps' Q and the weight (C × C each, 9 taps), then the window.
+    let smem = (19 * c * c).checked_add(window)?.checked_mul(4)?;
     (smem <= max_smem).then_some(RegsPlan {
         kernel,
         threads: threads as u32,
@@ -501,7 +501,7 @@ mod tests {
         // The presets: C = 12 at 32² / 16², C = 24 at 16² / 8².
         let s1 = plan(12, 32, 32, 3, Dtype::F32, None).unwrap();
         assert_eq!((s1.kernel, s1.threads), ("solve_regs_c12_t1_f32", 384));
-        assert_eq!(s1.smem, (10 * 144 + 34 * 34 * 12) * 4);
+        assert_eq!(s1.smem, (19 * 144 + 34 * 34 * 12) * 4);
         let c24 = plan(24, 8, 8, 3, Dtype::F32, None).unwrap();
         assert_eq!((c24.kernel, c24.threads), ("solve_regs_c24_t2_f32", 384));
         // 16 pixels × 48 threads exceed the bound: 8 slots, two passes on long diagonals.

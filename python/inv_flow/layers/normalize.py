@@ -57,7 +57,7 @@ class LogitTransform(FlowLayer):
         self.alpha = float(alpha)
 
     def _check_domain(self, x, p) -> None:
-        low, high = float(p.detach().min()), float(p.detach().max())
+        low, high = torch.stack(torch.aminmax(p.detach())).tolist()  # one host sync
         if not (low > 0 and high < 1):  # outside the logit's domain: NaN or inf
             raise ValueError(
                 f"LogitTransform expects inputs in [0, 1] (alpha={self.alpha} keeps them finite), "
