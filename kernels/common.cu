@@ -43,13 +43,14 @@ __device__ __forceinline__ T effective_weight(const T* __restrict__ w, int C, in
 }
 
 // L⁻¹ of a unit lower-triangular C × C matrix L, whose strictly lower entries are l(r, m)
-// (m < r), by forward substitution: one row at a time (a row needs the earlier ones), columns
-// in parallel, a block barrier after each row. `linv` is row-major with row stride ld >= C;
-// columns [C, ld) get zeros. Every thread of the block must call it.
+// (m < r), by forward substitution: a thread solves whole columns, top to bottom (a column's
+// rows need only the same column's earlier rows, which that thread wrote), so the only block
+// barrier is the one at the end. `linv` is row-major with row stride ld >= C; columns [C, ld)
+// get zeros. Every thread of the block must call it.
 template <typename T, typename Lower>
 __device__ void unit_lower_inverse(Lower l, T* linv, int C, int ld) {
-    for (int r = 0; r < C; ++r) {
-        for (int col = threadIdx.x; col < ld; col += blockDim.x) {
+    for (int col = threadIdx.x; col < ld; col += blockDim.x) {
+        for (int r = 0; r < C; ++r) {
             T v = T(0);
             if (col == r) {
                 v = T(1);
@@ -58,8 +59,8 @@ __device__ void unit_lower_inverse(Lower l, T* linv, int C, int ld) {
             }
             linv[(i64)r * ld + col] = v;
         }
-        __syncthreads();
     }
+    __syncthreads();
 }
 
 // One coefficient of the inverse's tap t ≠ anchor: (L⁻¹ M_t)[co][ci], or for the adjoint

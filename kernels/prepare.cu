@@ -6,9 +6,9 @@
 // forward map and L the anchor's unit lower-triangular matrix. The anchor's Q is zero in
 // modes 2 and 3: the sweep applies P to the right-hand side instead (x = P·y − Σ Q_t x_t).
 
-// L⁻¹ by forward substitution, one row at a time (rows depend on earlier rows), columns in
-// parallel; then Pᵀ. One block. The substitution runs in shared memory when L and L⁻¹ fit
-// (`in_smem`): each row's reads of earlier rows are then ~30 cycles, not a global round trip.
+// L⁻¹ by forward substitution (unit_lower_inverse), then Pᵀ. One block. The substitution runs
+// in shared memory when L and L⁻¹ fit (`in_smem`): its reads of earlier rows are then ~30
+// cycles, not a global round trip.
 // Otherwise it works in `prep` itself, which is then not read through the read-only cache.
 template <typename T>
 __device__ void prepare_inverse_impl(const T* __restrict__ w, T* prep, int C, int KK, int anchor_t,

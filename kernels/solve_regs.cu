@@ -9,9 +9,10 @@
 //   1. The weight copied to shared memory, L⁻¹ (unit_lower_inverse), then Q_t
 //      (inverse_tap_coef) for the 8 off-anchor taps and P, into shared memory: every block
 //      prepares its own (no scratch, no launch).
-//   2. The sample's z = P·y into a pixel-major window in canonical coordinates with a zero
-//      border of KH − 1 rows above and KW − 1 columns to the left, so that every tap read,
-//      also one outside the image, is a plain load at a constant offset from the pixel.
+//   2. The sample's z = P·y (4 output channels of a pixel per thread) into a pixel-major
+//      window in canonical coordinates with a zero border of KH − 1 rows above and KW − 1
+//      columns to the left, so that every tap read, also one outside the image, is a plain
+//      load at a constant offset from the pixel.
 //   3. Thread = (pixel slot, output channel co, tap part): its NT = 8 / TSPLIT taps'
 //      coefficients Q_t[co][·] live in registers for the whole sweep (NT·C ≤ 96 floats), the
 //      tap loop is unrolled at compile time, and a tap's C input values are C/4 16-byte
@@ -62,28 +63,22 @@ __device__ void solve_regs_impl(const float* y_all, float* x_all, const float* _
     }
     __syncthreads();
 
-    // 2. z = P·y, one pixel per thread (coalesced reads of y), summed over c in ascending order
-    // like channel_mix.
-    for (int pix = threadIdx.x; pix < HW; pix += blockDim.x) {
+    // 2. z = P·y into the window: a thread computes 4 output channels of one pixel (consecutive
+    // threads, consecutive pixels: coalesced reads of y), summed over c in ascending order like
+    // channel_mix.
+    for (int item = threadIdx.x; item < C4 * HW; item += blockDim.x) {
+        const int g = item / HW, pix = item - g * HW;
         const int hr = pix / W, wr = pix - hr * W;
         const int hc = flip_h ? H - 1 - hr : hr, wc = flip_w ? W - 1 - wr : wr;
-        float v[C];
+        float z[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
-        for (int c = 0; c < C; ++c) v[c] = y[(i64)c * HW + pix];
-        float4* cell = reinterpret_cast<float4*>(win + ((hc + PH) * WP + wc + PW) * C);
+        for (int c = 0; c < C; ++c) {
+            const float v = y[(i64)c * HW + pix];
 #pragma unroll
-        for (int g = 0; g < C4; ++g) {
-            float z[4];
-#pragma unroll
-            for (int k = 0; k < 4; ++k) {
-                const float* prow = ps + (4 * g + k) * C;
-                float acc = 0.f;
-#pragma unroll
-                for (int c = 0; c < C; ++c) acc += prow[c] * v[c];
-                z[k] = acc;
-            }
-            cell[g] = make_float4(z[0], z[1], z[2], z[3]);
+            for (int k = 0; k < 4; ++k) z[k] += ps[(4 * g + k) * C + c] * v;
         }
+        float4* cell = reinterpret_cast<float4*>(win + ((hc + PH) * WP + wc + PW) * C);
+        cell[g] = make_float4(z[0], z[1], z[2], z[3]);
     }
 
     // 3. Thread roles, fixed for the sweep, and their coefficients and read offsets.
