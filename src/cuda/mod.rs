@@ -85,8 +85,7 @@ const THREADS: u32 = limits::THREADS as u32;
 
 /// `INV_CONV_CUDA_GENERIC=1` (read at each call) forces the generic kernels instead of the
 /// tiled, banded and one-launch ones (conv_tile, sweep_tile, sweep_band, solve_regs,
-/// wgrad_tile): for A/B timing and
-/// for tests.
+/// wgrad_tile): for A/B timing and for tests.
 fn generic_only() -> bool {
     std::env::var_os("INV_CONV_CUDA_GENERIC").is_some_and(|v| v != "0" && !v.is_empty())
 }
