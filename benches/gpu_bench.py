@@ -10,6 +10,7 @@ PyTorch ships) and in strict float32 (allow_tf32 = False, the same arithmetic as
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -91,6 +92,17 @@ def dense_triangular_solve_ms(y, w, reps):
     return ms, err
 
 
+@contextlib.contextmanager
+def env(name: str, value: str):
+    """`name=value` in the environment for the block (the backend reads its A/B switches at
+    each call)."""
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        del os.environ[name]
+
+
 def kernel_breakdown(step, reps=10):
     """Device time per step of each kernel the step launches (torch.profiler), largest first."""
     from torch.profiler import ProfilerActivity, profile
@@ -133,22 +145,16 @@ def run(reps: int, kernels: bool = False):
                 r[f"cudnn_conv_{tag}"] = timed(lambda: F.conv2d(xpad, w), reps)
                 r[f"cudnn_wgrad_{tag}"] = timed(lambda: torch.nn.grad.conv2d_weight(xpad, w.shape, g), reps)
         if name == "S2":  # A/B: the generic kernels (INV_CONV_CUDA_GENERIC=1) in the same process
-            os.environ["INV_CONV_CUDA_GENERIC"] = "1"
-            try:
+            with env("INV_CONV_CUDA_GENERIC", "1"):
                 r["forward_generic"] = timed(lambda: _cuda.forward(x, w, ORDER), reps)
                 r["inverse_generic"] = timed(lambda: _cuda.inverse(y, w, ORDER), reps)
                 r["dy_generic"] = timed(lambda: _cuda.inverse_adjoint(g, w, ORDER), reps)
                 r["dw_generic"] = timed(lambda: _cuda.weight_grad(x, g, ORDER, k, k), reps)
-            finally:
-                del os.environ["INV_CONV_CUDA_GENERIC"]
         # A/B: the sweep's CTAs per sample (INV_CONV_SWEEP_CTAS; 1 = one block per sample; a
         # setting that does not fit the shape falls back to the default plan).
         for ctas in ("1", "2", "4", "8"):
-            os.environ["INV_CONV_SWEEP_CTAS"] = ctas
-            try:
+            with env("INV_CONV_SWEEP_CTAS", ctas):
                 r[f"inverse_ctas{ctas}"] = timed(lambda: _cuda.inverse(y, w, ORDER), reps)
-            finally:
-                del os.environ["INV_CONV_SWEEP_CTAS"]
         r["inverse_rel_err"] = ((_cuda.forward(_cuda.inverse(y, w, ORDER), w, ORDER) - y).norm() / y.norm()).item()
         if c * h * wd <= 12288:
             r["dense_trsm"], r["dense_trsm_err"] = dense_triangular_solve_ms(y, w, max(5, reps // 5))
@@ -190,14 +196,6 @@ def run(reps: int, kernels: bool = False):
 PRESET_SHAPES = [(64, 12, 32, 32), (64, 12, 16, 16), (64, 24, 16, 16), (64, 24, 8, 8)]
 
 
-def _with_env(name, value, fn):
-    os.environ[name] = value
-    try:
-        return fn()
-    finally:
-        del os.environ[name]
-
-
 def solve_variants(reps: int):
     """Inverse and adjoint at the presets' shapes: the default plan, each `solve_regs` lane
     count (INV_CONV_SOLVE_TSPLIT) and the generic kernels (INV_CONV_CUDA_GENERIC=1)."""
@@ -206,12 +204,12 @@ def solve_variants(reps: int):
         y = torch.randn(b, c, h, wd, device="cuda")
         w = torch.randn(c, c, 3, 3, device="cuda") / (2 * 3 * c**0.5)
         r = {"shape": [b, c, h, wd]}
-        for key, env in [("default", None), ("generic", ("INV_CONV_CUDA_GENERIC", "1"))] + [
+        for key, setting in [("default", None), ("generic", ("INV_CONV_CUDA_GENERIC", "1"))] + [
             (f"tsplit{n}", ("INV_CONV_SOLVE_TSPLIT", n)) for n in ("1", "2", "4")
         ]:
-            for op, fn in (("inverse", _cuda.inverse), ("dy", _cuda.inverse_adjoint)):
-                run_it = lambda: timed(lambda: fn(y, w, ORDER), reps)  # noqa: E731
-                r[f"{op}_{key}"] = run_it() if env is None else _with_env(*env, run_it)
+            with env(*setting) if setting else contextlib.nullcontext():
+                for op, fn in (("inverse", _cuda.inverse), ("dy", _cuda.inverse_adjoint)):
+                    r[f"{op}_{key}"] = timed(lambda: fn(y, w, ORDER), reps)
         out.append(r)
     return out
 
