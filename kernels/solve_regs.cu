@@ -6,19 +6,19 @@
 //
 // Same maths as prepare.cu + channel_mix + sweep_impl, and the same canonical coordinates,
 // flips and tap signs from the host:
-//   1. The weight copied to shared memory, L⁻¹ (unit_lower_inverse), then Q_t
-//      (inverse_tap_coef) for the 8 off-anchor taps and P, into shared memory: every block
-//      prepares its own (no scratch, no launch).
-//   2. The sample's z = P·y (4 output channels of a pixel per thread) into a pixel-major
-//      window in canonical coordinates with a zero border of KH − 1 rows above and KW − 1
-//      columns to the left, so that every tap read, also one outside the image, is a plain
-//      load at a constant offset from the pixel.
-//   3. Thread = (pixel slot, output channel co, tap part): its NT = 8 / TSPLIT taps'
+//   1. The weight and the sample's y into shared memory, y pixel-major in a window in
+//      canonical coordinates with a zero border of KH − 1 rows above and KW − 1 columns to
+//      the left, so that every tap read, also one outside the image, is a plain load at a
+//      constant offset from the pixel.
+//   2. L⁻¹ (unit_lower_inverse), then Q_t (inverse_tap_coef) for the 8 off-anchor taps and
+//      P, into shared memory: every block prepares its own (no scratch, no launch).
+//   3. z = P·y in place, a pixel per thread.
+//   4. Thread = (pixel slot, output channel co, tap part): its NT = 8 / TSPLIT taps'
 //      coefficients Q_t[co][·] live in registers for the whole sweep (NT·C ≤ 96 floats), the
 //      tap loop is unrolled at compile time, and a tap's C input values are C/4 16-byte
 //      loads shared (broadcast) by the C·TSPLIT threads of the pixel. TSPLIT lanes of one warp
 //      sum their parts with shuffles in a fixed order: results are bitwise repeatable.
-//   4. One block barrier per anti-diagonal; the window goes back to global memory at the end.
+//   5. One block barrier per anti-diagonal; the window goes back to global memory at the end.
 
 template <int C, int TSPLIT>
 __device__ void solve_regs_impl(const float* y_all, float* x_all, const float* __restrict__ w,
@@ -41,21 +41,19 @@ __device__ void solve_regs_impl(const float* y_all, float* x_all, const float* _
     const float* y = y_all + (i64)blockIdx.x * C * HW;
     float* x = x_all + (i64)blockIdx.x * C * HW;
 
-    // 1. Coefficients, from a copy of the weight in shared memory (their loops read each entry
-    // several times; global reads there would be dependent L1/L2 round trips).
+    // 1. Everything that needs only global memory first, so that the weight's and the
+    // sample's loads are in flight together: the weight (its loops below read each entry
+    // several times), y into the window's cells (pixel-major, 4 channels per thread: coalesced
+    // reads of y), and the window's zero border (the top rows, then the left columns).
     for (int e = threadIdx.x; e < C * C * KK; e += blockDim.x) ws[e] = w[e];
-    __syncthreads();
-    unit_lower_inverse<float>([&](int r, int m) { return ws[(r * C + m) * KK + anchor_t]; }, linv,
-                              C, C);
-    for (int e = threadIdx.x; e < TAPS * C * C; e += blockDim.x) {
-        const int co = e % C, ci = (e / C) % C, tn = e / (C * C);
-        qs[e] = inverse_tap_coef(ws, linv, C, C, KK, co, ci, tn + (tn >= anchor_t), adjoint != 0);
+    for (int item = threadIdx.x; item < C4 * HW; item += blockDim.x) {
+        const int g = item / HW, pix = item - g * HW;
+        const int hr = pix / W, wr = pix - hr * W;
+        const int hc = flip_h ? H - 1 - hr : hr, wc = flip_w ? W - 1 - wr : wr;
+        const float* src = y + (i64)(4 * g) * HW + pix;
+        float4* cell = reinterpret_cast<float4*>(win + ((hc + PH) * WP + wc + PW) * C);
+        cell[g] = make_float4(src[0], src[HW], src[2 * HW], src[3 * HW]);
     }
-    for (int e = threadIdx.x; e < C * C; e += blockDim.x) {
-        const int co = e / C, c = e % C;
-        ps[e] = adjoint ? linv[c * C + co] : linv[e];
-    }
-    // The window's zero border: the top rows (contiguous), then the left columns of the rest.
     for (int e = threadIdx.x; e < PH * WP * C; e += blockDim.x) win[e] = 0.f;
     for (int e = threadIdx.x; e < H * PW * C; e += blockDim.x) {
         const int r = e / (PW * C);
@@ -63,25 +61,44 @@ __device__ void solve_regs_impl(const float* y_all, float* x_all, const float* _
     }
     __syncthreads();
 
-    // 2. z = P·y into the window: a thread computes 4 output channels of one pixel (consecutive
-    // threads, consecutive pixels: coalesced reads of y), summed over c in ascending order like
-    // channel_mix.
-    for (int item = threadIdx.x; item < C4 * HW; item += blockDim.x) {
-        const int g = item / HW, pix = item - g * HW;
+    // 2. Coefficients: L⁻¹, the off-anchor taps' Q_t and P.
+    unit_lower_inverse<float>([&](int r, int m) { return ws[(r * C + m) * KK + anchor_t]; }, linv,
+                              C, C);
+    for (int e = threadIdx.x; e < TAPS * C * C; e += blockDim.x) {
+        const int co = e % C, ci = (e / C) % C, tn = e / (C * C);
+        qs[e] = inverse_tap_coef<float, C>(ws, linv, C, C, KK, co, ci, tn + (tn >= anchor_t),
+                                           adjoint != 0);
+    }
+    for (int e = threadIdx.x; e < C * C; e += blockDim.x) {
+        const int co = e / C, c = e % C;
+        ps[e] = adjoint ? linv[c * C + co] : linv[e];
+    }
+    __syncthreads();
+
+    // 3. z = P·y in place, a whole pixel per thread (no other thread touches its cell), summed
+    // over c in ascending order like channel_mix.
+    for (int pix = threadIdx.x; pix < HW; pix += blockDim.x) {
         const int hr = pix / W, wr = pix - hr * W;
-        const int hc = flip_h ? H - 1 - hr : hr, wc = flip_w ? W - 1 - wr : wr;
-        float z[4] = {0.f, 0.f, 0.f, 0.f};
+        float* cell = win + ((hr + PH) * WP + wr + PW) * C;  // every cell once: no flips needed
+        float v[C];
 #pragma unroll
-        for (int c = 0; c < C; ++c) {
-            const float v = y[(i64)c * HW + pix];
-#pragma unroll
-            for (int k = 0; k < 4; ++k) z[k] += ps[(4 * g + k) * C + c] * v;
+        for (int g = 0; g < C4; ++g) {
+            const float4 q4 = reinterpret_cast<const float4*>(cell)[g];
+            v[4 * g] = q4.x, v[4 * g + 1] = q4.y, v[4 * g + 2] = q4.z, v[4 * g + 3] = q4.w;
         }
-        float4* cell = reinterpret_cast<float4*>(win + ((hc + PH) * WP + wc + PW) * C);
-        cell[g] = make_float4(z[0], z[1], z[2], z[3]);
+#pragma unroll
+        for (int g = 0; g < C4; ++g) {
+            float z[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+            for (int c = 0; c < C; ++c) {
+#pragma unroll
+                for (int k = 0; k < 4; ++k) z[k] += ps[(4 * g + k) * C + c] * v[c];
+            }
+            reinterpret_cast<float4*>(cell)[g] = make_float4(z[0], z[1], z[2], z[3]);
+        }
     }
 
-    // 3. Thread roles, fixed for the sweep, and their coefficients and read offsets.
+    // 4. Thread roles, fixed for the sweep, and their coefficients and read offsets.
     const int slot = threadIdx.x / PER_PIXEL;
     const int co = (threadIdx.x % PER_PIXEL) / TSPLIT;
     const int part = threadIdx.x % TSPLIT;  // PER_PIXEL is a multiple of TSPLIT
@@ -98,7 +115,7 @@ __device__ void solve_regs_impl(const float* y_all, float* x_all, const float* _
     }
     __syncthreads();
 
-    // 4. The sweep: x = z − Σ_t Q_t x[p + off_t] per pixel, anti-diagonal by anti-diagonal.
+    // 5. The sweep: x = z − Σ_t Q_t x[p + off_t] per pixel, anti-diagonal by anti-diagonal.
     for (int d = 0; d < H + W - 1; ++d) {
         const int h_lo = max(0, d - (W - 1)), h_hi = min(d, H - 1);
         const int npix = h_hi - h_lo + 1;
