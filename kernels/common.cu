@@ -82,21 +82,12 @@ __device__ void unit_lower_inverse(Lower l, T* linv, int C, int ld) {
 
 // One coefficient of the inverse's tap t ≠ anchor: (L⁻¹ M_t)[co][ci], or for the adjoint
 // (L⁻ᵀ M_tᵀ)[co][ci] = Σ_m L⁻¹[m][co] M_t[ci][m], with M_t[a][b] = w[a][b][t] and L⁻¹
-// lower-triangular (row stride ld), so only m <= co (m >= co for the adjoint) contribute,
-// summed in ascending m. FIXED_C > 0 (= C) unrolls the sum at compile time, predicated to the
-// same terms, so that all its loads can be in flight at once.
-template <typename T, int FIXED_C = 0>
+// lower-triangular (row stride ld), so only m <= co (m >= co for the adjoint) contribute.
+template <typename T>
 __device__ __forceinline__ T inverse_tap_coef(const T* __restrict__ w, const T* linv, int ld,
                                               int C, int KK, int co, int ci, int t, bool adjoint) {
     T v = T(0);
-    if (FIXED_C > 0) {
-#pragma unroll
-        for (int m = 0; m < FIXED_C; ++m) {
-            const T a = adjoint ? linv[(i64)m * ld + co] : linv[(i64)co * ld + m];
-            const T b = adjoint ? w[((i64)ci * FIXED_C + m) * KK + t] : w[((i64)m * FIXED_C + ci) * KK + t];
-            if (adjoint ? m >= co : m <= co) v += a * b;
-        }
-    } else if (!adjoint) {
+    if (!adjoint) {
         for (int m = 0; m <= co; ++m) v += linv[(i64)co * ld + m] * w[((i64)m * C + ci) * KK + t];
     } else {
         for (int m = co; m < C; ++m) v += linv[(i64)m * ld + co] * w[((i64)ci * C + m) * KK + t];

@@ -10,9 +10,9 @@
 //      canonical coordinates with a zero border of KH − 1 rows above and KW − 1 columns to
 //      the left, so that every tap read, also one outside the image, is a plain load at a
 //      constant offset from the pixel.
-//   2. L⁻¹ (unit_lower_inverse), then Q_t (inverse_tap_coef) for the 8 off-anchor taps and
-//      P, into shared memory: every block prepares its own (no scratch, no launch).
-//   3. z = P·y in place, a pixel per thread.
+//   2. L⁻¹ (unit_lower_inverse) and P; 3. Q_t for the 8 off-anchor taps (4 × 4 register
+//      tiles of P·B_t), and z = P·y in place: every block prepares its own (no scratch, no
+//      launch).
 //   4. Thread = (pixel slot, output channel co, tap part): its NT = 8 / TSPLIT taps'
 //      coefficients Q_t[co][·] live in registers for the whole sweep (NT·C ≤ 96 floats), the
 //      tap loop is unrolled at compile time, and a tap's C input values are C/4 16-byte
@@ -30,22 +30,26 @@ __device__ void solve_regs_impl(const float* y_all, float* x_all, const float* _
     constexpr int PER_PIXEL = C * TSPLIT;
     static_assert(C % 4 == 0 && TAPS % TSPLIT == 0 && 32 % TSPLIT == 0, "solve_regs layout");
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    float* linv = reinterpret_cast<float*>(smem_raw);  // C × C, row-major
-    float* ps = linv + C * C;                           // P, row-major C × C
-    float* qs = ps + C * C;                             // Q_t[co][ci] at (tn·C + ci)·C + co
-    float* ws = qs + TAPS * C * C;                      // the weight, C × C × KK
+    float* linv = reinterpret_cast<float*>(smem_raw);  // L⁻¹, row-major C × C
+    float* pt = linv + C * C;                           // Pᵀ: P[co][c] at c·C + co
+    float* qs = pt + C * C;                             // Q_t[co][ci] at (tn·C + ci)·C + co
+    float* wb = qs + TAPS * C * C;                      // B_t[m][ci] at (t·C + m)·C + ci
     const int KK = KH * KW, anchor_t = ai * KW + aj;
-    float* win = ws + C * C * KK;                       // (H + KH − 1) × (W + KW − 1) × C
+    float* win = wb + C * C * KK;                       // (H + KH − 1) × (W + KW − 1) × C
     const int PH = KH - 1, PW = KW - 1, WP = W + PW;
     const int HW = H * W;
     const float* y = y_all + (i64)blockIdx.x * C * HW;
     float* x = x_all + (i64)blockIdx.x * C * HW;
 
     // 1. Everything that needs only global memory first, so that the weight's and the
-    // sample's loads are in flight together: the weight (its loops below read each entry
-    // several times), y into the window's cells (pixel-major, 4 channels per thread: coalesced
-    // reads of y), and the window's zero border (the top rows, then the left columns).
-    for (int e = threadIdx.x; e < C * C * KK; e += blockDim.x) ws[e] = w[e];
+    // sample's loads are in flight together. The weight goes tap-major, as the matrices B_t
+    // of step 2 (B_t = M_t for the inverse, M_tᵀ for the adjoint; M_t[a][b] = w[a][b][t]).
+    // y goes into the window's cells, pixel-major, 4 channels per thread (coalesced reads);
+    // then the window's zero border (the top rows, then the left columns).
+    for (int e = threadIdx.x; e < C * C * KK; e += blockDim.x) {
+        const int t = e % KK, b = (e / KK) % C, a = e / (KK * C);
+        wb[(t * C + (adjoint ? b : a)) * C + (adjoint ? a : b)] = w[e];
+    }
     for (int item = threadIdx.x; item < C4 * HW; item += blockDim.x) {
         const int g = item / HW, pix = item - g * HW;
         const int hr = pix / W, wr = pix - hr * W;
@@ -61,40 +65,70 @@ __device__ void solve_regs_impl(const float* y_all, float* x_all, const float* _
     }
     __syncthreads();
 
-    // 2. Coefficients: L⁻¹, the off-anchor taps' Q_t and P.
-    unit_lower_inverse<float>([&](int r, int m) { return ws[(r * C + m) * KK + anchor_t]; }, linv,
-                              C, C);
-    for (int e = threadIdx.x; e < TAPS * C * C; e += blockDim.x) {
-        const int co = e % C, ci = (e / C) % C, tn = e / (C * C);
-        qs[e] = inverse_tap_coef<float, C>(ws, linv, C, C, KK, co, ci, tn + (tn >= anchor_t),
-                                           adjoint != 0);
-    }
+    // 2. L⁻¹ of the anchor's L (L[r][m] = M_anchor[r][m]), then Pᵀ: P = L⁻¹ (inverse) or L⁻ᵀ
+    // (adjoint).
+    const float* l_anchor = wb + anchor_t * C * C;
+    unit_lower_inverse<float>(
+        [&](int r, int m) { return adjoint ? l_anchor[m * C + r] : l_anchor[r * C + m]; }, linv,
+        C, C);
     for (int e = threadIdx.x; e < C * C; e += blockDim.x) {
-        const int co = e / C, c = e % C;
-        ps[e] = adjoint ? linv[c * C + co] : linv[e];
+        const int c = e / C, co = e % C;
+        pt[e] = adjoint ? linv[e] : linv[co * C + c];
     }
     __syncthreads();
 
-    // 3. z = P·y in place, a whole pixel per thread (no other thread touches its cell), summed
-    // over c in ascending order like channel_mix.
-    for (int pix = threadIdx.x; pix < HW; pix += blockDim.x) {
-        const int hr = pix / W, wr = pix - hr * W;
-        float* cell = win + ((hr + PH) * WP + wr + PW) * C;  // every cell once: no flips needed
-        float v[C];
+    // 3. The off-anchor taps' Q_t = P·B_t (inverse_tap_coef's formula: Q_t[co][ci] =
+    // Σ_m Pᵀ[m][co]·B_t[m][ci], m ascending; the terms it skips are exact zeros of the
+    // triangular P here) as 4 × 4 register tiles; then z = P·y in place, 4 output channels
+    // of a pixel per thread, summed over c in ascending order like channel_mix. A pixel's C/4
+    // threads are in one pass (their reads precede the pass's barrier, their writes follow).
+    for (int item = threadIdx.x; item < TAPS * C4 * C4; item += blockDim.x) {
+        const int tn = item / (C4 * C4), co4 = (item / C4) % C4, ci4 = item % C4;
+        const float* bt = wb + (tn + (tn >= anchor_t)) * C * C;
+        float acc[4][4] = {};
 #pragma unroll
-        for (int g = 0; g < C4; ++g) {
-            const float4 q4 = reinterpret_cast<const float4*>(cell)[g];
-            v[4 * g] = q4.x, v[4 * g + 1] = q4.y, v[4 * g + 2] = q4.z, v[4 * g + 3] = q4.w;
+        for (int m = 0; m < C; ++m) {
+            const float4 a4 = reinterpret_cast<const float4*>(pt + m * C)[co4];
+            const float4 b4 = reinterpret_cast<const float4*>(bt + m * C)[ci4];
+            const float av[4] = {a4.x, a4.y, a4.z, a4.w}, bv[4] = {b4.x, b4.y, b4.z, b4.w};
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+#pragma unroll
+                for (int j = 0; j < 4; ++j) acc[i][j] += av[i] * bv[j];
+            }
         }
 #pragma unroll
-        for (int g = 0; g < C4; ++g) {
-            float z[4] = {0.f, 0.f, 0.f, 0.f};
+        for (int j = 0; j < 4; ++j)
+            reinterpret_cast<float4*>(qs + (tn * C + 4 * ci4 + j) * C)[co4] =
+                make_float4(acc[0][j], acc[1][j], acc[2][j], acc[3][j]);
+    }
+    const int per_pass = blockDim.x / C4 * C4;
+    for (int base = 0; base < C4 * HW; base += per_pass) {
+        const int item = base + threadIdx.x;
+        const bool mine = threadIdx.x < per_pass && item < C4 * HW;
+        const int pix = item / C4, g = item - pix * C4;
+        float4* cell = reinterpret_cast<float4*>(
+            win + ((pix / W + PH) * WP + pix % W + PW) * C);  // each cell once: no flips needed
+        float v[C];
+        if (mine) {
+#pragma unroll
+            for (int k = 0; k < C4; ++k) {
+                const float4 v4 = cell[k];
+                v[4 * k] = v4.x, v[4 * k + 1] = v4.y, v[4 * k + 2] = v4.z, v[4 * k + 3] = v4.w;
+            }
+        }
+        __syncthreads();
+        if (mine) {
+            float4 z = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll
             for (int c = 0; c < C; ++c) {
-#pragma unroll
-                for (int k = 0; k < 4; ++k) z[k] += ps[(4 * g + k) * C + c] * v[c];
+                const float4 p4 = reinterpret_cast<const float4*>(pt + c * C)[g];
+                z.x += p4.x * v[c];
+                z.y += p4.y * v[c];
+                z.z += p4.z * v[c];
+                z.w += p4.w * v[c];
             }
-            reinterpret_cast<float4*>(cell)[g] = make_float4(z[0], z[1], z[2], z[3]);
+            cell[g] = z;
         }
     }
 
