@@ -222,7 +222,7 @@ def solve_variants(reps: int):
         w = torch.randn(c, c, 3, 3, device="cuda") / (2 * 3 * c**0.5)
         r = {"shape": [b, c, h, wd]}
         for key, setting in [("default", None), ("generic", ("INV_CONV_CUDA_GENERIC", "1"))] + [
-            (f"tsplit{n}", ("INV_CONV_SOLVE_TSPLIT", n)) for n in ("1", "2", "4")
+            (f"tsplit{n}", ("INV_CONV_SOLVE_TSPLIT", n)) for n in ("1", "2", "4", "8")
         ]:
             with env(*setting) if setting else contextlib.nullcontext():
                 for op, fn in (("inverse", _cuda.inverse), ("dy", _cuda.inverse_adjoint)):
@@ -234,7 +234,7 @@ def solve_variants(reps: int):
 
 
 def solve_table(solve_rows):
-    keys = ("default", "tsplit1", "tsplit2", "tsplit4", "generic")
+    keys = ("default", "tsplit1", "tsplit2", "tsplit4", "tsplit8", "generic")
     lines = [
         "inverse / dy at the presets' shapes (ms; tsplitN: INV_CONV_SOLVE_TSPLIT=N, a count the "
         "shape has no variant for falls back to the generic kernels; generic: INV_CONV_CUDA_GENERIC=1):",
