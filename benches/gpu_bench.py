@@ -227,8 +227,7 @@ def solve_variants(reps: int):
             with env(*setting) if setting else contextlib.nullcontext():
                 for op, fn in (("inverse", _cuda.inverse), ("dy", _cuda.inverse_adjoint)):
                     r[f"{op}_{key}"] = timed(lambda: fn(y, w, ORDER), reps)
-                    if key in ("default", "generic"):
-                        r[f"{op}_{key}_graph"] = graphed(lambda: fn(y, w, ORDER), reps)
+                    r[f"{op}_{key}_graph"] = graphed(lambda: fn(y, w, ORDER), reps)
         out.append(r)
     return out
 
@@ -247,11 +246,11 @@ def solve_table(solve_rows):
     lines += [
         "",
         "the same in CUDA graphs (ms per call, 20 calls per graph: device time without the host):",
-        "| shape | default | generic |",
-        "|---|---|---|",
+        "| shape | " + " | ".join(keys) + " |",
+        "|---|" + "---|" * len(keys),
     ]
     for r in solve_rows:
-        cells = [f"{r[f'inverse_{k}_graph']:.4f} / {r[f'dy_{k}_graph']:.4f}" for k in ("default", "generic")]
+        cells = [f"{r[f'inverse_{k}_graph']:.4f} / {r[f'dy_{k}_graph']:.4f}" for k in keys]
         lines.append(f"| {tuple(r['shape'])} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -312,7 +311,11 @@ def main():
     ap.add_argument("--solve-only", action="store_true", help="only the presets' shapes table")
     args = ap.parse_args()
     if args.solve_only:
-        print(solve_table(solve_variants(args.reps)))
+        solve_rows = solve_variants(args.reps)
+        print(solve_table(solve_rows))
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"solve_variants": solve_rows, "date": time.strftime("%Y-%m-%d")}, f, indent=1)
         return
     info, first, rows = run(args.reps, args.kernels)
     solve_rows = solve_variants(args.reps)
