@@ -179,8 +179,8 @@ const REGS_VARIANTS: [(usize, usize, usize, &str, usize); 6] = [
     (12, 4, 4, "solve_regs_c12_t4_o4_f32", SOLVE_REGS_THREADS_96),
     (12, 8, 4, "solve_regs_c12_t8_o4_f32", SOLVE_REGS_THREADS_48),
     (12, 1, 1, "solve_regs_c12_t1_o1_f32", SOLVE_REGS_THREADS_96),
-    (24, 8, 4, "solve_regs_c24_t8_o4_f32", SOLVE_REGS_THREADS_96),
     (24, 4, 2, "solve_regs_c24_t4_o2_f32", SOLVE_REGS_THREADS_96),
+    (24, 8, 4, "solve_regs_c24_t8_o4_f32", SOLVE_REGS_THREADS_96),
     (24, 2, 1, "solve_regs_c24_t2_o1_f32", SOLVE_REGS_THREADS_96),
 ];
 
@@ -507,7 +507,7 @@ mod tests {
         assert_eq!((s1.kernel, s1.threads), ("solve_regs_c12_t4_o4_f32", 384));
         assert_eq!(s1.smem, (19 * 144 + 34 * 34 * 12) * 4);
         let c24 = plan(24, 8, 8, 3, Dtype::F32, None).unwrap();
-        assert_eq!((c24.kernel, c24.threads), ("solve_regs_c24_t8_o4_f32", 384));
+        assert_eq!((c24.kernel, c24.threads), ("solve_regs_c24_t4_o2_f32", 384));
         // 16 pixels × 48 threads exceed the bound: 8 slots, two passes on long diagonals.
         assert_eq!(plan(24, 16, 16, 3, Dtype::F32, None).unwrap().threads, 384);
         let t8 = plan(12, 32, 32, 3, Dtype::F32, Some(8)).unwrap();
