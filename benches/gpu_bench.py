@@ -1,6 +1,6 @@
 """GPU benchmark of the inv_conv CUDA ops next to cuDNN / cuBLAS baselines.
 
-    python benches/gpu_bench.py [--json out.json] [--reps 50] [--kernels]
+    python benches/gpu_bench.py [--json out.json] [--reps 50] [--kernels] [--solve-only]
 
 CUDA events around each call, median after warm-up. Scenarios S1..S4 (see BENCHMARKS.md).
 cuDNN runs both in its default float32 mode (TF32 tensor cores allowed for convolutions, as
@@ -90,6 +90,23 @@ def dense_triangular_solve_ms(y, w, reps):
     del a, a_p, cols, basis
     torch.cuda.empty_cache()
     return ms, err
+
+
+def graphed(fn, reps, calls=20):
+    """Milliseconds per call of `calls` calls captured in one CUDA graph and replayed: the device
+    time of a small op with the host taken away, as under torch.compile(mode="reduce-overhead")
+    (which replays graphs too)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(calls):
+            fn()
+    return timed(graph.replay, reps) / calls
 
 
 @contextlib.contextmanager
@@ -205,17 +222,18 @@ def solve_variants(reps: int):
         w = torch.randn(c, c, 3, 3, device="cuda") / (2 * 3 * c**0.5)
         r = {"shape": [b, c, h, wd]}
         for key, setting in [("default", None), ("generic", ("INV_CONV_CUDA_GENERIC", "1"))] + [
-            (f"tsplit{n}", ("INV_CONV_SOLVE_TSPLIT", n)) for n in ("1", "2", "4")
+            (f"tsplit{n}", ("INV_CONV_SOLVE_TSPLIT", n)) for n in ("1", "2", "4", "8")
         ]:
             with env(*setting) if setting else contextlib.nullcontext():
                 for op, fn in (("inverse", _cuda.inverse), ("dy", _cuda.inverse_adjoint)):
                     r[f"{op}_{key}"] = timed(lambda: fn(y, w, ORDER), reps)
+                    r[f"{op}_{key}_graph"] = graphed(lambda: fn(y, w, ORDER), reps)
         out.append(r)
     return out
 
 
 def solve_table(solve_rows):
-    keys = ("default", "tsplit1", "tsplit2", "tsplit4", "generic")
+    keys = ("default", "tsplit1", "tsplit2", "tsplit4", "tsplit8", "generic")
     lines = [
         "inverse / dy at the presets' shapes (ms; tsplitN: INV_CONV_SOLVE_TSPLIT=N, a count the "
         "shape has no variant for falls back to the generic kernels; generic: INV_CONV_CUDA_GENERIC=1):",
@@ -224,6 +242,15 @@ def solve_table(solve_rows):
     ]
     for r in solve_rows:
         cells = [f"{r[f'inverse_{k}']:.4f} / {r[f'dy_{k}']:.4f}" for k in keys]
+        lines.append(f"| {tuple(r['shape'])} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "the same in CUDA graphs (ms per call, 20 calls per graph: device time without the host):",
+        "| shape | " + " | ".join(keys) + " |",
+        "|---|" + "---|" * len(keys),
+    ]
+    for r in solve_rows:
+        cells = [f"{r[f'inverse_{k}_graph']:.4f} / {r[f'dy_{k}_graph']:.4f}" for k in keys]
         lines.append(f"| {tuple(r['shape'])} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -281,7 +308,15 @@ def main():
     ap.add_argument("--reps", type=int, default=50)
     ap.add_argument("--json", default=None)
     ap.add_argument("--kernels", action="store_true", help="also print each kernel's device time per layer step")
+    ap.add_argument("--solve-only", action="store_true", help="only the presets' shapes table")
     args = ap.parse_args()
+    if args.solve_only:
+        solve_rows = solve_variants(args.reps)
+        print(solve_table(solve_rows))
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"solve_variants": solve_rows, "date": time.strftime("%Y-%m-%d")}, f, indent=1)
+        return
     info, first, rows = run(args.reps, args.kernels)
     solve_rows = solve_variants(args.reps)
     print(table(info, first, rows))

@@ -43,21 +43,38 @@ __device__ __forceinline__ T effective_weight(const T* __restrict__ w, int C, in
 }
 
 // L⁻¹ of a unit lower-triangular C × C matrix L, whose strictly lower entries are l(r, m)
-// (m < r), by forward substitution: a thread solves whole columns, top to bottom (a column's
-// rows need only the same column's earlier rows, which that thread wrote), so the only block
-// barrier is the one at the end. `linv` is row-major with row stride ld >= C; columns [C, ld)
-// get zeros. Every thread of the block must call it.
+// (m < r), by forward substitution: row r of a column is -Σ_{col ≤ m < r} l(r, m)·L⁻¹[m][col],
+// summed in ascending m by both variants below, so their results are equal bit for bit.
+// `linv` is row-major with row stride ld >= C; columns [C, ld) get zeros. Every thread of the
+// block must call it; it ends with a block barrier.
+//  - C ≤ 32: a warp per column, a lane per row. At step m row m is final; a shuffle hands it
+//    to the rows below, which subtract their term. The dependent chain is C shuffles, not the
+//    C²/2 multiply-adds of a thread walking a whole column.
+//  - otherwise: a thread per column, top to bottom (a column needs only its own earlier rows).
 template <typename T, typename Lower>
 __device__ void unit_lower_inverse(Lower l, T* linv, int C, int ld) {
-    for (int col = threadIdx.x; col < ld; col += blockDim.x) {
-        for (int r = 0; r < C; ++r) {
-            T v = T(0);
-            if (col == r) {
-                v = T(1);
-            } else if (col < r) {
-                for (int m = col; m < r; ++m) v -= l(r, m) * linv[(i64)m * ld + col];
+    if (C <= 32 && blockDim.x % 32 == 0) {
+        const int lane = threadIdx.x % 32;
+        for (int col = threadIdx.x / 32; col < ld; col += blockDim.x / 32) {
+            T v = lane == col ? T(1) : T(0);
+            for (int m = col; m < C - 1; ++m) {
+                const T lm = lane > m && lane < C ? l(lane, m) : T(0);
+                const T vm = __shfl_sync(0xffffffffu, v, m);
+                if (lane > m && lane < C) v -= lm * vm;
             }
-            linv[(i64)r * ld + col] = v;
+            if (lane < C) linv[(i64)lane * ld + col] = v;
+        }
+    } else {
+        for (int col = threadIdx.x; col < ld; col += blockDim.x) {
+            for (int r = 0; r < C; ++r) {
+                T v = T(0);
+                if (col == r) {
+                    v = T(1);
+                } else if (col < r) {
+                    for (int m = col; m < r; ++m) v -= l(r, m) * linv[(i64)m * ld + col];
+                }
+                linv[(i64)r * ld + col] = v;
+            }
         }
     }
     __syncthreads();

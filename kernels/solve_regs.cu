@@ -6,56 +6,88 @@
 //
 // Same maths as prepare.cu + channel_mix + sweep_impl, and the same canonical coordinates,
 // flips and tap signs from the host:
-//   1. The weight copied to shared memory, L⁻¹ (unit_lower_inverse), then Q_t
-//      (inverse_tap_coef) for the 8 off-anchor taps and P, into shared memory: every block
-//      prepares its own (no scratch, no launch).
-//   2. The sample's z = P·y (4 output channels of a pixel per thread) into a pixel-major
-//      window in canonical coordinates with a zero border of KH − 1 rows above and KW − 1
-//      columns to the left, so that every tap read, also one outside the image, is a plain
-//      load at a constant offset from the pixel.
-//   3. Thread = (pixel slot, output channel co, tap part): its NT = 8 / TSPLIT taps'
-//      coefficients Q_t[co][·] live in registers for the whole sweep (NT·C ≤ 96 floats), the
-//      tap loop is unrolled at compile time, and a tap's C input values are C/4 16-byte
-//      loads shared (broadcast) by the C·TSPLIT threads of the pixel. TSPLIT lanes of one warp
-//      sum their parts with shuffles in a fixed order: results are bitwise repeatable.
-//   4. One block barrier per anti-diagonal; the window goes back to global memory at the end.
+//   1. The weight and the sample's y into shared memory, y pixel-major in a window in
+//      canonical coordinates with a zero border of KH − 1 rows above and KW − 1 columns to
+//      the left, so that every tap read, also one outside the image, is a plain load at a
+//      constant offset from the pixel.
+//   2. L⁻¹ (unit_lower_inverse) and P; 3. Q_t for the 8 off-anchor taps (4 × 4 register
+//      tiles of P·B_t), and z = P·y in place: every block prepares its own (no scratch, no
+//      launch).
+//   4. Thread = (pixel slot, COPT output channels, tap part): its NT = 8 / TSPLIT taps'
+//      coefficients Q_t[co][·] live in registers for the whole sweep (NT·COPT·C ≤ 96
+//      floats), the tap loop is unrolled at compile time, and a tap's C input values are C/4
+//      16-byte shared loads, each feeding 4·COPT multiply-adds (the loads, not the
+//      arithmetic, bounded the sweep with one channel per thread). The TSPLIT lanes of a pixel
+//      add up their parts with shuffles in a fixed order: results are bitwise repeatable.
+//   5. One block barrier per anti-diagonal; the window goes back to global memory at the end.
 
-template <int C, int TSPLIT>
+__host__ __device__ constexpr int ilog2(int v) { return v > 1 ? 1 + ilog2(v / 2) : 0; }
+
+// store(e, load(e)) for e in [0, n), the block's threads strided, with BATCH loads per thread
+// issued before the first store: global round trips overlap instead of queueing one by one.
+template <int BATCH, typename Load, typename Store>
+__device__ __forceinline__ void staged_copy(int n, Load load, Store store) {
+    for (int base = 0; base < n; base += BATCH * blockDim.x) {
+        decltype(load(0)) v[BATCH];
+#pragma unroll
+        for (int k = 0; k < BATCH; ++k) {
+            const int e = base + k * blockDim.x + threadIdx.x;
+            if (e < n) v[k] = load(e);
+        }
+#pragma unroll
+        for (int k = 0; k < BATCH; ++k) {
+            const int e = base + k * blockDim.x + threadIdx.x;
+            if (e < n) store(e, v[k]);
+        }
+    }
+}
+
+template <int C, int TSPLIT, int COPT>
 __device__ void solve_regs_impl(const float* y_all, float* x_all, const float* __restrict__ w,
                                 int H, int W, int KH, int KW, int ai, int aj, int th, int tw,
                                 int flip_h, int flip_w, int adjoint) {
     constexpr int TAPS = 8;            // off-anchor taps of a kernel with KH·KW = 9
     constexpr int NT = TAPS / TSPLIT;  // taps per thread
     constexpr int C4 = C / 4;
-    constexpr int PER_PIXEL = C * TSPLIT;
-    static_assert(C % 4 == 0 && TAPS % TSPLIT == 0 && 32 % TSPLIT == 0, "solve_regs layout");
+    constexpr int PER_PIXEL = C / COPT * TSPLIT;
+    static_assert(C % 4 == 0 && TAPS % TSPLIT == 0 && 32 % TSPLIT == 0 && C % COPT == 0 &&
+                      (COPT & (COPT - 1)) == 0,
+                  "solve_regs layout");
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    float* linv = reinterpret_cast<float*>(smem_raw);  // C × C, row-major
-    float* ps = linv + C * C;                           // P, row-major C × C
-    float* qs = ps + C * C;                             // Q_t[co][ci] at (tn·C + ci)·C + co
-    float* ws = qs + TAPS * C * C;                      // the weight, C × C × KK
+    float* linv = reinterpret_cast<float*>(smem_raw);  // L⁻¹, row-major C × C
+    float* pt = linv + C * C;                           // Pᵀ: P[co][c] at c·C + co
+    float* qs = pt + C * C;                             // Q_t[co][ci] at (tn·C + ci)·C + co
+    float* wb = qs + TAPS * C * C;                      // B_t[m][ci] at (t·C + m)·C + ci
     const int KK = KH * KW, anchor_t = ai * KW + aj;
-    float* win = ws + C * C * KK;                       // (H + KH − 1) × (W + KW − 1) × C
+    float* win = wb + C * C * KK;                       // (H + KH − 1) × (W + KW − 1) × C
     const int PH = KH - 1, PW = KW - 1, WP = W + PW;
     const int HW = H * W;
     const float* y = y_all + (i64)blockIdx.x * C * HW;
     float* x = x_all + (i64)blockIdx.x * C * HW;
 
-    // 1. Coefficients, from a copy of the weight in shared memory (their loops read each entry
-    // several times; global reads there would be dependent L1/L2 round trips).
-    for (int e = threadIdx.x; e < C * C * KK; e += blockDim.x) ws[e] = w[e];
-    __syncthreads();
-    unit_lower_inverse<float>([&](int r, int m) { return ws[(r * C + m) * KK + anchor_t]; }, linv,
-                              C, C);
-    for (int e = threadIdx.x; e < TAPS * C * C; e += blockDim.x) {
-        const int co = e % C, ci = (e / C) % C, tn = e / (C * C);
-        qs[e] = inverse_tap_coef(ws, linv, C, C, KK, co, ci, tn + (tn >= anchor_t), adjoint != 0);
-    }
-    for (int e = threadIdx.x; e < C * C; e += blockDim.x) {
-        const int co = e / C, c = e % C;
-        ps[e] = adjoint ? linv[c * C + co] : linv[e];
-    }
-    // The window's zero border: the top rows (contiguous), then the left columns of the rest.
+    // 1. Everything that needs only global memory first, so that the weight's and the
+    // sample's loads are in flight together. The weight goes tap-major, as the matrices B_t
+    // of step 2 (B_t = M_t for the inverse, M_tᵀ for the adjoint; M_t[a][b] = w[a][b][t]).
+    // y goes into the window's cells, pixel-major, 4 channels per thread (coalesced reads);
+    // then the window's zero border (the top rows, then the left columns).
+    staged_copy<8>(
+        C * C * KK, [&](int e) { return w[e]; },
+        [&](int e, float v) {
+            const int t = e % KK, b = (e / KK) % C, a = e / (KK * C);
+            wb[(t * C + (adjoint ? b : a)) * C + (adjoint ? a : b)] = v;
+        });
+    staged_copy<4>(
+        C4 * HW,
+        [&](int item) {
+            const float* src = y + (i64)(4 * (item / HW)) * HW + item % HW;
+            return make_float4(src[0], src[HW], src[2 * HW], src[3 * HW]);
+        },
+        [&](int item, float4 v) {
+            const int g = item / HW, pix = item - g * HW;
+            const int hr = pix / W, wr = pix - hr * W;
+            const int hc = flip_h ? H - 1 - hr : hr, wc = flip_w ? W - 1 - wr : wr;
+            reinterpret_cast<float4*>(win + ((hc + PH) * WP + wc + PW) * C)[g] = v;
+        });
     for (int e = threadIdx.x; e < PH * WP * C; e += blockDim.x) win[e] = 0.f;
     for (int e = threadIdx.x; e < H * PW * C; e += blockDim.x) {
         const int r = e / (PW * C);
@@ -63,30 +95,79 @@ __device__ void solve_regs_impl(const float* y_all, float* x_all, const float* _
     }
     __syncthreads();
 
-    // 2. z = P·y into the window: a thread computes 4 output channels of one pixel (consecutive
-    // threads, consecutive pixels: coalesced reads of y), summed over c in ascending order like
-    // channel_mix.
-    for (int item = threadIdx.x; item < C4 * HW; item += blockDim.x) {
-        const int g = item / HW, pix = item - g * HW;
-        const int hr = pix / W, wr = pix - hr * W;
-        const int hc = flip_h ? H - 1 - hr : hr, wc = flip_w ? W - 1 - wr : wr;
-        float z[4] = {0.f, 0.f, 0.f, 0.f};
+    // 2. L⁻¹ of the anchor's L (L[r][m] = M_anchor[r][m]), then Pᵀ: P = L⁻¹ (inverse) or L⁻ᵀ
+    // (adjoint).
+    const float* l_anchor = wb + anchor_t * C * C;
+    unit_lower_inverse<float>(
+        [&](int r, int m) { return adjoint ? l_anchor[m * C + r] : l_anchor[r * C + m]; }, linv,
+        C, C);
+    for (int e = threadIdx.x; e < C * C; e += blockDim.x) {
+        const int c = e / C, co = e % C;
+        pt[e] = adjoint ? linv[e] : linv[co * C + c];
+    }
+    __syncthreads();
+
+    // 3. The off-anchor taps' Q_t = P·B_t (inverse_tap_coef's formula: Q_t[co][ci] =
+    // Σ_m Pᵀ[m][co]·B_t[m][ci], m ascending; the terms it skips are exact zeros of the
+    // triangular P here) as 4 × 4 register tiles; then z = P·y in place, 4 output channels
+    // of a pixel per thread, summed over c in ascending order like channel_mix. A pixel's C/4
+    // threads are in one pass (their reads precede the pass's barrier, their writes follow).
+    for (int item = threadIdx.x; item < TAPS * C4 * C4; item += blockDim.x) {
+        const int tn = item / (C4 * C4), co4 = (item / C4) % C4, ci4 = item % C4;
+        const float* bt = wb + (tn + (tn >= anchor_t)) * C * C;
+        float acc[4][4] = {};
 #pragma unroll
-        for (int c = 0; c < C; ++c) {
-            const float v = y[(i64)c * HW + pix];
+        for (int m = 0; m < C; ++m) {
+            const float4 a4 = reinterpret_cast<const float4*>(pt + m * C)[co4];
+            const float4 b4 = reinterpret_cast<const float4*>(bt + m * C)[ci4];
+            const float av[4] = {a4.x, a4.y, a4.z, a4.w}, bv[4] = {b4.x, b4.y, b4.z, b4.w};
 #pragma unroll
-            for (int k = 0; k < 4; ++k) z[k] += ps[(4 * g + k) * C + c] * v;
+            for (int i = 0; i < 4; ++i) {
+#pragma unroll
+                for (int j = 0; j < 4; ++j) acc[i][j] += av[i] * bv[j];
+            }
         }
-        float4* cell = reinterpret_cast<float4*>(win + ((hc + PH) * WP + wc + PW) * C);
-        cell[g] = make_float4(z[0], z[1], z[2], z[3]);
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+            reinterpret_cast<float4*>(qs + (tn * C + 4 * ci4 + j) * C)[co4] =
+                make_float4(acc[0][j], acc[1][j], acc[2][j], acc[3][j]);
+    }
+    const int per_pass = blockDim.x / C4 * C4;
+    for (int base = 0; base < C4 * HW; base += per_pass) {
+        const int item = base + threadIdx.x;
+        const bool mine = threadIdx.x < per_pass && item < C4 * HW;
+        const int pix = item / C4, g = item - pix * C4;
+        float4* cell = reinterpret_cast<float4*>(
+            win + ((pix / W + PH) * WP + pix % W + PW) * C);  // each cell once: no flips needed
+        float v[C];
+        if (mine) {
+#pragma unroll
+            for (int k = 0; k < C4; ++k) {
+                const float4 v4 = cell[k];
+                v[4 * k] = v4.x, v[4 * k + 1] = v4.y, v[4 * k + 2] = v4.z, v[4 * k + 3] = v4.w;
+            }
+        }
+        __syncthreads();
+        if (mine) {
+            float4 z = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+            for (int c = 0; c < C; ++c) {
+                const float4 p4 = reinterpret_cast<const float4*>(pt + c * C)[g];
+                z.x += p4.x * v[c];
+                z.y += p4.y * v[c];
+                z.z += p4.z * v[c];
+                z.w += p4.w * v[c];
+            }
+            cell[g] = z;
+        }
     }
 
-    // 3. Thread roles, fixed for the sweep, and their coefficients and read offsets.
+    // 4. Thread roles, fixed for the sweep, and their coefficients and read offsets.
     const int slot = threadIdx.x / PER_PIXEL;
-    const int co = (threadIdx.x % PER_PIXEL) / TSPLIT;
-    const int part = threadIdx.x % TSPLIT;  // PER_PIXEL is a multiple of TSPLIT
+    const int cog = (threadIdx.x % PER_PIXEL) / TSPLIT;  // output channels cog·COPT + [0, COPT)
+    const int part = threadIdx.x % TSPLIT;               // PER_PIXEL is a multiple of TSPLIT
     const int kstep = blockDim.x / PER_PIXEL;
-    float q[NT][C];
+    float q[NT][COPT][C];
     int off[NT];
 #pragma unroll
     for (int n = 0; n < NT; ++n) {
@@ -94,11 +175,21 @@ __device__ void solve_regs_impl(const float* y_all, float* x_all, const float* _
         const int t = tn + (tn >= anchor_t);
         off[n] = (th * (t / KW - ai) * WP + tw * (t % KW - aj)) * C;
 #pragma unroll
-        for (int ci = 0; ci < C; ++ci) q[n][ci] = qs[(tn * C + ci) * C + co];
+        for (int ci = 0; ci < C; ++ci) {
+#pragma unroll
+            for (int j = 0; j < COPT; ++j) q[n][j][ci] = qs[(tn * C + ci) * C + cog * COPT + j];
+        }
     }
+    // After the reduction below, lane `part` holds the sums of HELD channels starting at
+    // cog·COPT + ch0; the lanes that differ only in the bits of `dup` hold the same ones.
+    constexpr int ROUNDS = ilog2(COPT < TSPLIT ? COPT : TSPLIT), HELD = COPT >> ROUNDS;
+    int ch0 = 0;
+#pragma unroll
+    for (int r = 0; r < ROUNDS; ++r) ch0 += (part & (TSPLIT >> (r + 1))) ? COPT >> (r + 1) : 0;
+    const bool writer = (part & ((TSPLIT >> ROUNDS) - 1)) == 0;
     __syncthreads();
 
-    // 4. The sweep: x = z − Σ_t Q_t x[p + off_t] per pixel, anti-diagonal by anti-diagonal.
+    // 5. The sweep: x = z − Σ_t Q_t x[p + off_t] per pixel, anti-diagonal by anti-diagonal.
     for (int d = 0; d < H + W - 1; ++d) {
         const int h_lo = max(0, d - (W - 1)), h_hi = min(d, H - 1);
         const int npix = h_hi - h_lo + 1;
@@ -106,29 +197,54 @@ __device__ void solve_regs_impl(const float* y_all, float* x_all, const float* _
             const int k = kb + slot;
             const bool active = slot < kstep && k < npix;
             const int hc = h_lo + k, wc = d - hc;
-            float* cell = win + ((hc + PH) * WP + wc + PW) * C;
-            // Four independent sums (tap n into sum n % 4): shorter dependent FMA chains.
-            float z = 0.f, sums[4] = {0.f, 0.f, 0.f, 0.f};
+            float* cell = win + ((hc + PH) * WP + wc + PW) * C + cog * COPT;
+            // Two sums per channel (alternate 4-channel groups): shorter dependent FMA chains.
+            float z[HELD], sums[COPT][2] = {};
             if (active) {
-                if (part == 0) z = cell[co];
+#pragma unroll
+                for (int h = 0; h < HELD; ++h) z[h] = writer ? cell[ch0 + h] : 0.f;
 #pragma unroll
                 for (int n = 0; n < NT; ++n) {
-                    const float4* src = reinterpret_cast<const float4*>(cell + off[n]);
+                    const float4* src = reinterpret_cast<const float4*>(cell - cog * COPT + off[n]);
 #pragma unroll
                     for (int g = 0; g < C4; ++g) {
                         const float4 v = src[g];
-                        float& s = sums[n % 4];
-                        s += q[n][4 * g] * v.x;
-                        s += q[n][4 * g + 1] * v.y;
-                        s += q[n][4 * g + 2] * v.z;
-                        s += q[n][4 * g + 3] * v.w;
+#pragma unroll
+                        for (int j = 0; j < COPT; ++j) {
+                            float& s = sums[j][(n * C4 + g) & 1];
+                            s += q[n][j][4 * g] * v.x;
+                            s += q[n][j][4 * g + 1] * v.y;
+                            s += q[n][j][4 * g + 2] * v.z;
+                            s += q[n][j][4 * g + 3] * v.w;
+                        }
                     }
                 }
             }
-            float acc = (sums[0] + sums[1]) + (sums[2] + sums[3]);
+            float acc[COPT];
 #pragma unroll
-            for (int o = TSPLIT >> 1; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
-            if (active && part == 0) cell[co] = z - acc;
+            for (int j = 0; j < COPT; ++j) acc[j] = sums[j][0] + sums[j][1];
+            // Reduce over the TSPLIT lanes of the pixel: first halve the channels held per
+            // round (a lane keeps the half its bit selects, sends the other: one shuffle per
+            // kept value), then add up what is left. A fixed order: bitwise repeatable.
+#pragma unroll
+            for (int r = 0, held = COPT; r < ROUNDS; ++r, held >>= 1) {
+                const int bit = TSPLIT >> (r + 1);
+                const bool upper = part & bit;
+#pragma unroll
+                for (int h = 0; h < held / 2; ++h) {
+                    const float lo = acc[h], hi = acc[h + held / 2];
+                    acc[h] = (upper ? hi : lo) + __shfl_xor_sync(0xffffffffu, upper ? lo : hi, bit);
+                }
+            }
+#pragma unroll
+            for (int bit = (TSPLIT >> ROUNDS) >> 1; bit > 0; bit >>= 1) {
+#pragma unroll
+                for (int h = 0; h < HELD; ++h) acc[h] += __shfl_xor_sync(0xffffffffu, acc[h], bit);
+            }
+            if (active && writer) {
+#pragma unroll
+                for (int h = 0; h < HELD; ++h) cell[ch0 + h] = z[h] - acc[h];
+            }
         }
         __syncthreads();
     }
@@ -149,15 +265,17 @@ __device__ void solve_regs_impl(const float* y_all, float* x_all, const float* _
     }
 }
 
-// MAXT: the launch bound, from the registers a thread holds (NT·C coefficients).
-#define INV_CONV_SOLVE_REGS_ENTRY(NAME, CHANNELS, LANES, MAXT)                                \
+// MAXT: the launch bound, from the registers a thread holds (NT·COPT·C coefficients).
+#define INV_CONV_SOLVE_REGS_ENTRY(NAME, CHANNELS, LANES, COPT, MAXT)                          \
     extern "C" __global__ void __launch_bounds__(MAXT) NAME(                                   \
         const float* y, float* x, const float* w, int H, int W, int KH, int KW, int ai, int aj, \
         int th, int tw, int flip_h, int flip_w, int adjoint) {                                 \
-        solve_regs_impl<CHANNELS, LANES>(y, x, w, H, W, KH, KW, ai, aj, th, tw, flip_h, flip_w, \
-                                         adjoint);                                             \
+        solve_regs_impl<CHANNELS, LANES, COPT>(y, x, w, H, W, KH, KW, ai, aj, th, tw, flip_h,   \
+                                               flip_w, adjoint);                               \
     }
-INV_CONV_SOLVE_REGS_ENTRY(solve_regs_c12_t1_f32, 12, 1, INV_CONV_SOLVE_REGS_THREADS_96)
-INV_CONV_SOLVE_REGS_ENTRY(solve_regs_c12_t2_f32, 12, 2, INV_CONV_SOLVE_REGS_THREADS_48)
-INV_CONV_SOLVE_REGS_ENTRY(solve_regs_c24_t2_f32, 24, 2, INV_CONV_SOLVE_REGS_THREADS_96)
-INV_CONV_SOLVE_REGS_ENTRY(solve_regs_c24_t4_f32, 24, 4, INV_CONV_SOLVE_REGS_THREADS_48)
+INV_CONV_SOLVE_REGS_ENTRY(solve_regs_c12_t1_o1_f32, 12, 1, 1, INV_CONV_SOLVE_REGS_THREADS_96)
+INV_CONV_SOLVE_REGS_ENTRY(solve_regs_c12_t4_o4_f32, 12, 4, 4, INV_CONV_SOLVE_REGS_THREADS_96)
+INV_CONV_SOLVE_REGS_ENTRY(solve_regs_c12_t8_o4_f32, 12, 8, 4, INV_CONV_SOLVE_REGS_THREADS_48)
+INV_CONV_SOLVE_REGS_ENTRY(solve_regs_c24_t2_o1_f32, 24, 2, 1, INV_CONV_SOLVE_REGS_THREADS_96)
+INV_CONV_SOLVE_REGS_ENTRY(solve_regs_c24_t4_o2_f32, 24, 4, 2, INV_CONV_SOLVE_REGS_THREADS_96)
+INV_CONV_SOLVE_REGS_ENTRY(solve_regs_c24_t8_o4_f32, 24, 8, 4, INV_CONV_SOLVE_REGS_THREADS_96)

@@ -26,7 +26,7 @@ SHAPES = [
     (64, 12, 32, 32, 3, 3),
     (2, 12, 6, 13, 1, 9),
 ]
-VARIANTS = {12: ("1", "2"), 24: ("2", "4")}
+VARIANTS = {12: ("4", "8", "1"), 24: ("4", "8", "2")}
 
 
 def _variants(shape):
@@ -91,7 +91,7 @@ def test_gradients_through_the_autograd_path_match_the_cpu():
 
 @pytest.mark.parametrize(
     "shape, kernel",
-    [((64, 12, 32, 32), "solve_regs_c12_t1_f32"), ((64, 24, 8, 8), "solve_regs_c24_t2_f32")],
+    [((64, 12, 32, 32), "solve_regs_c12_t4_o4_f32"), ((64, 24, 8, 8), "solve_regs_c24_t4_o2_f32")],
 )
 def test_the_presets_shapes_run_one_launch(shape, kernel):
     """Each direction of the solve is one kernel at these shapes, and float64 keeps the

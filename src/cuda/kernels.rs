@@ -19,7 +19,7 @@ pub const SOURCES: [(&str, &str); 7] = [
 /// each: `p` a device pointer, `i` an `int`, `l` a `long long`. Each launch is checked against
 /// it (the driver cannot tell a wrong argument list), and tests/test_kernels_compile.py checks
 /// it against the declarations in kernels/*.cu.
-pub const ENTRY_POINTS: [(&str, &str); 42] = [
+pub const ENTRY_POINTS: [(&str, &str); 44] = [
     ("prepare_inverse_f32", "ppiiiii"),
     ("prepare_inverse_f64", "ppiiiii"),
     ("prepare_taps_f32", "ppiiii"),
@@ -48,10 +48,12 @@ pub const ENTRY_POINTS: [(&str, &str); 42] = [
     ("sweep_tile_f64", "ppiiiiiiiiiiiiii"),
     ("sweep_tile2_f32", "ppiiiiiiiiiiiiii"),
     ("sweep_tile2_f64", "ppiiiiiiiiiiiiii"),
-    ("solve_regs_c12_t1_f32", "pppiiiiiiiiiii"),
-    ("solve_regs_c12_t2_f32", "pppiiiiiiiiiii"),
-    ("solve_regs_c24_t2_f32", "pppiiiiiiiiiii"),
-    ("solve_regs_c24_t4_f32", "pppiiiiiiiiiii"),
+    ("solve_regs_c12_t1_o1_f32", "pppiiiiiiiiiii"),
+    ("solve_regs_c12_t4_o4_f32", "pppiiiiiiiiiii"),
+    ("solve_regs_c12_t8_o4_f32", "pppiiiiiiiiiii"),
+    ("solve_regs_c24_t2_o1_f32", "pppiiiiiiiiiii"),
+    ("solve_regs_c24_t4_o2_f32", "pppiiiiiiiiiii"),
+    ("solve_regs_c24_t8_o4_f32", "pppiiiiiiiiiii"),
     ("wgrad_partial_f32", "pppiiiiiiiii"),
     ("wgrad_partial_f64", "pppiiiiiiiii"),
     ("wgrad_tile1_f32", "pppiiiiiiiii"),

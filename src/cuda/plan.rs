@@ -172,18 +172,22 @@ pub struct RegsPlan {
     pub smem: usize,
 }
 
-/// `solve_regs` variants: (C, lanes per dot product, entry point, launch bound). The first
-/// of each C is the default; `INV_CONV_SOLVE_TSPLIT` picks another (A/B timing, tests).
-const REGS_VARIANTS: [(usize, usize, &str, usize); 4] = [
-    (12, 1, "solve_regs_c12_t1_f32", SOLVE_REGS_THREADS_96),
-    (12, 2, "solve_regs_c12_t2_f32", SOLVE_REGS_THREADS_48),
-    (24, 2, "solve_regs_c24_t2_f32", SOLVE_REGS_THREADS_96),
-    (24, 4, "solve_regs_c24_t4_f32", SOLVE_REGS_THREADS_48),
+/// `solve_regs` variants: (C, lanes per dot product, output channels per thread, entry point,
+/// launch bound). The first of each C is the default; `INV_CONV_SOLVE_TSPLIT` picks another by
+/// its lane count (A/B timing, tests).
+const REGS_VARIANTS: [(usize, usize, usize, &str, usize); 6] = [
+    (12, 4, 4, "solve_regs_c12_t4_o4_f32", SOLVE_REGS_THREADS_96),
+    (12, 8, 4, "solve_regs_c12_t8_o4_f32", SOLVE_REGS_THREADS_48),
+    (12, 1, 1, "solve_regs_c12_t1_o1_f32", SOLVE_REGS_THREADS_96),
+    (24, 4, 2, "solve_regs_c24_t4_o2_f32", SOLVE_REGS_THREADS_96),
+    (24, 8, 4, "solve_regs_c24_t8_o4_f32", SOLVE_REGS_THREADS_96),
+    (24, 2, 1, "solve_regs_c24_t2_o1_f32", SOLVE_REGS_THREADS_96),
 ];
 
 /// Used for float32 problems with KH·KW = 9 and C = 12 or 24 (the flow presets' shapes) whose
 /// whole sample fits in shared memory with a zero border; None otherwise. Threads: one pixel
-/// slot (C × lanes threads) per pixel of the longest diagonal, within the launch bound.
+/// slot (C / channels per thread × lanes threads) per pixel of the longest diagonal, within
+/// the launch bound.
 pub fn regs_plan(
     p: &Problem,
     dt: Dtype,
@@ -193,10 +197,10 @@ pub fn regs_plan(
     if dt != Dtype::F32 || p.kernel_h * p.kernel_w != 9 {
         return None;
     }
-    let &(c, lanes, kernel, bound) = REGS_VARIANTS
+    let &(c, lanes, copt, kernel, bound) = REGS_VARIANTS
         .iter()
         .find(|v| v.0 == p.channels && tsplit.map_or(true, |t| t == v.1))?;
-    let per_pixel = c * lanes;
+    let per_pixel = c / copt * lanes;
     let slots = p.height.min(p.width).min(bound / per_pixel);
     let threads = (slots * per_pixel).div_ceil(32) * 32;
     let window = (p.height + p.kernel_h - 1)
@@ -500,23 +504,25 @@ mod tests {
         };
         // The presets: C = 12 at 32² / 16², C = 24 at 16² / 8².
         let s1 = plan(12, 32, 32, 3, Dtype::F32, None).unwrap();
-        assert_eq!((s1.kernel, s1.threads), ("solve_regs_c12_t1_f32", 384));
+        assert_eq!((s1.kernel, s1.threads), ("solve_regs_c12_t4_o4_f32", 384));
         assert_eq!(s1.smem, (19 * 144 + 34 * 34 * 12) * 4);
         let c24 = plan(24, 8, 8, 3, Dtype::F32, None).unwrap();
-        assert_eq!((c24.kernel, c24.threads), ("solve_regs_c24_t2_f32", 384));
+        assert_eq!((c24.kernel, c24.threads), ("solve_regs_c24_t4_o2_f32", 384));
         // 16 pixels × 48 threads exceed the bound: 8 slots, two passes on long diagonals.
         assert_eq!(plan(24, 16, 16, 3, Dtype::F32, None).unwrap().threads, 384);
-        let t2 = plan(12, 32, 32, 3, Dtype::F32, Some(2)).unwrap();
-        assert_eq!((t2.kernel, t2.threads), ("solve_regs_c12_t2_f32", 768));
+        let t8 = plan(12, 32, 32, 3, Dtype::F32, Some(8)).unwrap();
+        assert_eq!((t8.kernel, t8.threads), ("solve_regs_c12_t8_o4_f32", 768));
+        assert_eq!(plan(24, 8, 8, 3, Dtype::F32, Some(2)).unwrap().kernel, "solve_regs_c24_t2_o1_f32");
+        assert!(plan(24, 8, 8, 3, Dtype::F32, Some(1)).is_none());
         // One pixel per diagonal still makes a whole warp.
         assert_eq!(plan(12, 1, 40, 3, Dtype::F32, None).unwrap().threads, 32);
         // Every plan stays within its launch bound and the shared memory.
         for (c, h, w) in [(12, 64, 64), (12, 5, 70), (24, 40, 40), (24, 1, 1)] {
-            for ts in [None, Some(1), Some(2), Some(4)] {
+            for ts in [None, Some(1), Some(2), Some(4), Some(8)] {
                 if let Some(pl) = plan(c, h, w, 3, Dtype::F32, ts) {
-                    let bound = REGS_VARIANTS.iter().find(|v| v.2 == pl.kernel).unwrap().3;
-                    assert!(pl.threads as usize <= bound && pl.smem <= max, "{pl:?}");
-                    assert!(pl.threads as usize >= c * ts.unwrap_or(1), "{pl:?}");
+                    let v = REGS_VARIANTS.iter().find(|v| v.3 == pl.kernel).unwrap();
+                    assert!(pl.threads as usize <= v.4 && pl.smem <= max, "{pl:?}");
+                    assert!(pl.threads as usize >= c / v.2 * v.1, "{pl:?}");
                 }
             }
         }
@@ -527,7 +533,7 @@ mod tests {
         assert_eq!(plan(12, 32, 32, 5, Dtype::F32, None), None);
         assert_eq!(plan(12, 2, 32, 2, Dtype::F32, None), None);
         assert_eq!(plan(12, 128, 128, 3, Dtype::F32, None), None);
-        assert_eq!(plan(12, 32, 32, 3, Dtype::F32, Some(4)), None);
+        assert_eq!(plan(12, 32, 32, 3, Dtype::F32, Some(2)), None);
     }
 
     #[test]
