@@ -151,6 +151,11 @@ def _prepare(names, a, b):
     except under autocast, where (like PyTorch's float32-policy ops) float16/bfloat16 arguments
     are cast to float32 first, so the result is float32 (float64 stays float64).
     """
+    # What nearly every call is, accepted at the cost of a few attribute reads: then nothing
+    # below would change or raise.
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dtype in _dispatch.FLOAT_DTYPES \
+            and b.dtype is a.dtype and ((a.is_cpu and b.is_cpu) or (a.is_cuda and a.get_device() == b.get_device())):
+        return a, b, a.dtype
     _dispatch.check_tensor(names[0], a)
     _dispatch.check_tensor(names[1], b)
     if a.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(a.device.type):
@@ -190,7 +195,7 @@ def _fast_path_ok(a: torch.Tensor, b: torch.Tensor) -> bool:
         return False
     if _len_dispatch_stack is not None and _len_dispatch_stack() > 0:
         return False
-    return a.device.type in ("cpu", "cuda")
+    return a.is_cpu or a.is_cuda
 
 
 def _loop_vmap(fn, info, in_dims, *args):
@@ -244,18 +249,28 @@ def _solve_jvp(fn, tap, ctx, y_t, w_t):
 def _image_function(run, keep_output: bool = False):
     """Class decorator for the four image ops: ``forward`` is ``run`` (a _dispatch function),
     the context keeps (the input, or the output when ``keep_output``, and the weight) for the
-    backward and the tangent, and vmap folds a vmapped input into the batch axis."""
+    backward and the tangent, and vmap folds a vmapped input into the batch axis.
+    ``forward_and_setup`` is both in one call, the forward of the old-style twin."""
 
     def decorate(cls):
-        def setup_context(ctx, inputs, output):
-            inp, weight, ctx.order = inputs
-            kept = output if keep_output else inp
+        def keep(ctx, inp, weight, order, out):
+            ctx.order = order
+            kept = out if keep_output else inp
             ctx.save_for_backward(kept, weight)
             if _forward_mode_active():
                 ctx.save_for_forward(kept, weight)
 
+        def setup_context(ctx, inputs, output):
+            keep(ctx, *inputs, output)
+
+        def forward_and_setup(ctx, inp, weight, order):
+            out = run(inp, weight, order)
+            keep(ctx, inp, weight, order, out)
+            return out
+
         cls.forward = staticmethod(run)
         cls.setup_context = staticmethod(setup_context)
+        cls.forward_and_setup = staticmethod(forward_and_setup)
         cls.vmap = staticmethod(lambda info, in_dims, *args: _image_vmap(cls, info, in_dims, *args))
         return cls
 
@@ -347,6 +362,12 @@ class _WGradFn(torch.autograd.Function):
             ctx.save_for_forward(x, g)
 
     @staticmethod
+    def forward_and_setup(ctx, *inputs):
+        out = _WGradFn.forward(*inputs)
+        _WGradFn.setup_context(ctx, inputs, out)
+        return out
+
+    @staticmethod
     def backward(ctx, v):
         # ⟨V, W(x, g)⟩ = ⟨g, forward(x, V) − x⟩
         x, g = ctx.saved_tensors
@@ -370,16 +391,10 @@ def _plain_variant(fn):
     setup_context-style Functions with inspect.signature on every call, which costs more host
     time than a small problem's kernels. Used when no torch.func transform is active."""
     return type(fn.__name__ + "Eager", (torch.autograd.Function,), {
-        "forward": staticmethod(lambda ctx, *args: _forward_and_setup(fn, ctx, args)),
+        "forward": staticmethod(fn.forward_and_setup),
         "backward": staticmethod(fn.backward),
         "jvp": staticmethod(fn.jvp),
     })
-
-
-def _forward_and_setup(fn, ctx, args):
-    out = fn.forward(*args)
-    fn.setup_context(ctx, args, out)
-    return out
 
 
 _EAGER_VARIANT = {fn: _plain_variant(fn) for fn in (_ConvFn, _InvFn, _FwdAdjFn, _InvAdjFn, _WGradFn)}
