@@ -129,7 +129,8 @@ def run_inverse_backward(x: torch.Tensor, grad: torch.Tensor, weight: torch.Tens
     if grad.is_cuda:
         return _cuda_module().inverse_backward(x, grad, weight, order)
     dtype = _cpu_dtype(("grad", "weight"), grad, weight)
-    _cpu_dtype(("x", "weight"), x, weight)
+    if x.dtype is not weight.dtype or not x.is_cpu:
+        _cpu_dtype(("x", "weight"), x, weight)  # raises
     u, grad_w = torch.empty_like(grad), torch.empty_like(weight)
     _native.cpu_inverse_backward(
         dtype, x.shape, grad.shape, weight.shape, order,

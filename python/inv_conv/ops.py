@@ -151,10 +151,7 @@ def _prepare(names, a, b):
     except under autocast, where (like PyTorch's float32-policy ops) float16/bfloat16 arguments
     are cast to float32 first, so the result is float32 (float64 stays float64).
     """
-    # What nearly every call is, accepted at the cost of a few attribute reads: then nothing
-    # below would change or raise.
-    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dtype in _dispatch.FLOAT_DTYPES \
-            and b.dtype is a.dtype and ((a.is_cpu and b.is_cpu) or (a.is_cuda and a.get_device() == b.get_device())):
+    if _plain_pair(a, b):
         return a, b, a.dtype
     _dispatch.check_tensor(names[0], a)
     _dispatch.check_tensor(names[1], b)
@@ -186,16 +183,24 @@ _REAL_TENSOR_TYPES = (torch.Tensor, torch.nn.Parameter)
 _len_dispatch_stack = getattr(torch._C, "_len_torch_dispatch_stack", None)
 
 
+def _untraced() -> bool:
+    """Not compiling and no dispatch mode (fake tensors, functionalization, ...) active, and the
+    eager Functions not disabled (``INV_CONV_EAGER=0``)."""
+    return _EAGER and not torch.compiler.is_compiling() and (_len_dispatch_stack is None or _len_dispatch_stack() == 0)
+
+
 def _fast_path_ok(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Whether the eager Functions may run: not compiling, no dispatch mode (fake tensors,
-    functionalization, ...), plain CPU/CUDA tensors. ``INV_CONV_EAGER=0`` disables them."""
-    if not _EAGER or torch.compiler.is_compiling():
-        return False
-    if type(a) not in _REAL_TENSOR_TYPES or type(b) not in _REAL_TENSOR_TYPES:
-        return False
-    if _len_dispatch_stack is not None and _len_dispatch_stack() > 0:
-        return False
-    return a.is_cpu or a.is_cuda
+    """Whether the eager Functions may run on two prepared tensors: plain CPU/CUDA tensors,
+    :func:`_untraced`."""
+    return type(a) in _REAL_TENSOR_TYPES and type(b) in _REAL_TENSOR_TYPES and (a.is_cpu or a.is_cuda) and _untraced()
+
+
+def _plain_pair(a, b) -> bool:
+    """Whether two arguments need no validation or conversion (what nearly every call is, told
+    by a few attribute reads): plain tensors of one float32/float64 dtype on one CPU or CUDA
+    device."""
+    return (type(a) in _REAL_TENSOR_TYPES and type(b) in _REAL_TENSOR_TYPES and a.dtype in _dispatch.FLOAT_DTYPES
+            and b.dtype is a.dtype and ((a.is_cpu and b.is_cpu) or (a.is_cuda and a.get_device() == b.get_device())))
 
 
 def _loop_vmap(fn, info, in_dims, *args):
@@ -428,6 +433,10 @@ def _same_kind(names, a, b) -> None:
 
 def _apply(op, fast, numpy_fn, names, inp, weight, order):
     order = normalise_order(order)
+    if _plain_pair(inp, weight) and _untraced():  # then _prepare would return them as they are
+        if inp.is_cuda:  # the CPU backend checks the shapes itself, naming the same arguments
+            _dispatch.check_shapes(names[0], inp, weight, order)
+        return _call(fast, inp, weight, order)
     if isinstance(inp, np.ndarray) or isinstance(weight, np.ndarray):
         _same_kind(names, inp, weight)
         return numpy_fn(inp, weight, order)

@@ -6,6 +6,7 @@
 //! ops' one contract ([`Problem`]), so a buffer is never read past the length its shape gives.
 
 use pyo3::prelude::*;
+use pyo3::types::PyTuple;
 
 use super::{detached, parse_order, Dtype, ImageKernel};
 use crate::cpu::{self, Real};
@@ -18,6 +19,12 @@ fn dtype_named(name: &str) -> PyResult<Dtype> {
         "float64" => Ok(Dtype::F64),
         _ => Err(Error::Dtype(format!("the CPU ops take float32 or float64; got {name}")).into()),
     }
+}
+
+/// A shape (a torch.Size), read by index: extracting a `Vec` would create a Python iterator
+/// (a garbage-collected object) per call.
+fn dims(shape: &Bound<'_, PyTuple>) -> PyResult<Vec<usize>> {
+    shape.iter().map(|d| d.extract::<usize>()).collect()
 }
 
 fn check_addr<T>(name: &str, addr: usize) -> PyResult<()> {
@@ -68,11 +75,12 @@ macro_rules! cpu_image_binding {
         fn $name(
             py: Python<'_>,
             dtype: &str,
-            shape: Vec<usize>,
-            weight_shape: Vec<usize>,
+            shape: &Bound<'_, PyTuple>,
+            weight_shape: &Bound<'_, PyTuple>,
             order: &str,
             addrs: (usize, usize, usize),
         ) -> PyResult<()> {
+            let (shape, weight_shape) = (dims(shape)?, dims(weight_shape)?);
             let p = Problem::new($input, &shape, &weight_shape, parse_order(order)?)?;
             match dtype_named(dtype)? {
                 Dtype::F32 => image_typed::<f32>(py, $kernel, &p, addrs),
@@ -129,12 +137,13 @@ fn weight_grad_typed<T: Real>(
 fn cpu_weight_grad(
     py: Python<'_>,
     dtype: &str,
-    x_shape: Vec<usize>,
-    grad_shape: Vec<usize>,
+    x_shape: &Bound<'_, PyTuple>,
+    grad_shape: &Bound<'_, PyTuple>,
     kernel: (usize, usize),
     order: &str,
     addrs: (usize, usize, usize),
 ) -> PyResult<()> {
+    let (x_shape, grad_shape) = (dims(x_shape)?, dims(grad_shape)?);
     let c = x_shape.get(1).copied().unwrap_or(0);
     let p = Problem::new(
         "x",
@@ -174,13 +183,14 @@ fn inverse_backward_typed<T: Real>(
 fn cpu_inverse_backward(
     py: Python<'_>,
     dtype: &str,
-    x_shape: Vec<usize>,
-    grad_shape: Vec<usize>,
-    weight_shape: Vec<usize>,
+    x_shape: &Bound<'_, PyTuple>,
+    grad_shape: &Bound<'_, PyTuple>,
+    weight_shape: &Bound<'_, PyTuple>,
     order: &str,
     addrs: (usize, usize, usize, usize, usize),
 ) -> PyResult<()> {
-    let p = Problem::new("x", &x_shape, &weight_shape, parse_order(order)?)?;
+    let (x_shape, grad_shape) = (dims(x_shape)?, dims(grad_shape)?);
+    let p = Problem::new("x", &x_shape, &dims(weight_shape)?, parse_order(order)?)?;
     p.expect_image("grad", &grad_shape)?;
     match dtype_named(dtype)? {
         Dtype::F32 => inverse_backward_typed::<f32>(py, &p, addrs),
