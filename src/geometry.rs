@@ -273,26 +273,24 @@ impl Problem {
         (i, j) == self.anchor() && c_in >= c_out
     }
 
-    /// The effective weight ŵ as one C×C matrix per tap, `taps[t][c_out * C + c_in]`, in the
-    /// order of [`Problem::taps`]. The anchor tap's matrix is made unit lower-triangular; every
-    /// masked entry of `weight` is ignored whatever it holds (NaN included).
-    pub fn tap_matrices<T: Copy + From<u8>>(&self, weight: &[T]) -> Vec<Vec<T>> {
+    /// The effective weight ŵ as one C×C matrix per tap, in one buffer: tap `t`'s entry
+    /// `(c_out, c_in)` at `(t * C + c_out) * C + c_in`, taps in the order of [`Problem::taps`].
+    /// The anchor tap's matrix is made unit lower-triangular; every masked entry of `weight` is
+    /// ignored whatever it holds (NaN included).
+    pub fn tap_matrices<T: Copy + From<u8>>(&self, weight: &[T]) -> Vec<T> {
         let c = self.channels;
         let (kh, kw) = (self.kernel_h, self.kernel_w);
-        let mut out = Vec::with_capacity(kh * kw);
-        for i in 0..kh {
-            for j in 0..kw {
-                let mut m = vec![T::from(0u8); c * c];
-                for co in 0..c {
-                    for ci in 0..c {
-                        m[co * c + ci] = if self.is_masked(co, ci, i, j) {
-                            T::from(u8::from(ci == co))
-                        } else {
-                            weight[((co * c + ci) * kh + i) * kw + j]
-                        };
-                    }
+        let mut out = vec![T::from(0u8); kh * kw * c * c];
+        for (t, m) in out.chunks_exact_mut(c * c).enumerate() {
+            let (i, j) = (t / kw, t % kw);
+            for co in 0..c {
+                for ci in 0..c {
+                    m[co * c + ci] = if self.is_masked(co, ci, i, j) {
+                        T::from(u8::from(ci == co))
+                    } else {
+                        weight[((co * c + ci) * kh + i) * kw + j]
+                    };
                 }
-                out.push(m);
             }
         }
         out

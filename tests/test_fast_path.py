@@ -103,6 +103,45 @@ def test_vmap_over_input_and_weight(device):
         assert torch.allclose(out, torch.stack([ref(x, b, "TR") for b in ws]), atol=1e-12)
 
 
+# Views the backends must read as the values they show (the CPU backend reads raw addresses):
+# strided, channels-last, stride-0 batch, a contiguous view at a storage offset, a slice, and a
+# lazily negated view (torch._neg_view: memory holds the un-negated values).
+LAYOUTS = {
+    "transposed": lambda t: t.transpose(-1, -2).contiguous().transpose(-1, -2),
+    "channels_last": lambda t: t.contiguous(memory_format=torch.channels_last),
+    "expanded": lambda t: t[:1].expand(t.shape),
+    "offset": lambda t: torch.cat([t[:1], t])[1:],
+    "sliced": lambda t: torch.cat([t, t], dim=-1)[..., t.shape[-1]:],
+    "negative_view": lambda t: torch._neg_view(-t),
+}
+
+
+@pytest.mark.parametrize("eager", [True, False])
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_every_layout_gives_the_values_it_shows(device, layout, eager):
+    """Each op, forward and backward, on a view equals the same op on a contiguous copy, bitwise."""
+    view = LAYOUTS[layout]
+    x, w = _problem((2, 3, 5, 4, 3, 3), device, torch.float32, 0.1)
+    g = torch.randn_like(x)
+    plain = lambda t: view(t).resolve_neg().contiguous()  # noqa: E731
+    fns = [inv_conv.conv2d, inv_conv.inv_conv2d, inv_conv.conv2d_transpose, inv_conv.inv_conv2d_transpose]
+    ops._EAGER = eager
+    try:
+        for fn in fns:
+            for args, ref in (((view(x), w), (plain(x), w)), ((x, view(w)), (x, plain(w)))):
+                assert torch.equal(fn(*args, "BL"), fn(*ref, "BL")), fn.__name__
+        assert torch.equal(inv_conv.conv2d_weight_grad(view(x), view(g), 3, "TR"),
+                           inv_conv.conv2d_weight_grad(plain(x), plain(g), 3, "TR"))
+        grads = []
+        for upstream in (view(g), plain(g)):
+            xr, wr = x.clone().requires_grad_(), w.clone().requires_grad_()
+            inv_conv.inv_conv2d(xr, wr, "TR").backward(upstream)
+            grads.append((xr.grad, wr.grad))
+        assert torch.equal(grads[0][0], grads[1][0]) and torch.equal(grads[0][1], grads[1][1])
+    finally:
+        ops._EAGER = True
+
+
 def test_fake_tensors_and_compile_take_the_custom_ops():
     from torch._subclasses.fake_tensor import FakeTensorMode
 

@@ -4,8 +4,9 @@ The public functions validate dtypes and devices here (pure Python, so ``torch.c
 trace them); shapes are validated by the Rust core's contract (``_native.check_problem``) inside
 the custom ops and their fake implementations. The ``run_*`` functions take validated tensors
 (``run_inverse_backward`` fuses the inverse's two backward ops) and route CPU tensors to the
-Rust CPU backend (zero-copy numpy views of tensors that
-torch allocated) and CUDA tensors to :mod:`inv_conv._cuda`.
+Rust CPU backend (the raw addresses of tensors torch allocated, checked here: a numpy view per
+tensor would cost more host time than a small problem's arithmetic) and CUDA tensors to
+:mod:`inv_conv._cuda`.
 """
 
 from __future__ import annotations
@@ -59,44 +60,66 @@ def _cuda_module():
 
 
 def _plain(t: torch.Tensor) -> torch.Tensor:
-    # Only what is needed: each torch call here costs host time on small problems.
-    if t.requires_grad:
-        t = t.detach()
-    return t if t.is_contiguous() else t.contiguous()
+    """``t`` as the backends read it: C-contiguous and without a lazy negation (a view whose
+    memory holds the un-negated values). Only what is needed: each torch call here costs host
+    time on small problems."""
+    if t.is_neg():
+        t = t.resolve_neg()
+    return t if t.is_contiguous() else t.detach().contiguous()
 
 
-def _run_image(name: str, native_fn, inp: torch.Tensor, weight: torch.Tensor, order: str) -> torch.Tensor:
+_DTYPE_NAMES = {torch.float32: "float32", torch.float64: "float64"}
+
+
+def _cpu_dtype(names: tuple[str, str], a: torch.Tensor, b: torch.Tensor) -> str:
+    """The dtype name for the CPU backend's raw-address calls (``_native.cpu_*``), after checking
+    what they rely on and the shapes cannot tell: both tensors on the CPU, float32 or float64,
+    one dtype."""
+    name = _DTYPE_NAMES.get(a.dtype)
+    if name is not None and b.dtype is a.dtype and a.is_cpu and b.is_cpu:
+        return name
+    check_match(names, a, b)
+    if name is None:
+        raise TypeError(f"{names[0]} must be float32 or float64 (the backend's dtypes); got {a.dtype}")
+    raise ValueError(f"{names[0]} must be a CPU or CUDA tensor; got device {a.device}")
+
+
+def _run_image(name: str, cpu_fn, input_name: str, inp: torch.Tensor, weight: torch.Tensor, order: str):
     inp, weight = _plain(inp), _plain(weight)
     if inp.is_cuda:
         return getattr(_cuda_module(), name)(inp, weight, order)
+    dtype = _cpu_dtype((input_name, "weight"), inp, weight)
     out = torch.empty_like(inp)
-    native_fn(inp.numpy(), weight.numpy(), order, out.numpy())
+    cpu_fn(dtype, inp.shape, weight.shape, order, (inp.data_ptr(), weight.data_ptr(), out.data_ptr()))
     return out
 
 
 def run_forward(x: torch.Tensor, weight: torch.Tensor, order: str) -> torch.Tensor:
-    return _run_image("forward", _native.forward, x, weight, order)
+    return _run_image("forward", _native.cpu_forward, "x", x, weight, order)
 
 
 def run_inverse(y: torch.Tensor, weight: torch.Tensor, order: str) -> torch.Tensor:
-    return _run_image("inverse", _native.inverse, y, weight, order)
+    return _run_image("inverse", _native.cpu_inverse, "y", y, weight, order)
 
 
 def run_forward_adjoint(grad: torch.Tensor, weight: torch.Tensor, order: str) -> torch.Tensor:
-    return _run_image("forward_adjoint", _native.forward_adjoint, grad, weight, order)
+    return _run_image("forward_adjoint", _native.cpu_forward_adjoint, "grad", grad, weight, order)
 
 
 def run_inverse_adjoint(grad: torch.Tensor, weight: torch.Tensor, order: str) -> torch.Tensor:
-    return _run_image("inverse_adjoint", _native.inverse_adjoint, grad, weight, order)
+    return _run_image("inverse_adjoint", _native.cpu_inverse_adjoint, "grad", grad, weight, order)
 
 
 def run_weight_grad(x: torch.Tensor, grad: torch.Tensor, order: str, kernel_h: int, kernel_w: int) -> torch.Tensor:
     x, grad = _plain(x), _plain(grad)
     if x.is_cuda:
         return _cuda_module().weight_grad(x, grad, order, kernel_h, kernel_w)
-    c = x.shape[1]
+    dtype = _cpu_dtype(("x", "grad"), x, grad)
+    c = x.shape[1] if x.dim() > 1 else 0
     out = torch.empty((c, c, kernel_h, kernel_w), dtype=x.dtype)
-    _native.weight_grad(x.numpy(), grad.numpy(), order, (kernel_h, kernel_w), out.numpy())
+    _native.cpu_weight_grad(
+        dtype, x.shape, grad.shape, (kernel_h, kernel_w), order, (x.data_ptr(), grad.data_ptr(), out.data_ptr())
+    )
     return out
 
 
@@ -105,8 +128,14 @@ def run_inverse_backward(x: torch.Tensor, grad: torch.Tensor, weight: torch.Tens
     x, grad, weight = _plain(x), _plain(grad), _plain(weight)
     if grad.is_cuda:
         return _cuda_module().inverse_backward(x, grad, weight, order)
+    dtype = _cpu_dtype(("grad", "weight"), grad, weight)
+    if x.dtype is not weight.dtype or not x.is_cpu:
+        _cpu_dtype(("x", "weight"), x, weight)  # raises
     u, grad_w = torch.empty_like(grad), torch.empty_like(weight)
-    _native.inverse_backward(x.numpy(), grad.numpy(), weight.numpy(), order, u.numpy(), grad_w.numpy())
+    _native.cpu_inverse_backward(
+        dtype, x.shape, grad.shape, weight.shape, order,
+        (x.data_ptr(), grad.data_ptr(), weight.data_ptr(), u.data_ptr(), grad_w.data_ptr()),
+    )
     return u, grad_w
 
 

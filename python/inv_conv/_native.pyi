@@ -1,4 +1,5 @@
-"""Type stubs for the Rust extension ``inv_conv._native`` (CPU ops on numpy arrays)."""
+"""Type stubs for the Rust extension ``inv_conv._native`` (CPU ops on numpy arrays and on raw
+addresses, CUDA ops on raw device addresses)."""
 
 from typing import Optional, Protocol, Tuple, TypeVar
 
@@ -37,6 +38,34 @@ def check_problem(
 
 def built_with_cuda() -> bool:
     """Whether the extension was built with the CUDA backend."""
+
+# The CPU ops on raw addresses (the torch layer's path, `_dispatch`): each address holds a live,
+# C-contiguous buffer of the dtype named ("float32" or "float64") of the size its shape gives;
+# outputs are fresh. Shapes are checked as by every op; the rest is the caller's to ensure.
+class _RawImageOp(Protocol):
+    """``(input, weight, out)`` addresses; ``input`` is x, y or grad as the op says."""
+
+    def __call__(
+        self, dtype_name: str, shape: Tuple[int, ...], weight_shape: Tuple[int, ...], order: str,
+        addrs: Tuple[int, int, int],
+    ) -> None: ...
+
+cpu_forward: _RawImageOp
+cpu_inverse: _RawImageOp
+cpu_forward_adjoint: _RawImageOp
+cpu_inverse_adjoint: _RawImageOp
+
+def cpu_weight_grad(
+    dtype_name: str, x_shape: Tuple[int, ...], grad_shape: Tuple[int, ...], kernel: Tuple[int, int], order: str,
+    addrs: Tuple[int, int, int],
+) -> None:
+    """Σ grad · pad(x) per tap (masked) into out: addresses (x, grad, out)."""
+
+def cpu_inverse_backward(
+    dtype_name: str, x_shape: Tuple[int, ...], grad_shape: Tuple[int, ...], weight_shape: Tuple[int, ...],
+    order: str, addrs: Tuple[int, int, int, int, int],
+) -> None:
+    """u = A⁻ᵀ grad and grad_w = −Σ u·pad(x): addresses (x, grad, weight, u, grad_w)."""
 
 # CUDA backend (present when built with the `cuda` feature). Buffers are raw device addresses
 # of contiguous tensors on `device`; `stream` is a raw CUstream handle; nothing synchronizes.

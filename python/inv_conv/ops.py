@@ -151,6 +151,8 @@ def _prepare(names, a, b):
     except under autocast, where (like PyTorch's float32-policy ops) float16/bfloat16 arguments
     are cast to float32 first, so the result is float32 (float64 stays float64).
     """
+    if _plain_pair(a, b):
+        return a, b, a.dtype
     _dispatch.check_tensor(names[0], a)
     _dispatch.check_tensor(names[1], b)
     if a.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(a.device.type):
@@ -181,16 +183,24 @@ _REAL_TENSOR_TYPES = (torch.Tensor, torch.nn.Parameter)
 _len_dispatch_stack = getattr(torch._C, "_len_torch_dispatch_stack", None)
 
 
+def _untraced() -> bool:
+    """Not compiling and no dispatch mode (fake tensors, functionalization, ...) active, and the
+    eager Functions not disabled (``INV_CONV_EAGER=0``)."""
+    return _EAGER and not torch.compiler.is_compiling() and (_len_dispatch_stack is None or _len_dispatch_stack() == 0)
+
+
 def _fast_path_ok(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Whether the eager Functions may run: not compiling, no dispatch mode (fake tensors,
-    functionalization, ...), plain CPU/CUDA tensors. ``INV_CONV_EAGER=0`` disables them."""
-    if not _EAGER or torch.compiler.is_compiling():
-        return False
-    if type(a) not in _REAL_TENSOR_TYPES or type(b) not in _REAL_TENSOR_TYPES:
-        return False
-    if _len_dispatch_stack is not None and _len_dispatch_stack() > 0:
-        return False
-    return a.device.type in ("cpu", "cuda")
+    """Whether the eager Functions may run on two prepared tensors: plain CPU/CUDA tensors,
+    :func:`_untraced`."""
+    return type(a) in _REAL_TENSOR_TYPES and type(b) in _REAL_TENSOR_TYPES and (a.is_cpu or a.is_cuda) and _untraced()
+
+
+def _plain_pair(a, b) -> bool:
+    """Whether two arguments need no validation or conversion (what nearly every call is, told
+    by a few attribute reads): plain tensors of one float32/float64 dtype on one CPU or CUDA
+    device."""
+    return (type(a) in _REAL_TENSOR_TYPES and type(b) in _REAL_TENSOR_TYPES and a.dtype in _dispatch.FLOAT_DTYPES
+            and b.dtype is a.dtype and ((a.is_cpu and b.is_cpu) or (a.is_cuda and a.get_device() == b.get_device())))
 
 
 def _loop_vmap(fn, info, in_dims, *args):
@@ -244,18 +254,28 @@ def _solve_jvp(fn, tap, ctx, y_t, w_t):
 def _image_function(run, keep_output: bool = False):
     """Class decorator for the four image ops: ``forward`` is ``run`` (a _dispatch function),
     the context keeps (the input, or the output when ``keep_output``, and the weight) for the
-    backward and the tangent, and vmap folds a vmapped input into the batch axis."""
+    backward and the tangent, and vmap folds a vmapped input into the batch axis.
+    ``forward_and_setup`` is both in one call, the forward of the old-style twin."""
 
     def decorate(cls):
-        def setup_context(ctx, inputs, output):
-            inp, weight, ctx.order = inputs
-            kept = output if keep_output else inp
+        def keep(ctx, inp, weight, order, out):
+            ctx.order = order
+            kept = out if keep_output else inp
             ctx.save_for_backward(kept, weight)
             if _forward_mode_active():
                 ctx.save_for_forward(kept, weight)
 
+        def setup_context(ctx, inputs, output):
+            keep(ctx, *inputs, output)
+
+        def forward_and_setup(ctx, inp, weight, order):
+            out = run(inp, weight, order)
+            keep(ctx, inp, weight, order, out)
+            return out
+
         cls.forward = staticmethod(run)
         cls.setup_context = staticmethod(setup_context)
+        cls.forward_and_setup = staticmethod(forward_and_setup)
         cls.vmap = staticmethod(lambda info, in_dims, *args: _image_vmap(cls, info, in_dims, *args))
         return cls
 
@@ -347,6 +367,12 @@ class _WGradFn(torch.autograd.Function):
             ctx.save_for_forward(x, g)
 
     @staticmethod
+    def forward_and_setup(ctx, *inputs):
+        out = _WGradFn.forward(*inputs)
+        _WGradFn.setup_context(ctx, inputs, out)
+        return out
+
+    @staticmethod
     def backward(ctx, v):
         # ⟨V, W(x, g)⟩ = ⟨g, forward(x, V) − x⟩
         x, g = ctx.saved_tensors
@@ -370,16 +396,10 @@ def _plain_variant(fn):
     setup_context-style Functions with inspect.signature on every call, which costs more host
     time than a small problem's kernels. Used when no torch.func transform is active."""
     return type(fn.__name__ + "Eager", (torch.autograd.Function,), {
-        "forward": staticmethod(lambda ctx, *args: _forward_and_setup(fn, ctx, args)),
+        "forward": staticmethod(fn.forward_and_setup),
         "backward": staticmethod(fn.backward),
         "jvp": staticmethod(fn.jvp),
     })
-
-
-def _forward_and_setup(fn, ctx, args):
-    out = fn.forward(*args)
-    fn.setup_context(ctx, args, out)
-    return out
 
 
 _EAGER_VARIANT = {fn: _plain_variant(fn) for fn in (_ConvFn, _InvFn, _FwdAdjFn, _InvAdjFn, _WGradFn)}
@@ -413,6 +433,10 @@ def _same_kind(names, a, b) -> None:
 
 def _apply(op, fast, numpy_fn, names, inp, weight, order):
     order = normalise_order(order)
+    if _plain_pair(inp, weight) and _untraced():  # then _prepare would return them as they are
+        if inp.is_cuda:  # the CPU backend checks the shapes itself, naming the same arguments
+            _dispatch.check_shapes(names[0], inp, weight, order)
+        return _call(fast, inp, weight, order)
     if isinstance(inp, np.ndarray) or isinstance(weight, np.ndarray):
         _same_kind(names, inp, weight)
         return numpy_fn(inp, weight, order)

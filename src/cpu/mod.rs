@@ -25,6 +25,7 @@
 mod layout;
 mod pool;
 mod real;
+mod small;
 
 use rayon::prelude::*;
 
@@ -35,23 +36,25 @@ pub use pool::{install, install_sized};
 pub use real::Real;
 
 use layout::{from_pixel_major, to_pixel_major};
+use small::{small_gemm_acc, small_gemm_tn_acc, small_kernel_pays};
 
 /// One tap as the row-level routines use it: `out[p] += src[p + (di, dj)] · k` (k is C×C,
 /// row-major, applied from the right).
-struct ShiftedTap<T> {
+struct ShiftedTap<'a, T> {
     di: isize,
     dj: isize,
-    k: Vec<T>,
+    k: &'a [T],
 }
 
-fn transpose<T: Real>(m: &[T], c: usize) -> Vec<T> {
-    let mut t = vec![T::ZERO; c * c];
-    for r in 0..c {
-        for s in 0..c {
-            t[s * c + r] = m[r * c + s];
+/// Transposes each C×C matrix of `m` (matrices one after another) in place.
+fn transpose_each<T: Real>(m: &mut [T], c: usize) {
+    for block in m.chunks_exact_mut(c * c) {
+        for r in 0..c {
+            for s in r + 1..c {
+                block.swap(r * c + s, s * c + r);
+            }
         }
     }
-    t
 }
 
 /// Inverse of a unit lower-triangular C×C matrix (row-major), by forward substitution.
@@ -91,32 +94,23 @@ fn check_image_and_weight<T>(
 }
 
 /// Taps of the forward map (`transposed == false`) or of its adjoint (`true`), all of them or
-/// only the off-anchor ones, from the problem's tap matrices.
-fn shifted_taps<T: Real>(
+/// only the off-anchor ones, over `matrices`: the problem's tap matrices, each already
+/// transposed for the forward map (its rows are applied from the right).
+fn shifted_taps<'a, T: Real>(
     p: &Problem,
-    matrices: Vec<Vec<T>>,
+    matrices: &'a [T],
     transposed: bool,
     with_anchor: bool,
-) -> Vec<ShiftedTap<T>> {
-    let c = p.channels;
+) -> Vec<ShiftedTap<'a, T>> {
+    let sign = if transposed { -1 } else { 1 };
     p.taps()
         .into_iter()
-        .zip(matrices)
+        .zip(matrices.chunks_exact(p.channels * p.channels))
         .filter(|(t, _)| with_anchor || !t.is_anchor())
-        .map(|(t, m)| {
-            if transposed {
-                ShiftedTap {
-                    di: -t.di,
-                    dj: -t.dj,
-                    k: m,
-                }
-            } else {
-                ShiftedTap {
-                    di: t.di,
-                    dj: t.dj,
-                    k: transpose(&m, c),
-                }
-            }
+        .map(|(t, k)| ShiftedTap {
+            di: sign * t.di,
+            dj: sign * t.dj,
+            k,
         })
         .collect()
 }
@@ -156,7 +150,7 @@ unsafe fn accumulate_row<T: Real>(
     width: usize,
     rows_per_pixel: usize,
     c: usize,
-    tap: &ShiftedTap<T>,
+    tap: &ShiftedTap<'_, T>,
     alpha: T,
 ) {
     let Some(span) = row_span(row, tap.di, tap.dj, height, width) else {
@@ -171,7 +165,7 @@ unsafe fn accumulate_row<T: Real>(
             std::slice::from_raw_parts(a, m * c),
             std::slice::from_raw_parts_mut(o, m * c),
         );
-        return small_gemm_acc(o, a, &tap.k, c, alpha);
+        return small_gemm_acc(o, a, tap.k, c, alpha);
     }
     T::gemm(
         m,
@@ -191,117 +185,13 @@ unsafe fn accumulate_row<T: Real>(
     );
 }
 
-/// Below this many multiply-adds a row's GEMM runs as [`small_gemm_acc`]: packing the operands
-/// costs more than the arithmetic.
-const SMALL_GEMM_WORK: usize = 2048;
-
-/// Whether `rows` rows of `c` channels go through [`small_gemm_acc`] / [`small_gemm_tn_acc`]
-/// rather than a packed GEMM: always below [`SMALL_GEMM_WORK`], and at any row count where a
-/// fixed-size kernel exists up to C = 12. Measured at B = 16, 32×32: C = 4 forward 0.60 → 0.44
-/// ms, weight gradient 0.89 → 0.25; at C = 16 the GEMM wins (the C×C sums no longer fit in
-/// registers).
-fn small_kernel_pays(rows: usize, c: usize) -> bool {
-    rows * c * c <= SMALL_GEMM_WORK || (has_fixed_kernel(c) && c <= 12)
-}
-
-/// The channel counts [`by_channel_count!`] has a fixed-size kernel for (its arms).
-fn has_fixed_kernel(c: usize) -> bool {
-    matches!(c, 1 | 2 | 3 | 4 | 6 | 8 | 12 | 16)
-}
-
-/// Calls `$fixed::<T, C>` with the channel count as a constant for the counts flows use most
-/// (the loops then unroll into registers; keep [`has_fixed_kernel`] to these arms), else
-/// `$generic` with it as a value. Both add the
-/// same products in the same order, so the results are bitwise the same.
-macro_rules! by_channel_count {
-    ($c:expr, $fixed:ident, $generic:ident, $($arg:expr),*) => {
-        match $c {
-            1 => $fixed::<T, 1>($($arg),*),
-            2 => $fixed::<T, 2>($($arg),*),
-            3 => $fixed::<T, 3>($($arg),*),
-            4 => $fixed::<T, 4>($($arg),*),
-            6 => $fixed::<T, 6>($($arg),*),
-            8 => $fixed::<T, 8>($($arg),*),
-            12 => $fixed::<T, 12>($($arg),*),
-            16 => $fixed::<T, 16>($($arg),*),
-            c => $generic($($arg,)* c),
-        }
-    };
-}
-
-/// `acc[c×c] += gᵀ · x` for `g`, `x` of n rows of c: a small weight-gradient GEMM, where
-/// packing the operands would cost more than the arithmetic.
-fn small_gemm_tn_acc<T: Real>(acc: &mut [T], g: &[T], x: &[T], c: usize) {
-    by_channel_count!(c, gemm_tn_acc_fixed, gemm_tn_acc_any, acc, g, x)
-}
-
-fn gemm_tn_acc_any<T: Real>(acc: &mut [T], g: &[T], x: &[T], c: usize) {
-    for (g_row, x_row) in g.chunks_exact(c).zip(x.chunks_exact(c)) {
-        for (&gv, acc_row) in g_row.iter().zip(acc.chunks_exact_mut(c)) {
-            for (a, &xv) in acc_row.iter_mut().zip(x_row) {
-                *a += gv * xv;
-            }
-        }
-    }
-}
-
-fn gemm_tn_acc_fixed<T: Real, const C: usize>(acc: &mut [T], g: &[T], x: &[T]) {
-    // The C×C sums stay in local memory (registers for small C) across all n rows.
-    let mut sums = [[T::ZERO; C]; C];
-    for (row, chunk) in sums.iter_mut().zip(acc.chunks_exact(C)) {
-        row.copy_from_slice(chunk);
-    }
-    for (g_row, x_row) in g.chunks_exact(C).zip(x.chunks_exact(C)) {
-        for (row, &gv) in sums.iter_mut().zip(g_row) {
-            for (a, &xv) in row.iter_mut().zip(x_row) {
-                *a += gv * xv;
-            }
-        }
-    }
-    for (row, chunk) in sums.iter().zip(acc.chunks_exact_mut(C)) {
-        chunk.copy_from_slice(row);
-    }
-}
-
-/// `out[m×c] += alpha · a[m×c] · k[c×c]`, for the per-pixel steps of the wavefront where a
-/// general GEMM's packing would cost more than the arithmetic.
-fn small_gemm_acc<T: Real>(out: &mut [T], a: &[T], k: &[T], c: usize, alpha: T) {
-    by_channel_count!(c, gemm_acc_fixed, gemm_acc_any, out, a, k, alpha)
-}
-
-fn gemm_acc_any<T: Real>(out: &mut [T], a: &[T], k: &[T], alpha: T, c: usize) {
-    for (o, a) in out.chunks_exact_mut(c).zip(a.chunks_exact(c)) {
-        for (&av, krow) in a.iter().zip(k.chunks_exact(c)) {
-            let s = alpha * av;
-            for (ov, &kv) in o.iter_mut().zip(krow) {
-                *ov += s * kv;
-            }
-        }
-    }
-}
-
-fn gemm_acc_fixed<T: Real, const C: usize>(out: &mut [T], a: &[T], k: &[T], alpha: T) {
-    let k = &k[..C * C];
-    for (o, a) in out.chunks_exact_mut(C).zip(a.chunks_exact(C)) {
-        let mut row = [T::ZERO; C];
-        row.copy_from_slice(o);
-        for (&av, krow) in a.iter().zip(k.chunks_exact(C)) {
-            let s = alpha * av;
-            for (ov, &kv) in row.iter_mut().zip(krow) {
-                *ov += s * kv;
-            }
-        }
-        o.copy_from_slice(&row);
-    }
-}
-
 /// A plain convolution in pixel-major layout: `out[p] = Σ_t src[p + off_t] · K_t`, rows in
 /// parallel.
 fn convolve_pixel_major<T: Real>(
     src: &[T],
     out: &mut [T],
     p: &Problem,
-    taps: &[ShiftedTap<T>],
+    taps: &[ShiftedTap<'_, T>],
     rows_per_pixel: usize,
 ) {
     let (h, w, c) = (p.height, p.width, p.channels);
@@ -337,7 +227,7 @@ fn convolve_pixel_major<T: Real>(
 fn wavefront_pixel_major<T: Real>(
     buf: &mut [T],
     p: &Problem,
-    taps: &[ShiftedTap<T>],
+    taps: &[ShiftedTap<'_, T>],
     anchor: &[T],
     rows_per_pixel: usize,
     rows_ascending: bool,
@@ -345,27 +235,19 @@ fn wavefront_pixel_major<T: Real>(
 ) {
     let (h, w, c) = (p.height, p.width, p.channels);
     let pixel = rows_per_pixel * c;
-    let (other_rows, same_row): (Vec<&ShiftedTap<T>>, Vec<&ShiftedTap<T>>) =
+    let (other_rows, same_row): (Vec<&ShiftedTap<'_, T>>, Vec<&ShiftedTap<'_, T>>) =
         taps.iter().partition(|t| t.di != 0);
-    let rows: Vec<usize> = if rows_ascending {
-        (0..h).collect()
-    } else {
-        (0..h).rev().collect()
-    };
-    let cols: Vec<usize> = if cols_ascending {
-        (0..w).collect()
-    } else {
-        (0..w).rev().collect()
-    };
     let mut solved = vec![T::ZERO; pixel];
-    for &row in &rows {
+    for i in 0..h {
+        let row = if rows_ascending { i } else { h - 1 - i };
         // Rows already solved contribute to the whole row at once: one GEMM per tap.
         let ptr = buf.as_mut_ptr();
         for tap in &other_rows {
             unsafe { accumulate_row(ptr, ptr, row, h, w, rows_per_pixel, c, tap, -T::ONE) };
         }
         // Within the row, pixels depend on their predecessors: one pixel at a time.
-        for &col in &cols {
+        for j in 0..w {
+            let col = if cols_ascending { j } else { w - 1 - j };
             let at = (row * w + col) * pixel;
             for tap in &same_row {
                 let src_col = col as isize + tap.dj;
@@ -380,7 +262,7 @@ fn wavefront_pixel_major<T: Real>(
                     let (lo, hi) = buf.split_at_mut(from);
                     (&mut lo[at..at + pixel], &hi[..pixel])
                 };
-                small_gemm_acc(rhs, src, &tap.k, c, -T::ONE);
+                small_gemm_acc(rhs, src, tap.k, c, -T::ONE);
             }
             solved.fill(T::ZERO);
             small_gemm_acc(&mut solved, &buf[at..at + pixel], anchor, c, T::ONE);
@@ -427,7 +309,7 @@ fn solve<T: Real>(
     p: &Problem,
     rhs: &[T],
     out: &mut [T],
-    taps: &[ShiftedTap<T>],
+    taps: &[ShiftedTap<'_, T>],
     anchor: &[T],
     adjoint: bool,
 ) {
@@ -467,17 +349,20 @@ fn apply<T: Real>(
 ) -> Result<()> {
     check_image_and_weight(p, input, weight, out)?;
     // A convolution uses every tap; a substitution all but the anchor, whose L it divides by.
-    let matrices = p.tap_matrices(weight);
+    let c = p.channels;
+    let mut matrices = p.tap_matrices(weight);
     let (ai, aj) = p.anchor();
-    let l_inv = inverse.then(|| unit_lower_inverse(&matrices[ai * p.kernel_w + aj], p.channels));
-    let taps = shifted_taps(p, matrices, adjoint, !inverse);
-    if let Some(l_inv) = l_inv {
+    let anchor_at = (ai * p.kernel_w + aj) * c * c;
+    let l_inv = inverse.then(|| unit_lower_inverse(&matrices[anchor_at..anchor_at + c * c], c));
+    if !adjoint {
+        transpose_each(&mut matrices, c);
+    }
+    let taps = shifted_taps(p, &matrices, adjoint, !inverse);
+    if let Some(mut anchor) = l_inv {
         // A step of the inverse multiplies by L⁻ᵀ, one of its adjoint by L⁻¹.
-        let anchor = if adjoint {
-            l_inv
-        } else {
-            transpose(&l_inv, p.channels)
-        };
+        if !adjoint {
+            transpose_each(&mut anchor, c);
+        }
         solve(p, input.1, out, &taps, &anchor, adjoint);
     } else {
         convolve(p, input.1, out, &taps);
@@ -557,28 +442,30 @@ fn weight_grad_unchecked<T: Real>(p: &Problem, x: &[T], grad: &[T], out: &mut [T
         .into_par_iter()
         .map(|block| {
             let mut acc = vec![T::ZERO; taps.len() * c * c];
-            for row in block * h / blocks..(block + 1) * h / blocks {
-                for (t, tap) in taps.iter().enumerate() {
-                    let Some(span) = row_span(row, tap.di, tap.dj, h, w) else {
-                        continue;
-                    };
-                    let g_at = span.out_pixel * pixel;
-                    let x_at = span.src_pixel * pixel;
-                    // acc_t (C×C) += G_rowᵀ (C × n) · X_row (n × C), n = pixels · batch.
-                    let n = span.len * bsz;
-                    if small_kernel_pays(n, c) {
-                        small_gemm_tn_acc(
-                            &mut acc[t * c * c..(t + 1) * c * c],
-                            &g_pm[g_at..g_at + n * c],
-                            &x_pm[x_at..x_at + n * c],
-                            c,
-                        );
-                        continue;
-                    }
+            let rows = block * h / blocks..(block + 1) * h / blocks;
+            // Tap by tap, the block's rows in ascending order: each tap has its own sums, so
+            // every sum runs in the same order as row by row. A tap's span has the same length
+            // on every row it reaches (the length depends on dj only).
+            for (t, tap) in taps.iter().enumerate() {
+                let acc_t = &mut acc[t * c * c..(t + 1) * c * c];
+                let spans = rows
+                    .clone()
+                    .filter_map(|row| row_span(row, tap.di, tap.dj, h, w));
+                let Some(len) = spans.clone().next().map(|span| span.len) else {
+                    continue;
+                };
+                // acc_t (C×C) += G_rowᵀ (C × n) · X_row (n × C), n = pixels · batch, per row.
+                let n = len * bsz;
+                let starts = spans.map(|span| (span.out_pixel * pixel, span.src_pixel * pixel));
+                if small_kernel_pays(n, c) {
+                    small_gemm_tn_acc(acc_t, &g_pm, &x_pm, starts, n, c);
+                    continue;
+                }
+                for (g_at, x_at) in starts {
                     unsafe {
                         T::gemm(
                             c,
-                            span.len * bsz,
+                            n,
                             c,
                             T::ONE,
                             g_pm.as_ptr().add(g_at),
@@ -588,7 +475,7 @@ fn weight_grad_unchecked<T: Real>(p: &Problem, x: &[T], grad: &[T], out: &mut [T
                             c as isize,
                             1,
                             T::ONE,
-                            acc.as_mut_ptr().add(t * c * c),
+                            acc_t.as_mut_ptr(),
                             c as isize,
                             1,
                         )
@@ -613,43 +500,4 @@ fn weight_grad_unchecked<T: Real>(p: &Problem, x: &[T], grad: &[T], out: &mut [T
         }
     }
     p.mask_gradient(out);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Deterministic values in [-1, 1) (no rand dependency): a linear congruential sequence.
-    fn values(n: usize, seed: u64) -> Vec<f64> {
-        let mut state = seed;
-        (0..n)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                (state >> 11) as f64 / (1u64 << 52) as f64 - 1.0
-            })
-            .collect()
-    }
-
-    #[test]
-    fn fixed_channel_kernels_are_bitwise_the_generic_ones() {
-        for c in [1, 2, 3, 4, 5, 6, 8, 12, 16] {
-            let rows = 7;
-            let (a, k) = (values(rows * c, c as u64), values(c * c, 100 + c as u64));
-            let start = values(rows * c, 200 + c as u64);
-            let (mut fixed, mut any) = (start.clone(), start.clone());
-            small_gemm_acc(&mut fixed, &a, &k, c, -1.0);
-            gemm_acc_any(&mut any, &a, &k, -1.0, c);
-            assert_eq!(fixed, any, "small_gemm_acc, c = {c}");
-            assert_ne!(fixed, start, "c = {c}: nothing was added");
-
-            let acc0 = values(c * c, 300 + c as u64);
-            let (mut fixed, mut any) = (acc0.clone(), acc0.clone());
-            small_gemm_tn_acc(&mut fixed, &a, &start, c);
-            gemm_tn_acc_any(&mut any, &a, &start, c);
-            assert_eq!(fixed, any, "small_gemm_tn_acc, c = {c}");
-            assert_ne!(fixed, acc0, "c = {c}: nothing was added");
-        }
-    }
 }

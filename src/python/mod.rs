@@ -2,8 +2,9 @@
 //! error mapping only: the maths is in `cpu`/`cuda`, the contract in `geometry`.
 //!
 //! The CPU ops take numpy arrays (float32 or float64, any strides) and an optional `out` array
-//! to write into, so torch can hand in zero-copy views of tensors it allocated.
+//! to write into; the torch layer calls their twins on raw addresses instead (`cpu_raw`).
 
+mod cpu_raw;
 #[cfg(feature = "cuda")]
 mod cuda;
 mod error;
@@ -358,6 +359,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(inverse_backward, m)?)?;
     m.add_function(wrap_pyfunction!(check_problem, m)?)?;
     m.add_function(wrap_pyfunction!(built_with_cuda, m)?)?;
+    cpu_raw::register(m)?;
     #[cfg(feature = "cuda")]
     cuda::register(m)?;
     Ok(())
