@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 
 import torch
 from torch import nn
 
-from .base import FlowLayer, channel_view
+from .base import FlowLayer, channel_view, derived
 
 
 class ActNorm(FlowLayer):
@@ -64,13 +65,19 @@ class ActNorm(FlowLayer):
                 self._known_initialized = True
             else:
                 self.initialize_from(x)
-        spatial = x[0, 0].numel()
-        y = (x + channel_view(self.bias, x)) * channel_view(self.log_scale.exp(), x)
-        logdet = (spatial * self.log_scale.sum()).expand(x.shape[0])
+        bias, scale, log_scale_sum = derived(
+            self, ("forward", x.dim()), (self.bias, self.log_scale),
+            lambda: (channel_view(self.bias, x), channel_view(self.log_scale.exp(), x),
+                     self.log_scale.sum()))
+        y = (x + bias) * scale
+        logdet = (math.prod(x.shape[2:]) * log_scale_sum).expand(x.shape[0])
         return y, logdet
 
     def reverse(self, y, context=None):
-        return y * channel_view(torch.exp(-self.log_scale), y) - channel_view(self.bias, y)
+        inv_scale, bias = derived(
+            self, ("reverse", y.dim()), (self.bias, self.log_scale),
+            lambda: (channel_view(torch.exp(-self.log_scale), y), channel_view(self.bias, y)))
+        return y * inv_scale - bias
 
     def extra_repr(self) -> str:
         return f"{self.num_channels}"

@@ -31,6 +31,7 @@ class _InvConvWrapper(FlowLayer):
     """
 
     # subclasses set ``self.conv`` (no class-level default: it would shadow the submodule)
+    zero_logdet = True
 
     def forward(self, x, context=None):
         return self.conv(x, context)
