@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import math
+from typing import Iterable
 
 import torch
 from torch import nn
 
-from .base import FlowLayer, channel_view, derived
+from .base import FlowLayer, channel_view
+from .derived import derived, stale_key, store_derived
+
+
+def _exp_and_sum(log_scale):
+    return log_scale.exp(), log_scale.sum()
+
+
+def _exp_neg(log_scale):
+    return torch.exp(-log_scale)
 
 
 class ActNorm(FlowLayer):
@@ -65,19 +75,14 @@ class ActNorm(FlowLayer):
                 self._known_initialized = True
             else:
                 self.initialize_from(x)
-        bias, scale, log_scale_sum = derived(
-            self, ("forward", x.dim()), (self.bias, self.log_scale),
-            lambda: (channel_view(self.bias, x), channel_view(self.log_scale.exp(), x),
-                     self.log_scale.sum()))
-        y = (x + bias) * scale
+        scale, log_scale_sum = derived(self, "scale", (self.log_scale,), _exp_and_sum)
+        y = (x + channel_view(self.bias, x)) * channel_view(scale, x)
         logdet = (math.prod(x.shape[2:]) * log_scale_sum).expand(x.shape[0])
         return y, logdet
 
     def reverse(self, y, context=None):
-        inv_scale, bias = derived(
-            self, ("reverse", y.dim()), (self.bias, self.log_scale),
-            lambda: (channel_view(torch.exp(-self.log_scale), y), channel_view(self.bias, y)))
-        return y * inv_scale - bias
+        inv_scale = derived(self, "inv_scale", (self.log_scale,), _exp_neg)
+        return y * channel_view(inv_scale, y) - channel_view(self.bias, y)
 
     def extra_repr(self) -> str:
         return f"{self.num_channels}"
@@ -109,3 +114,22 @@ def initialize_actnorm(model: nn.Module, x: torch.Tensor, context=None,
             for layer in pending:
                 layer._stats_all_reduce = None
     return len(pending)
+
+
+def prepare_reverse(layers: Iterable[nn.Module]) -> None:
+    """Bring the stored inverse scales of the :class:`ActNorm` layers among ``layers`` up to
+    date in one go: one foreach negation and one foreach exp for all the stale ones (two
+    launches on a GPU instead of two per layer), which their ``reverse`` then reuses. Does
+    nothing where values may not be reused (under autograd, compile, ...)."""
+    stale = []
+    for layer in layers:
+        if isinstance(layer, ActNorm):
+            params = (layer.log_scale,)
+            key = stale_key(layer, "inv_scale", params)
+            if key is not None:
+                stale.append((layer, key, params))
+    if len(stale) < 2:
+        return
+    values = torch._foreach_exp(torch._foreach_neg([params[0] for _, _, params in stale]))
+    for (layer, key, params), value in zip(stale, values):
+        store_derived(layer, "inv_scale", key, params, value)
