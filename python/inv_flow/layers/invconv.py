@@ -30,8 +30,8 @@ class _InvConvWrapper(FlowLayer):
     The masked convolutions are unit-triangular, so ``log|det| = 0`` exactly for every weight.
     """
 
-    # subclasses set ``self.conv`` (no class-level default: it would shadow the submodule)
     zero_logdet = True
+    # subclasses set ``self.conv`` (no class-level default: it would shadow the submodule)
 
     def forward(self, x, context=None):
         return self.conv(x, context)
