@@ -252,6 +252,16 @@ def _reverse_chain_oracle(model: FlowSequential, z: torch.Tensor) -> torch.Tenso
     return z
 
 
+@pytest.fixture
+def batched_on_cpu(monkeypatch):
+    """The CUDA-only batched refresh of ActNorm scales, also on the CPU (foreach ops loop per
+    tensor there: the same results, so its logic can be tested without a GPU)."""
+    import inv_flow.layers.actnorm as actnorm
+
+    monkeypatch.setattr(actnorm, "_fuses_launches", lambda t: True)
+
+
+@pytest.mark.usefixtures("batched_on_cpu")
 def test_reverse_refreshes_every_actnorm_with_one_foreach_exp():
     model = _actnorm_chain("cpu")
     z = torch.randn(2, 48, 2, 2)
@@ -268,8 +278,13 @@ def test_reverse_refreshes_every_actnorm_with_one_foreach_exp():
     assert top.count("aten::_foreach_exp") == 1 and "aten::exp" not in top
 
 
+@pytest.mark.parametrize("batched", [False, True], ids=["per_layer", "batched"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_reverse_through_refreshed_actnorms_is_bitwise_the_formula(device, dtype):
+def test_reverse_through_refreshed_actnorms_is_bitwise_the_formula(device, dtype, batched,
+                                                                    monkeypatch):
+    import inv_flow.layers.actnorm as actnorm
+
+    monkeypatch.setattr(actnorm, "_fuses_launches", lambda t: batched)  # (on every device)
     model = _actnorm_chain(device, dtype)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     z = torch.randn(3, 48, 2, 2, device=device, dtype=dtype)

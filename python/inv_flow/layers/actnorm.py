@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from .base import FlowLayer, channel_view
-from .derived import derived, stale_key, store_derived
+from .derived import derived, is_current, params_key, reuse_allowed, store_derived
 
 
 def _exp_and_sum(log_scale):
@@ -116,17 +116,24 @@ def initialize_actnorm(model: nn.Module, x: torch.Tensor, context=None,
     return len(pending)
 
 
+def _fuses_launches(t: torch.Tensor) -> bool:
+    return t.is_cuda
+
+
 def prepare_reverse(layers: Iterable[nn.Module]) -> None:
-    """Bring the stored inverse scales of the :class:`ActNorm` layers among ``layers`` up to
-    date in one go: one foreach negation and one foreach exp for all the stale ones (two
-    launches on a GPU instead of two per layer), which their ``reverse`` then reuses. Does
-    nothing where values may not be reused (under autograd, compile, ...)."""
+    """Bring the stored inverse scales of the CUDA :class:`ActNorm` layers among ``layers`` up
+    to date in one go: one foreach negation and one foreach exp for all the stale ones (two
+    launches instead of two per layer), which their ``reverse`` then reuses. Does nothing
+    where values may not be reused (under autograd, compile, ...), nor on the CPU, where
+    foreach ops loop over the tensors."""
+    if not reuse_allowed():
+        return
     stale = []
     for layer in layers:
         if isinstance(layer, ActNorm):
             params = (layer.log_scale,)
-            key = stale_key(layer, "inv_scale", params)
-            if key is not None:
+            key = params_key(params) if _fuses_launches(params[0]) else None
+            if key is not None and not is_current(layer, "inv_scale", key):
                 stale.append((layer, key, params))
     if len(stale) < 2:
         return

@@ -70,7 +70,7 @@ class AffineCoupling(FlowLayer):
         y_a, y_b = self._split(y)
         shift, raw_scale = self._shift_and_raw_scale(y_a)
         # -log_scale, as c - a is exactly -(a - c) in floating point: one negation less
-        neg_log_scale = _LOG_SIGMOID_OFFSET - F.logsigmoid(raw_scale + _SCALE_OFFSET)
+        neg_log_scale = torch.rsub(F.logsigmoid(raw_scale + _SCALE_OFFSET), _LOG_SIGMOID_OFFSET)
         x_b = y_b * torch.exp(neg_log_scale) - shift
         return torch.cat([y_a, x_b], dim=1)
 

@@ -44,44 +44,37 @@ class _DerivedCache(dict):
         return (_DerivedCache, ())
 
 
-def _current_key(params: Sequence[torch.Tensor]) -> Optional[List[int]]:
-    """The parameters' storage addresses and versions and the optimizer step count, or None
-    when no stored value may stand in for a computation on them now: under autograd,
-    torch.compile, CUDA graph capture, torch.func, dispatch or function modes, or on other
-    than plain CPU/CUDA tensors."""
-    if torch.is_grad_enabled() or torch.compiler.is_compiling() or _dispatch_depth() or \
-            _function_mode_on() or _functorch_level() is not None:
-        return None
+def reuse_allowed() -> bool:
+    """Whether stored values may stand in for computations now: no gradient is recorded and
+    nothing traces or transforms the call (torch.compile, torch.func, dispatch or function
+    modes)."""
+    return not (torch.is_grad_enabled() or torch.compiler.is_compiling() or _dispatch_depth()
+                or _function_mode_on() or _functorch_level() is not None)
+
+
+def params_key(params: Sequence[torch.Tensor]) -> Optional[List[int]]:
+    """The parameters' storage addresses and versions and the optimizer step count (given
+    :func:`reuse_allowed`), or None for other than plain CPU/CUDA tensors or during CUDA graph
+    capture (a graph would bake in a stored value, or own the memory of a new one)."""
     key = [_optimizer_steps]
     for p in params:
-        if type(p) not in _PLAIN_TENSORS:
-            return None
-        # a CUDA graph would bake in the stored value, or own the memory of a new one
-        if not (p.is_cpu or (p.is_cuda and not torch.cuda.is_current_stream_capturing())):
+        if type(p) not in _PLAIN_TENSORS or \
+                not (p.is_cpu or (p.is_cuda and not torch.cuda.is_current_stream_capturing())):
             return None
         key += (p.data_ptr(), p._version)
     return key
 
 
-def _stored(module: nn.Module, slot: object):
+def is_current(module: nn.Module, slot: object, key: List[int]) -> bool:
+    """Whether ``module`` holds a value of ``slot`` stored under ``key``."""
     cache = module.__dict__.get("_derived_cache")
-    return cache.get(slot) if cache is not None else None
-
-
-def stale_key(module: nn.Module, slot: object, params: Sequence[torch.Tensor]
-              ) -> Optional[List[int]]:
-    """The key under which a fresh value of ``slot`` is to be stored (:func:`store_derived`),
-    or None when the stored one is current or none may be reused now."""
-    key = _current_key(params)
-    if key is None:
-        return None
-    entry = _stored(module, slot)
-    return None if entry is not None and entry[0] == key else key
+    entry = cache.get(slot) if cache is not None else None
+    return entry is not None and entry[0] == key
 
 
 def store_derived(module: nn.Module, slot: object, key: List[int],
                   params: Sequence[torch.Tensor], value) -> None:
-    """Keep ``value`` for ``slot`` under ``key`` (from :func:`stale_key`)."""
+    """Keep ``value`` for ``slot`` under ``key`` (from :func:`params_key`)."""
     cache = module.__dict__.get("_derived_cache")
     if cache is None:
         cache = module.__dict__["_derived_cache"] = _DerivedCache()
@@ -92,10 +85,11 @@ def derived(module: nn.Module, slot: object, params: Sequence[torch.Tensor],
             compute: Callable[..., T]) -> T:
     """``compute(*params)``, or the value it gave in an earlier call with the same ``slot``
     while the parameters are unchanged and no gradient is recorded."""
-    key = _current_key(params)
+    key = params_key(params) if reuse_allowed() else None
     if key is None:
         return compute(*params)
-    entry = _stored(module, slot)
+    cache = module.__dict__.get("_derived_cache")
+    entry = cache.get(slot) if cache is not None else None
     if entry is not None and entry[0] == key:
         return entry[2]
     value = compute(*params)
