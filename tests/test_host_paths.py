@@ -192,6 +192,30 @@ def test_dispatch_modes_see_every_op():
     assert _CountExp.calls == 1
 
 
+def test_inference_mode_gives_the_uncached_results():
+    layer = _actnorm()
+    y = torch.randn(2, 4, 3, 3)
+    with torch.inference_mode():
+        first = layer.reverse(y)  # stored as an inference tensor
+    with torch.no_grad():
+        assert torch.equal(layer.reverse(y), first)
+    with torch.inference_mode():
+        assert torch.equal(layer.reverse(y), first)
+
+
+def test_autocast_gives_the_uncached_results(device):
+    # on CUDA autocast computes exp in float32: a value stored outside it has another dtype
+    dtype = torch.float16 if device == "cuda" else torch.bfloat16
+    layer = _actnorm().to(device, dtype)
+    y = torch.randn(2, 4, 3, 3, device=device, dtype=dtype)
+    for _ in range(2):
+        for autocast in (False, True, False):
+            with torch.no_grad(), torch.autocast(device, dtype=dtype, enabled=autocast):
+                plain = _reverse_oracle(layer, y)
+                out = layer.reverse(y)
+                assert out.dtype == plain.dtype and torch.equal(out, plain)
+
+
 def test_stored_values_are_not_state_and_not_copied():
     layer = _actnorm()
     with torch.no_grad():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import nn
@@ -56,15 +56,11 @@ def sum_except_batch(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(x.shape[0], -1).sum(dim=1)
 
 
-_ZERO_LOGDET: Dict[type, bool] = {}
-
-
 def logdet_is_zero(layer: nn.Module) -> bool:
-    """Whether ``layer``'s forward returns a zero logdet: its class attribute ``zero_logdet``,
-    taken from the class in the MRO that defines ``forward`` (memoised per type)."""
-    kind = type(layer)
-    known = _ZERO_LOGDET.get(kind)
-    if known is None:
-        owner = next((k for k in kind.__mro__ if "forward" in k.__dict__), object)
-        known = _ZERO_LOGDET[kind] = bool(owner.__dict__.get("zero_logdet", False))
-    return known
+    """Whether ``layer``'s forward returns a zero logdet: the class attribute ``zero_logdet`` of
+    the class in its MRO that defines ``forward``."""
+    for kind in type(layer).__mro__:
+        attributes = kind.__dict__
+        if "forward" in attributes:
+            return bool(attributes.get("zero_logdet", False))
+    return False

@@ -35,6 +35,9 @@ _PLAIN_TENSORS = (torch.Tensor, nn.Parameter)
 _dispatch_depth = getattr(torch._C, "_len_torch_dispatch_stack", lambda: 0)
 _function_mode_on = getattr(torch._C, "_is_torch_function_mode_enabled", lambda: False)
 _functorch_level = torch._C._functorch.peek_interpreter_stack
+# autocast changes the dtype of some results (exp is computed in float32 on CUDA)
+_autocast_on = getattr(torch._C, "_is_any_autocast_enabled", None) or \
+    (lambda: torch.is_autocast_enabled("cuda") or torch.is_autocast_enabled("cpu"))
 
 
 class _DerivedCache(dict):
@@ -45,11 +48,11 @@ class _DerivedCache(dict):
 
 
 def reuse_allowed() -> bool:
-    """Whether stored values may stand in for computations now: no gradient is recorded and
-    nothing traces or transforms the call (torch.compile, torch.func, dispatch or function
-    modes)."""
-    return not (torch.is_grad_enabled() or torch.compiler.is_compiling() or _dispatch_depth()
-                or _function_mode_on() or _functorch_level() is not None)
+    """Whether stored values may stand in for computations now: no gradient is recorded, no
+    autocast, and nothing traces or transforms the call (torch.compile, torch.func, dispatch
+    or function modes)."""
+    return not (torch.is_grad_enabled() or torch.compiler.is_compiling() or _autocast_on()
+                or _dispatch_depth() or _function_mode_on() or _functorch_level() is not None)
 
 
 def params_key(params: Sequence[torch.Tensor]) -> Optional[List[int]]:
