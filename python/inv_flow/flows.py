@@ -9,7 +9,6 @@ import torch
 from torch import nn
 
 from .distributions import DiagonalGaussian
-from .layers.actnorm import prepare_reverse as prepare_actnorm_reverse
 from .layers.base import FlowLayer, logdet_is_zero
 from .layers.dequantize import Dequantization
 from .layers.split import SplitPrior
@@ -127,9 +126,7 @@ class FlowSequential(nn.Module):
         if len(splits) != num_splits:
             raise ValueError(f"expected {num_splits} split tensors, got {len(splits)}")
         split_index = num_splits
-        layers = list(self.layers)  # (ModuleList has no fast __reversed__)
-        prepare_actnorm_reverse(layers)
-        for layer in reversed(layers):
+        for layer in reversed(list(self.layers)):  # (ModuleList has no fast __reversed__)
             if isinstance(layer, SplitPrior):
                 split_index -= 1
                 z = layer.reverse(z, context, factored=splits[split_index],

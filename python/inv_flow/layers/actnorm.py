@@ -3,21 +3,11 @@
 from __future__ import annotations
 
 import math
-from typing import Iterable
 
 import torch
 from torch import nn
 
 from .base import FlowLayer, channel_view
-from .derived import derived, is_current, params_key, reuse_allowed, store_derived
-
-
-def _exp_and_sum(log_scale):
-    return log_scale.exp(), log_scale.sum()
-
-
-def _exp_neg(log_scale):
-    return torch.exp(-log_scale)
 
 
 class ActNorm(FlowLayer):
@@ -75,14 +65,12 @@ class ActNorm(FlowLayer):
                 self._known_initialized = True
             else:
                 self.initialize_from(x)
-        scale, log_scale_sum = derived(self, "scale", (self.log_scale,), _exp_and_sum)
-        y = (x + channel_view(self.bias, x)) * channel_view(scale, x)
-        logdet = (math.prod(x.shape[2:]) * log_scale_sum).expand(x.shape[0])
+        y = (x + channel_view(self.bias, x)) * channel_view(self.log_scale.exp(), x)
+        logdet = (math.prod(x.shape[2:]) * self.log_scale.sum()).expand(x.shape[0])
         return y, logdet
 
     def reverse(self, y, context=None):
-        inv_scale = derived(self, "inv_scale", (self.log_scale,), _exp_neg)
-        return y * channel_view(inv_scale, y) - channel_view(self.bias, y)
+        return y * channel_view(torch.exp(-self.log_scale), y) - channel_view(self.bias, y)
 
     def extra_repr(self) -> str:
         return f"{self.num_channels}"
@@ -114,29 +102,3 @@ def initialize_actnorm(model: nn.Module, x: torch.Tensor, context=None,
             for layer in pending:
                 layer._stats_all_reduce = None
     return len(pending)
-
-
-def _fuses_launches(t: torch.Tensor) -> bool:
-    return t.is_cuda
-
-
-def prepare_reverse(layers: Iterable[nn.Module]) -> None:
-    """Bring the stored inverse scales of the CUDA :class:`ActNorm` layers among ``layers`` up
-    to date in one go: one foreach negation and one foreach exp for all the stale ones (two
-    launches instead of two per layer), which their ``reverse`` then reuses. Does nothing
-    where values may not be reused (under autograd, compile, ...), nor on the CPU, where
-    foreach ops loop over the tensors."""
-    if not reuse_allowed():
-        return
-    stale = []
-    for layer in layers:
-        if isinstance(layer, ActNorm):
-            params = (layer.log_scale,)
-            key = params_key(params) if _fuses_launches(params[0]) else None
-            if key is not None and not is_current(layer, "inv_scale", key):
-                stale.append((layer, key, params))
-    if len(stale) < 2:
-        return
-    values = torch._foreach_exp(torch._foreach_neg([params[0] for _, _, params in stale]))
-    for (layer, key, params), value in zip(stale, values):
-        store_derived(layer, "inv_scale", key, params, value)
