@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from .distributions import DiagonalGaussian
-from .layers.base import FlowLayer
+from .layers.base import FlowLayer, logdet_is_zero
 from .layers.dequantize import Dequantization
 from .layers.split import SplitPrior
 
@@ -79,7 +79,8 @@ class FlowSequential(nn.Module):
                 splits.append(factored)
             else:
                 x, logdet = layer(x, context)
-            logdet_total = logdet_total + logdet
+            if not logdet_is_zero(layer):
+                logdet_total = logdet_total + logdet
             if record:
                 per_layer[name] = logdet
         log_prob = self.base.log_prob(x) + logdet_total
@@ -125,7 +126,7 @@ class FlowSequential(nn.Module):
         if len(splits) != num_splits:
             raise ValueError(f"expected {num_splits} split tensors, got {len(splits)}")
         split_index = num_splits
-        for layer in reversed(self.layers):
+        for layer in reversed(list(self.layers)):  # (ModuleList has no fast __reversed__)
             if isinstance(layer, SplitPrior):
                 split_index -= 1
                 z = layer.reverse(z, context, factored=splits[split_index],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 
 import torch
 from torch import nn
@@ -64,9 +65,8 @@ class ActNorm(FlowLayer):
                 self._known_initialized = True
             else:
                 self.initialize_from(x)
-        spatial = x[0, 0].numel()
         y = (x + channel_view(self.bias, x)) * channel_view(self.log_scale.exp(), x)
-        logdet = (spatial * self.log_scale.sum()).expand(x.shape[0])
+        logdet = (math.prod(x.shape[2:]) * self.log_scale.sum()).expand(x.shape[0])
         return y, logdet
 
     def reverse(self, y, context=None):

@@ -26,6 +26,11 @@ class FlowLayer(nn.Module):
     #: parameters worth logging; lets training code separate them from learned layers.
     is_preprocessing: bool = False
 
+    #: True when ``forward``'s logdet is zero for every input (volume-preserving maps), so that
+    #: ``FlowSequential`` need not add it. Only read from the class that defines ``forward``
+    #: (:func:`logdet_is_zero`): a subclass that overrides ``forward`` is summed as usual.
+    zero_logdet: bool = False
+
     def forward(self, x: torch.Tensor, context: Optional[torch.Tensor] = None
                 ) -> Tuple[torch.Tensor, torch.Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -49,3 +54,13 @@ def channel_view(param: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 def sum_except_batch(x: torch.Tensor) -> torch.Tensor:
     """Sum over every dimension except the first (batch) one -> shape ``[B]``."""
     return x.reshape(x.shape[0], -1).sum(dim=1)
+
+
+def logdet_is_zero(layer: nn.Module) -> bool:
+    """Whether ``layer``'s forward returns a zero logdet: the class attribute ``zero_logdet`` of
+    the class in its MRO that defines ``forward``."""
+    for kind in type(layer).__mro__:
+        attributes = kind.__dict__
+        if "forward" in attributes:
+            return bool(attributes.get("zero_logdet", False))
+    return False

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .base import FlowLayer
@@ -23,7 +25,7 @@ class InvertibleConv1x1(FlowLayer):
 
     def forward(self, x, context=None):
         y = torch.einsum("ij,bj...->bi...", self.matrix.weight(), x)
-        spatial = x[0, 0].numel()
+        spatial = math.prod(x.shape[2:])
         return y, (spatial * self.matrix.logabsdet()).expand(x.shape[0])
 
     def reverse(self, y, context=None):

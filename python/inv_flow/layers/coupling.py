@@ -48,22 +48,30 @@ class AffineCoupling(FlowLayer):
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
 
-    def _shift_and_log_scale(self, x_a: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        h = self.net(x_a)
-        shift, raw_scale = h[:, 0::2], h[:, 1::2]
-        log_scale = F.logsigmoid(raw_scale + _SCALE_OFFSET) - _LOG_SIGMOID_OFFSET
-        return shift, log_scale
+    def _split(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        # One op whose backward is one concatenation (two slices' would be two zero-filled
+        # copies and their sum).
+        return x.split_with_sizes((self.num_conditioning, self.num_transformed), dim=1)
+
+    def _shift_and_raw_scale(self, x_a: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``shift`` and raw scale ``h``: the net's even and odd output channels (views; one
+        backward op, a stack)."""
+        shift, raw_scale = torch.unflatten(self.net(x_a), 1, (-1, 2)).unbind(2)
+        return shift, raw_scale
 
     def forward(self, x, context=None):
-        x_a, x_b = x[:, :self.num_conditioning], x[:, self.num_conditioning:]
-        shift, log_scale = self._shift_and_log_scale(x_a)
+        x_a, x_b = self._split(x)
+        shift, raw_scale = self._shift_and_raw_scale(x_a)
+        log_scale = F.logsigmoid(raw_scale + _SCALE_OFFSET) - _LOG_SIGMOID_OFFSET
         y_b = (x_b + shift) * torch.exp(log_scale)
         return torch.cat([x_a, y_b], dim=1), sum_except_batch(log_scale)
 
     def reverse(self, y, context=None):
-        y_a, y_b = y[:, :self.num_conditioning], y[:, self.num_conditioning:]
-        shift, log_scale = self._shift_and_log_scale(y_a)
-        x_b = y_b * torch.exp(-log_scale) - shift
+        y_a, y_b = self._split(y)
+        shift, raw_scale = self._shift_and_raw_scale(y_a)
+        # -log_scale, as c - a is exactly -(a - c) in floating point: one negation less
+        neg_log_scale = torch.rsub(F.logsigmoid(raw_scale + _SCALE_OFFSET), _LOG_SIGMOID_OFFSET)
+        x_b = y_b * torch.exp(neg_log_scale) - shift
         return torch.cat([y_a, x_b], dim=1)
 
     def extra_repr(self) -> str:

@@ -33,6 +33,8 @@ class FInCFlowUnit(FlowLayer):
     swaps them. ``dense_reference=True`` uses inv_conv's dense autograd reference.
     """
 
+    zero_logdet = True
+
     def __init__(self, num_channels: int, kernel_size: int = 3, direction: str = "conv",
                  dense_reference: bool = False):
         super().__init__()
@@ -46,12 +48,12 @@ class FInCFlowUnit(FlowLayer):
             for size, order in zip(self.sizes, ORDERS))
 
     def forward(self, x, context=None):
-        parts = torch.split(x, self.sizes, dim=1)
+        parts = x.split_with_sizes(self.sizes, dim=1)
         out = [conv(part)[0] for conv, part in zip(self.convs, parts)]
         return torch.cat(out, dim=1), x.new_zeros(x.shape[0])
 
     def reverse(self, y, context=None):
-        parts = torch.split(y, self.sizes, dim=1)
+        parts = y.split_with_sizes(self.sizes, dim=1)
         return torch.cat([conv.reverse(part) for conv, part in zip(self.convs, parts)], dim=1)
 
     def extra_repr(self) -> str:

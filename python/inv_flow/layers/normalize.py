@@ -26,7 +26,7 @@ class Normalization(FlowLayer):
         self.shift = float(shift)
 
     def forward(self, x, context=None):
-        num_elements = x[0].numel()
+        num_elements = math.prod(x.shape[1:])
         logdet = x.new_full((x.shape[0],), num_elements * math.log(abs(self.scale)))
         return x * self.scale + self.shift, logdet
 

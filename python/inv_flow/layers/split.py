@@ -40,13 +40,13 @@ class SplitPrior(FlowLayer):
 
     def prior_params(self, kept: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Mean and log-std of the factored-out half given the kept half."""
-        h = self.prior_net(kept)
-        return h[:, 0::2], h[:, 1::2]
+        mean, log_std = torch.unflatten(self.prior_net(kept), 1, (-1, 2)).unbind(2)  # even, odd channels
+        return mean, log_std
 
     def split_forward(self, x: torch.Tensor, context=None
                       ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Returns ``(kept, log p(factored | kept) [B], factored)``."""
-        kept, factored = x[:, :self.num_kept], x[:, self.num_kept:]
+        kept, factored = x.split_with_sizes((self.num_kept, self.num_factored), dim=1)
         mean, log_std = self.prior_params(kept)
         eps = (factored - mean) * torch.exp(-log_std)
         log_density = sum_except_batch(-0.5 * eps * eps - log_std - _HALF_LOG_2PI)
