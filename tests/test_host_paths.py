@@ -56,7 +56,7 @@ def test_log_prob_sums_every_non_zero_logdet_in_order():
 class _DeclaredZero(Squeeze):
     """Declares a zero logdet but returns ones (a broken declaration, to observe the skip)."""
 
-    zero_logdet = True
+    logdet_always_zero = True
 
     def forward(self, x, context=None):
         y, logdet = super().forward(x, context)

@@ -512,7 +512,10 @@ mod tests {
         assert_eq!(plan(24, 16, 16, 3, Dtype::F32, None).unwrap().threads, 384);
         let t8 = plan(12, 32, 32, 3, Dtype::F32, Some(8)).unwrap();
         assert_eq!((t8.kernel, t8.threads), ("solve_regs_c12_t8_o4_f32", 768));
-        assert_eq!(plan(24, 8, 8, 3, Dtype::F32, Some(2)).unwrap().kernel, "solve_regs_c24_t2_o1_f32");
+        assert_eq!(
+            plan(24, 8, 8, 3, Dtype::F32, Some(2)).unwrap().kernel,
+            "solve_regs_c24_t2_o1_f32"
+        );
         assert!(plan(24, 8, 8, 3, Dtype::F32, Some(1)).is_none());
         // One pixel per diagonal still makes a whole warp.
         assert_eq!(plan(12, 1, 40, 3, Dtype::F32, None).unwrap().threads, 32);

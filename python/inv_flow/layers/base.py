@@ -29,7 +29,7 @@ class FlowLayer(nn.Module):
     #: True when ``forward``'s logdet is zero for every input (volume-preserving maps), so that
     #: ``FlowSequential`` need not add it. Only read from the class that defines ``forward``
     #: (:func:`logdet_is_zero`): a subclass that overrides ``forward`` is summed as usual.
-    zero_logdet: bool = False
+    logdet_always_zero: bool = False
 
     def forward(self, x: torch.Tensor, context: Optional[torch.Tensor] = None
                 ) -> Tuple[torch.Tensor, torch.Tensor]:  # pragma: no cover - abstract
@@ -57,10 +57,10 @@ def sum_except_batch(x: torch.Tensor) -> torch.Tensor:
 
 
 def logdet_is_zero(layer: nn.Module) -> bool:
-    """Whether ``layer``'s forward returns a zero logdet: the class attribute ``zero_logdet`` of
+    """Whether ``layer``'s forward returns a zero logdet: the class attribute ``logdet_always_zero`` of
     the class in its MRO that defines ``forward``."""
     for kind in type(layer).__mro__:
         attributes = kind.__dict__
         if "forward" in attributes:
-            return bool(attributes.get("zero_logdet", False))
+            return bool(attributes.get("logdet_always_zero", False))
     return False

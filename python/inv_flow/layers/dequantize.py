@@ -34,7 +34,7 @@ class Dequantization(FlowLayer):
     """
 
     is_preprocessing = True
-    zero_logdet = True
+    logdet_always_zero = True
 
     def __init__(self, num_levels: int = 256, check_input: bool = True):
         super().__init__()

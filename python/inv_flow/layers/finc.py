@@ -33,7 +33,7 @@ class FInCFlowUnit(FlowLayer):
     swaps them. ``dense_reference=True`` uses inv_conv's dense autograd reference.
     """
 
-    zero_logdet = True
+    logdet_always_zero = True
 
     def __init__(self, num_channels: int, kernel_size: int = 3, direction: str = "conv",
                  dense_reference: bool = False):

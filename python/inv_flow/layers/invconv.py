@@ -30,7 +30,7 @@ class _InvConvWrapper(FlowLayer):
     The masked convolutions are unit-triangular, so ``log|det| = 0`` exactly for every weight.
     """
 
-    zero_logdet = True
+    logdet_always_zero = True
     # subclasses set ``self.conv`` (no class-level default: it would shadow the submodule)
 
     def forward(self, x, context=None):

@@ -31,7 +31,7 @@ def unsqueeze2x2(y: torch.Tensor) -> torch.Tensor:
 class Squeeze(FlowLayer):
     """Space-to-depth 2x2: (B, C, H, W) -> (B, 4C, H/2, W/2). A permutation: logdet 0."""
 
-    zero_logdet = True
+    logdet_always_zero = True
 
     def forward(self, x, context=None):
         return squeeze2x2(x), zero_logdet(x)
@@ -43,7 +43,7 @@ class Squeeze(FlowLayer):
 class UnSqueeze(FlowLayer):
     """Depth-to-space 2x2, the inverse of :class:`Squeeze`. Logdet 0."""
 
-    zero_logdet = True
+    logdet_always_zero = True
 
     def forward(self, x, context=None):
         return unsqueeze2x2(x), zero_logdet(x)
@@ -55,7 +55,7 @@ class UnSqueeze(FlowLayer):
 class Flatten(FlowLayer):
     """(B, *shape) -> (B, prod(shape)); ``reverse`` restores ``shape``. Logdet 0."""
 
-    zero_logdet = True
+    logdet_always_zero = True
 
     def __init__(self, shape: Sequence[int]):
         super().__init__()
