@@ -234,25 +234,20 @@ def solve_variants(reps: int):
 
 def solve_table(solve_rows):
     keys = ("default", "tsplit1", "tsplit2", "tsplit4", "tsplit8", "generic")
-    lines = [
+
+    def grid(title, suffix):
+        lines = [title, "| shape | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+        for r in solve_rows:
+            cells = [f"{r[f'inverse_{k}{suffix}']:.4f} / {r[f'dy_{k}{suffix}']:.4f}" for k in keys]
+            lines.append(f"| {tuple(r['shape'])} | " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+
+    return grid(
         "inverse / dy at the presets' shapes (ms; tsplitN: INV_CONV_SOLVE_TSPLIT=N, a count the "
-        "shape has no variant for falls back to the generic kernels; generic: INV_CONV_CUDA_GENERIC=1):",
-        "| shape | " + " | ".join(keys) + " |",
-        "|---|" + "---|" * len(keys),
-    ]
-    for r in solve_rows:
-        cells = [f"{r[f'inverse_{k}']:.4f} / {r[f'dy_{k}']:.4f}" for k in keys]
-        lines.append(f"| {tuple(r['shape'])} | " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        "the same in CUDA graphs (ms per call, 20 calls per graph: device time without the host):",
-        "| shape | " + " | ".join(keys) + " |",
-        "|---|" + "---|" * len(keys),
-    ]
-    for r in solve_rows:
-        cells = [f"{r[f'inverse_{k}_graph']:.4f} / {r[f'dy_{k}_graph']:.4f}" for k in keys]
-        lines.append(f"| {tuple(r['shape'])} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        "shape has no variant for falls back to the generic kernels; generic: INV_CONV_CUDA_GENERIC=1):", ""
+    ) + "\n\n" + grid(
+        "the same in CUDA graphs (ms per call, 20 calls per graph: device time without the host):", "_graph"
+    )
 
 
 def table(info, first_use_s, rows):
