@@ -181,7 +181,8 @@ __device__ void solve_regs_impl(const float* y_all, float* x_all, const float* _
         }
     }
     // After the reduction below, lane `part` holds the sums of HELD channels starting at
-    // cog·COPT + ch0; the lanes that differ only in the bits of `dup` hold the same ones.
+    // cog·COPT + ch0; lanes that differ only in the bits below TSPLIT >> ROUNDS hold the same
+    // ones, and the first of them (`writer`) stores them.
     constexpr int ROUNDS = ilog2(COPT < TSPLIT ? COPT : TSPLIT), HELD = COPT >> ROUNDS;
     int ch0 = 0;
 #pragma unroll
