@@ -49,6 +49,18 @@ def test_bad_dtypes(device, dtype):
         inv_conv.conv2d(x, w.to(dtype))
 
 
+@pytest.mark.parametrize("fn", FUNCS)
+def test_sparse_tensors_are_type_errors_naming_the_argument(fn):
+    x, w = good()
+    name = {inv_conv.conv2d: "x", inv_conv.inv_conv2d: "y"}.get(fn, "grad")
+    with pytest.raises(TypeError, match=rf"{name} must be a dense \(strided\) tensor; got layout torch.sparse_coo"):
+        fn(x.to_sparse(), w)
+    with pytest.raises(TypeError, match=r"weight must be a dense \(strided\) tensor; got layout torch.sparse_csr"):
+        fn(x, w.reshape(9, 9).to_sparse_csr())
+    with pytest.raises(TypeError, match=r"x must be a dense \(strided\) tensor"):
+        inv_conv.conv2d_weight_grad(x.to_sparse(), x, 3)
+
+
 def test_mixed_dtypes(device):
     x, w = good(device)
     with pytest.raises(TypeError, match=r"y and weight must have the same dtype; got torch.float32 and torch.float64"):

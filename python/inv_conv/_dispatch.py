@@ -24,6 +24,8 @@ def check_tensor(name: str, t: object) -> None:
     """TypeError unless ``t`` is a floating-point tensor the ops can take."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor or numpy.ndarray; got {type(t).__name__}")
+    if t.layout is not torch.strided:
+        raise TypeError(f"{name} must be a dense (strided) tensor; got layout {t.layout}")
     if t.dtype not in FLOAT_DTYPES and t.dtype not in UPCAST_DTYPES:
         raise TypeError(
             f"{name} must be a floating-point tensor (float32 or float64; float16/bfloat16 are "

@@ -195,12 +195,16 @@ def _fast_path_ok(a: torch.Tensor, b: torch.Tensor) -> bool:
     return type(a) in _REAL_TENSOR_TYPES and type(b) in _REAL_TENSOR_TYPES and (a.is_cpu or a.is_cuda) and _untraced()
 
 
+_STRIDED = torch.strided
+
+
 def _plain_pair(a, b) -> bool:
     """Whether two arguments need no validation or conversion (what nearly every call is, told
-    by a few attribute reads): plain tensors of one float32/float64 dtype on one CPU or CUDA
-    device."""
+    by a few attribute reads): plain dense tensors of one float32/float64 dtype on one CPU or
+    CUDA device."""
     return (type(a) in _REAL_TENSOR_TYPES and type(b) in _REAL_TENSOR_TYPES and a.dtype in _dispatch.FLOAT_DTYPES
-            and b.dtype is a.dtype and ((a.is_cpu and b.is_cpu) or (a.is_cuda and a.get_device() == b.get_device())))
+            and b.dtype is a.dtype and a.layout is _STRIDED and b.layout is _STRIDED
+            and ((a.is_cpu and b.is_cpu) or (a.is_cuda and a.get_device() == b.get_device())))
 
 
 def _loop_vmap(fn, info, in_dims, *args):
