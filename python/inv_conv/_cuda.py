@@ -21,6 +21,7 @@ from typing import Optional
 import torch
 
 from . import _native
+from ._dispatch import DTYPE_NAMES
 
 __all__ = [
     "is_available",
@@ -127,7 +128,6 @@ def device_info(device: int | torch.device | None = None) -> dict:
 # over six kernels), so the hot path avoids torch.device objects and Stream wrappers: the raw
 # current stream comes from the same C entry point that torch.compile's generated code uses.
 _raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None)
-_DTYPE_NAMES = {torch.float32: "float32", torch.float64: "float64"}
 _prep_lens: dict = {}
 _scratch_lens: dict = {}
 
@@ -164,7 +164,7 @@ def _common(inp: torch.Tensor, weight: torch.Tensor) -> tuple[int, int, str]:
     index = inp.get_device()
     if index != weight.get_device() or index < 0:
         raise ValueError(f"input and weight must be on the same device; got {inp.device} and {weight.device}")
-    name = _DTYPE_NAMES.get(inp.dtype)
+    name = DTYPE_NAMES.get(inp.dtype)
     if inp.dtype != weight.dtype or name is None:
         raise TypeError(f"CUDA ops take float32 or float64 tensors of one dtype; got {inp.dtype} and {weight.dtype}")
     return index, _stream(index), name

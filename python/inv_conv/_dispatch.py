@@ -15,7 +15,9 @@ import torch
 
 from . import _native
 
-FLOAT_DTYPES = (torch.float32, torch.float64)
+# The backends' dtypes, by the names the native bindings take.
+DTYPE_NAMES = {torch.float32: "float32", torch.float64: "float64"}
+FLOAT_DTYPES = tuple(DTYPE_NAMES)
 #: Low-precision dtypes accepted by the public API and computed in float32.
 UPCAST_DTYPES = (torch.float16, torch.bfloat16)
 
@@ -70,14 +72,11 @@ def _plain(t: torch.Tensor) -> torch.Tensor:
     return t if t.is_contiguous() else t.detach().contiguous()
 
 
-_DTYPE_NAMES = {torch.float32: "float32", torch.float64: "float64"}
-
-
 def _cpu_dtype(names: tuple[str, str], a: torch.Tensor, b: torch.Tensor) -> str:
     """The dtype name for the CPU backend's raw-address calls (``_native.cpu_*``), after checking
     what they rely on and the shapes cannot tell: both tensors on the CPU, float32 or float64,
     one dtype."""
-    name = _DTYPE_NAMES.get(a.dtype)
+    name = DTYPE_NAMES.get(a.dtype)
     if name is not None and b.dtype is a.dtype and a.is_cpu and b.is_cpu:
         return name
     check_match(names, a, b)
