@@ -69,18 +69,17 @@ pub fn conv(
         if adjoint { 1 } else { 0 },
     )?;
     if let Some(plan) = conv_tile_plan(p, dt, dev.max_smem as usize).filter(|_| !generic_only()) {
-        let args = Args::default().ptr(input).ptr(out).ptr(prep).ints(&[
-            d.c,
-            d.h,
-            d.w,
-            d.kh,
-            d.kw,
-            d.ai,
-            d.aj,
-            if adjoint { -1 } else { 1 },
-            plan.tiles_h as i32,
-            plan.tiles_w as i32,
-        ]);
+        let args = Args::default()
+            .ptr(input)
+            .ptr(out)
+            .ptr(prep)
+            .int(d.c)
+            .ints(&d.geometry())
+            .ints(&[
+                if adjoint { -1 } else { 1 },
+                plan.tiles_h as i32,
+                plan.tiles_w as i32,
+            ]);
         return launch(
             &dev,
             &format!("conv_tile_{}", dt.suffix()),
@@ -101,18 +100,13 @@ pub fn conv(
         u32::try_from(groups).unwrap_or(u32::MAX),
         1,
     );
-    let args = Args::default().ptr(input).ptr(out).ptr(prep).ints(&[
-        d.b,
-        d.c,
-        d.h,
-        d.w,
-        d.kh,
-        d.kw,
-        d.ai,
-        d.aj,
-        if adjoint { -1 } else { 1 },
-        q_in_smem as i32,
-    ]);
+    let args = Args::default()
+        .ptr(input)
+        .ptr(out)
+        .ptr(prep)
+        .ints(&[d.b, d.c])
+        .ints(&d.geometry())
+        .ints(&[if adjoint { -1 } else { 1 }, q_in_smem as i32]);
     launch(
         &dev,
         &format!("conv_{}", dt.suffix()),

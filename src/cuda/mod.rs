@@ -126,6 +126,14 @@ struct Dims {
     pixels: u64,
 }
 
+impl Dims {
+    /// The image and kernel sizes and the anchor, in the order the kernels take them:
+    /// (H, W, KH, KW, anchor_i, anchor_j).
+    fn geometry(&self) -> [i32; 6] {
+        [self.h, self.w, self.kh, self.kw, self.ai, self.aj]
+    }
+}
+
 fn dims(p: &Problem) -> Result<Dims> {
     let (ai, aj) = p.anchor();
     let kk = p.kernel_h.checked_mul(p.kernel_w).ok_or_else(|| {

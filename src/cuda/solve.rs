@@ -20,20 +20,18 @@ use crate::geometry::Problem;
 /// coefficients, the problem's dimensions, the canonical tap signs and axis flips, and the ring
 /// length (KH + KW − 1 diagonals).
 fn sweep_args(out: u64, prep: u64, d: &Dims, signs: (i32, i32), flips: (bool, bool)) -> Args {
-    Args::default().ptr(out).ptr(prep).ints(&[
-        d.c,
-        d.h,
-        d.w,
-        d.kh,
-        d.kw,
-        d.ai,
-        d.aj,
-        signs.0,
-        signs.1,
-        flips.0 as i32,
-        flips.1 as i32,
-        d.kh + d.kw - 1,
-    ])
+    Args::default()
+        .ptr(out)
+        .ptr(prep)
+        .int(d.c)
+        .ints(&d.geometry())
+        .ints(&[
+            signs.0,
+            signs.1,
+            flips.0 as i32,
+            flips.1 as i32,
+            d.kh + d.kw - 1,
+        ])
 }
 
 /// The density direction `x = A⁻¹ y` (`adjoint`: the inverse's input-gradient `u = A⁻ᵀ g`).
@@ -76,19 +74,12 @@ pub fn solve(
     let regs = regs_plan(p, dt, smem_budget, solve_tsplit())
         .filter(|_| !generic_only() && ctas.map_or(true, |n| n <= 1));
     if let Some(plan) = regs {
-        let args = Args::default().ptr(rhs).ptr(out).ptr(weight).ints(&[
-            d.h,
-            d.w,
-            d.kh,
-            d.kw,
-            d.ai,
-            d.aj,
-            th,
-            tw,
-            flip_h as i32,
-            flip_w as i32,
-            adjoint as i32,
-        ]);
+        let args = Args::default()
+            .ptr(rhs)
+            .ptr(out)
+            .ptr(weight)
+            .ints(&d.geometry())
+            .ints(&[th, tw, flip_h as i32, flip_w as i32, adjoint as i32]);
         return launch(
             &dev,
             plan.kernel,

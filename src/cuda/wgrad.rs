@@ -43,17 +43,13 @@ pub fn weight_grad(
     let sfx = dt.suffix();
     match plan {
         WgradPlan::Chunk { chunk, nblk, smem } => {
-            let args = Args::default().ptr(x).ptr(g).ptr(scratch).ints(&[
-                d.b,
-                d.c,
-                d.h,
-                d.w,
-                d.kh,
-                d.kw,
-                d.ai,
-                d.aj,
-                chunk as i32,
-            ]);
+            let args = Args::default()
+                .ptr(x)
+                .ptr(g)
+                .ptr(scratch)
+                .ints(&[d.b, d.c])
+                .ints(&d.geometry())
+                .int(chunk as i32);
             let taps = u32::try_from(kk)
                 .ok()
                 .filter(|&k| k <= 65535)
