@@ -211,19 +211,29 @@ def run(reps: int, kernels: bool = False):
 
 # The flow presets' masked-convolution shapes (B = 64): where the one-launch solve runs.
 PRESET_SHAPES = [(64, 12, 32, 32), (64, 12, 16, 16), (64, 24, 16, 16), (64, 24, 8, 8)]
+# A/B settings there: the default plan, each `solve_regs` lane count and the generic kernels.
+LANE_SETTINGS = [("default", None), ("generic", ("INV_CONV_CUDA_GENERIC", "1"))] + [
+    (f"tsplit{n}", ("INV_CONV_SOLVE_TSPLIT", n)) for n in ("1", "2", "4", "8")
+]
+# Images too large for one block (S3 and larger): `solve_regs` one launch per tile diagonal,
+# each tile side cap (INV_CONV_SOLVE_TILE), against the banded sweep (4 CTAs per sample, the
+# route before tiles) and the generic kernels.
+TILED_SHAPES = [(16, 12, 128, 128), (4, 12, 256, 256), (16, 24, 64, 64)]
+TILE_SETTINGS = [("default", None), ("band4", ("INV_CONV_SWEEP_CTAS", "4")),
+                 ("generic", ("INV_CONV_CUDA_GENERIC", "1"))] + [
+    (f"tile{n}", ("INV_CONV_SOLVE_TILE", n)) for n in ("16", "32", "48")
+]
 
 
-def solve_variants(reps: int):
-    """Inverse and adjoint at the presets' shapes: the default plan, each `solve_regs` lane
-    count (INV_CONV_SOLVE_TSPLIT) and the generic kernels (INV_CONV_CUDA_GENERIC=1)."""
+def solve_variants(reps: int, shapes=PRESET_SHAPES, settings=LANE_SETTINGS):
+    """Inverse and adjoint of each shape under each A/B setting (an environment switch the
+    backend reads at each call), by events and in CUDA graphs."""
     out = []
-    for b, c, h, wd in PRESET_SHAPES:
+    for b, c, h, wd in shapes:
         y = torch.randn(b, c, h, wd, device="cuda")
         w = torch.randn(c, c, 3, 3, device="cuda") / (2 * 3 * c**0.5)
         r = {"shape": [b, c, h, wd]}
-        for key, setting in [("default", None), ("generic", ("INV_CONV_CUDA_GENERIC", "1"))] + [
-            (f"tsplit{n}", ("INV_CONV_SOLVE_TSPLIT", n)) for n in ("1", "2", "4", "8")
-        ]:
+        for key, setting in settings:
             with env(*setting) if setting else contextlib.nullcontext():
                 for op, fn in (("inverse", _cuda.inverse), ("dy", _cuda.inverse_adjoint)):
                     r[f"{op}_{key}"] = timed(lambda: fn(y, w, ORDER), reps)
@@ -232,8 +242,10 @@ def solve_variants(reps: int):
     return out
 
 
-def solve_table(solve_rows):
-    keys = ("default", "tsplit1", "tsplit2", "tsplit4", "tsplit8", "generic")
+def solve_table(solve_rows, settings=LANE_SETTINGS, what="the presets' shapes (tsplitN: "
+                "INV_CONV_SOLVE_TSPLIT=N, a count the shape has no variant for falls back to the "
+                "generic kernels; generic: INV_CONV_CUDA_GENERIC=1)"):
+    keys = [k for k, _ in settings]
 
     def grid(title, suffix):
         lines = [title, "| shape | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
@@ -242,12 +254,15 @@ def solve_table(solve_rows):
             lines.append(f"| {tuple(r['shape'])} | " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
-    return grid(
-        "inverse / dy at the presets' shapes (ms; tsplitN: INV_CONV_SOLVE_TSPLIT=N, a count the "
-        "shape has no variant for falls back to the generic kernels; generic: INV_CONV_CUDA_GENERIC=1):", ""
-    ) + "\n\n" + grid(
+    return grid(f"inverse / dy at {what}, ms:", "") + "\n\n" + grid(
         "the same in CUDA graphs (ms per call, 20 calls per graph: device time without the host):", "_graph"
     )
+
+
+def tiled_table(reps: int) -> tuple:
+    rows = solve_variants(reps, TILED_SHAPES, TILE_SETTINGS)
+    return rows, solve_table(rows, TILE_SETTINGS, "images too large for one block (tileN: "
+                             "INV_CONV_SOLVE_TILE=N; band4: INV_CONV_SWEEP_CTAS=4, the banded sweep)")
 
 
 def table(info, first_use_s, rows):
@@ -303,23 +318,20 @@ def main():
     ap.add_argument("--reps", type=int, default=50)
     ap.add_argument("--json", default=None)
     ap.add_argument("--kernels", action="store_true", help="also print each kernel's device time per layer step")
-    ap.add_argument("--solve-only", action="store_true", help="only the presets' shapes table")
+    ap.add_argument("--solve-only", action="store_true", help="only the solve tables (presets' shapes, tiled images)")
     args = ap.parse_args()
-    if args.solve_only:
-        solve_rows = solve_variants(args.reps)
-        print(solve_table(solve_rows))
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump({"solve_variants": solve_rows, "date": time.strftime("%Y-%m-%d")}, f, indent=1)
-        return
-    info, first, rows = run(args.reps, args.kernels)
-    solve_rows = solve_variants(args.reps)
-    print(table(info, first, rows))
-    print(solve_table(solve_rows))
+    out = {"date": time.strftime("%Y-%m-%d")}
+    if not args.solve_only:
+        info, first, rows = run(args.reps, args.kernels)
+        out.update(info=info, first_use_s=first, rows=rows)
+        print(table(info, first, rows))
+    out["solve_variants"] = solve_variants(args.reps)
+    print(solve_table(out["solve_variants"]))
+    out["tiled_variants"], text = tiled_table(args.reps)
+    print(text)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"info": info, "first_use_s": first, "rows": rows, "solve_variants": solve_rows,
-                       "date": time.strftime("%Y-%m-%d")}, f, indent=1)
+            json.dump(out, f, indent=1)
 
 
 if __name__ == "__main__":

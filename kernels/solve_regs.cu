@@ -4,12 +4,17 @@
 // generic sweep (wavefront.cu) is bound by instruction issue and its per-diagonal barrier, and
 // three preparation launches (prepare_inverse, prepare_taps, channel_mix) precede it.
 //
+// An image too large for one block's shared memory is cut into tiles, solved a tile
+// anti-diagonal per launch (grid.y = the diagonal's tiles): every tap points up-left in
+// canonical coordinates, so a tile needs only the solved values of the tiles above, left and
+// above-left, which earlier launches on the stream wrote to x. The whole image is one tile.
+//
 // Same maths as prepare.cu + channel_mix + sweep_impl, and the same canonical coordinates,
 // flips and tap signs from the host:
-//   1. The weight and the sample's y into shared memory, y pixel-major in a window in
-//      canonical coordinates with a zero border of KH − 1 rows above and KW − 1 columns to
-//      the left, so that every tap read, also one outside the image, is a plain load at a
-//      constant offset from the pixel.
+//   1. The weight and the tile's y into shared memory, y pixel-major in a window in
+//      canonical coordinates with a border of KH − 1 rows above and KW − 1 columns to the
+//      left (earlier tiles' x, or zero outside the image), so that every tap read is a plain
+//      load at a constant offset from the pixel.
 //   2. L⁻¹ (unit_lower_inverse) and P; 3. Q_t for the 8 off-anchor taps (4 × 4 register
 //      tiles of P·B_t), and z = P·y in place: every block prepares its own (no scratch, no
 //      launch).
@@ -19,7 +24,7 @@
 //      16-byte shared loads, each feeding 4·COPT multiply-adds (the loads, not the
 //      arithmetic, bounded the sweep with one channel per thread). The TSPLIT lanes of a pixel
 //      add up their parts with shuffles in a fixed order: results are bitwise repeatable.
-//   5. One block barrier per anti-diagonal; the window goes back to global memory at the end.
+//   5. One block barrier per anti-diagonal; the tile goes back to global memory at the end.
 
 __host__ __device__ constexpr int ilog2(int v) { return v > 1 ? 1 + ilog2(v / 2) : 0; }
 
@@ -45,7 +50,8 @@ __device__ __forceinline__ void staged_copy(int n, Load load, Store store) {
 template <int C, int TSPLIT, int COPT>
 __device__ void solve_regs_impl(const float* y_all, float* x_all, const float* __restrict__ w,
                                 int H, int W, int KH, int KW, int ai, int aj, int th, int tw,
-                                int flip_h, int flip_w, int adjoint) {
+                                int flip_h, int flip_w, int adjoint, int tile_h, int tile_w,
+                                int td, int tiles_w) {
     constexpr int TAPS = 8;            // off-anchor taps of a kernel with KH·KW = 9
     constexpr int NT = TAPS / TSPLIT;  // taps per thread
     constexpr int C4 = C / 4;
@@ -59,17 +65,30 @@ __device__ void solve_regs_impl(const float* y_all, float* x_all, const float* _
     float* qs = pt + C * C;                             // Q_t[co][ci] at (tn·C + ci)·C + co
     float* wb = qs + TAPS * C * C;                      // B_t[m][ci] at (t·C + m)·C + ci
     const int KK = KH * KW, anchor_t = ai * KW + aj;
-    float* win = wb + C * C * KK;                       // (H + KH − 1) × (W + KW − 1) × C
-    const int PH = KH - 1, PW = KW - 1, WP = W + PW;
-    const int HW = H * W;
+    // This block's tile: (I, J) on tile anti-diagonal td, rows [R0, R0 + TH) and columns
+    // [C0, C0 + TW) in canonical coordinates; `mr0`, `mc0`: its first row and column in memory.
+    const int I = max(0, td - (tiles_w - 1)) + blockIdx.y, J = td - I;
+    const int R0 = I * tile_h, C0 = J * tile_w;
+    const int TH = min(tile_h, H - R0), TW = min(tile_w, W - C0), TP = TH * TW;
+    const int mr0 = flip_h ? H - R0 - TH : R0, mc0 = flip_w ? W - C0 - TW : C0;
+    float* win = wb + C * C * KK;                       // (TH + KH − 1) × (TW + KW − 1) × C
+    const int PH = KH - 1, PW = KW - 1, WP = TW + PW;
+    const i64 HW = (i64)H * W;
     const float* y = y_all + (i64)blockIdx.x * C * HW;
     float* x = x_all + (i64)blockIdx.x * C * HW;
+    // The window cell of the tile's pixel at memory offset (r, c) from (mr0, mc0).
+    auto cell_of = [&](int r, int c) {
+        const int lh = flip_h ? TH - 1 - r : r, lw = flip_w ? TW - 1 - c : c;
+        return win + ((lh + PH) * WP + lw + PW) * C;
+    };
 
     // 1. Everything that needs only global memory first, so that the weight's and the
     // sample's loads are in flight together. The weight goes tap-major, as the matrices B_t
     // of step 2 (B_t = M_t for the inverse, M_tᵀ for the adjoint; M_t[a][b] = w[a][b][t]).
     // y goes into the window's cells, pixel-major, 4 channels per thread (coalesced reads);
-    // then the window's zero border (the top rows, then the left columns).
+    // then the border: the KH − 1 rows above and KW − 1 columns left of the tile, solved
+    // values of earlier tiles where inside the image (earlier launches wrote them to x), zero
+    // outside, so that a tap read needs no bounds test.
     staged_copy<8>(
         C * C * KK, [&](int e) { return w[e]; },
         [&](int e, float v) {
@@ -77,22 +96,39 @@ __device__ void solve_regs_impl(const float* y_all, float* x_all, const float* _
             wb[(t * C + (adjoint ? b : a)) * C + (adjoint ? a : b)] = v;
         });
     staged_copy<4>(
-        C4 * HW,
+        C4 * TP,
         [&](int item) {
-            const float* src = y + (i64)(4 * (item / HW)) * HW + item % HW;
+            const int g = item / TP, pix = item - g * TP, r = pix / TW;
+            const float* src = y + (i64)(4 * g) * HW + (i64)(mr0 + r) * W + mc0 + pix - r * TW;
             return make_float4(src[0], src[HW], src[2 * HW], src[3 * HW]);
         },
         [&](int item, float4 v) {
-            const int g = item / HW, pix = item - g * HW;
-            const int hr = pix / W, wr = pix - hr * W;
-            const int hc = flip_h ? H - 1 - hr : hr, wc = flip_w ? W - 1 - wr : wr;
-            reinterpret_cast<float4*>(win + ((hc + PH) * WP + wc + PW) * C)[g] = v;
+            const int g = item / TP, pix = item - g * TP, r = pix / TW;
+            reinterpret_cast<float4*>(cell_of(r, pix - r * TW))[g] = v;
         });
-    for (int e = threadIdx.x; e < PH * WP * C; e += blockDim.x) win[e] = 0.f;
-    for (int e = threadIdx.x; e < H * PW * C; e += blockDim.x) {
-        const int r = e / (PW * C);
-        win[(r + PH) * WP * C + (e - r * PW * C)] = 0.f;
-    }
+    // Border cell e: the PH rows above (all WP columns), then the PW columns left of the
+    // tile's TH rows; its (row, column) relative to the tile's first pixel.
+    const int top = PH * WP, border = top + TH * PW;
+    auto border_cell = [&](int e) {
+        return e < top ? make_int2(e / WP - PH, e % WP - PW)
+                       : make_int2((e - top) / PW, (e - top) % PW - PW);
+    };
+    staged_copy<2>(
+        C4 * border,
+        [&](int item) {
+            const int g = item / border;
+            const int2 l = border_cell(item - g * border);
+            const int hc = R0 + l.x, wc = C0 + l.y;
+            if (hc < 0 || wc < 0) return make_float4(0.f, 0.f, 0.f, 0.f);
+            const int hr = flip_h ? H - 1 - hc : hc, wr = flip_w ? W - 1 - wc : wc;
+            const float* src = x + (i64)(4 * g) * HW + (i64)hr * W + wr;
+            return make_float4(src[0], src[HW], src[2 * HW], src[3 * HW]);
+        },
+        [&](int item, float4 v) {
+            const int g = item / border;
+            const int2 l = border_cell(item - g * border);
+            reinterpret_cast<float4*>(win + ((l.x + PH) * WP + l.y + PW) * C)[g] = v;
+        });
     __syncthreads();
 
     // 2. L⁻¹ of the anchor's L (L[r][m] = M_anchor[r][m]), then Pᵀ: P = L⁻¹ (inverse) or L⁻ᵀ
@@ -133,12 +169,12 @@ __device__ void solve_regs_impl(const float* y_all, float* x_all, const float* _
                 make_float4(acc[0][j], acc[1][j], acc[2][j], acc[3][j]);
     }
     const int per_pass = blockDim.x / C4 * C4;
-    for (int base = 0; base < C4 * HW; base += per_pass) {
+    for (int base = 0; base < C4 * TP; base += per_pass) {
         const int item = base + threadIdx.x;
-        const bool mine = threadIdx.x < per_pass && item < C4 * HW;
+        const bool mine = threadIdx.x < per_pass && item < C4 * TP;
         const int pix = item / C4, g = item - pix * C4;
         float4* cell = reinterpret_cast<float4*>(
-            win + ((pix / W + PH) * WP + pix % W + PW) * C);  // each cell once: no flips needed
+            win + ((pix / TW + PH) * WP + pix % TW + PW) * C);  // each cell once: no flips needed
         float v[C];
         if (mine) {
 #pragma unroll
@@ -191,8 +227,8 @@ __device__ void solve_regs_impl(const float* y_all, float* x_all, const float* _
     __syncthreads();
 
     // 5. The sweep: x = z − Σ_t Q_t x[p + off_t] per pixel, anti-diagonal by anti-diagonal.
-    for (int d = 0; d < H + W - 1; ++d) {
-        const int h_lo = max(0, d - (W - 1)), h_hi = min(d, H - 1);
+    for (int d = 0; d < TH + TW - 1; ++d) {
+        const int h_lo = max(0, d - (TW - 1)), h_hi = min(d, TH - 1);
         const int npix = h_hi - h_lo + 1;
         for (int kb = 0; kb < npix; kb += kstep) {  // uniform trip count: shuffles below
             const int k = kb + slot;
@@ -250,18 +286,18 @@ __device__ void solve_regs_impl(const float* y_all, float* x_all, const float* _
         __syncthreads();
     }
 
-    // The solution back to global memory, coalesced.
-    for (int pix = threadIdx.x; pix < HW; pix += blockDim.x) {
-        const int hr = pix / W, wr = pix - hr * W;
-        const int hc = flip_h ? H - 1 - hr : hr, wc = flip_w ? W - 1 - wr : wr;
-        const float4* cell = reinterpret_cast<const float4*>(win + ((hc + PH) * WP + wc + PW) * C);
+    // The tile's solution back to global memory, coalesced along its memory rows.
+    for (int pix = threadIdx.x; pix < TP; pix += blockDim.x) {
+        const int r = pix / TW, c = pix - r * TW;
+        const float4* cell = reinterpret_cast<const float4*>(cell_of(r, c));
+        float* dst = x + (i64)(mr0 + r) * W + mc0 + c;
 #pragma unroll
         for (int g = 0; g < C4; ++g) {
             const float4 v = cell[g];
-            x[(i64)(4 * g) * HW + pix] = v.x;
-            x[(i64)(4 * g + 1) * HW + pix] = v.y;
-            x[(i64)(4 * g + 2) * HW + pix] = v.z;
-            x[(i64)(4 * g + 3) * HW + pix] = v.w;
+            dst[(i64)(4 * g) * HW] = v.x;
+            dst[(i64)(4 * g + 1) * HW] = v.y;
+            dst[(i64)(4 * g + 2) * HW] = v.z;
+            dst[(i64)(4 * g + 3) * HW] = v.w;
         }
     }
 }
@@ -270,9 +306,10 @@ __device__ void solve_regs_impl(const float* y_all, float* x_all, const float* _
 #define INV_CONV_SOLVE_REGS_ENTRY(NAME, CHANNELS, LANES, COPT, MAXT)                          \
     extern "C" __global__ void __launch_bounds__(MAXT) NAME(                                   \
         const float* y, float* x, const float* w, int H, int W, int KH, int KW, int ai, int aj, \
-        int th, int tw, int flip_h, int flip_w, int adjoint) {                                 \
+        int th, int tw, int flip_h, int flip_w, int adjoint, int tile_h, int tile_w, int td,   \
+        int tiles_w) {                                                                         \
         solve_regs_impl<CHANNELS, LANES, COPT>(y, x, w, H, W, KH, KW, ai, aj, th, tw, flip_h,   \
-                                               flip_w, adjoint);                               \
+                                               flip_w, adjoint, tile_h, tile_w, td, tiles_w);  \
     }
 INV_CONV_SOLVE_REGS_ENTRY(solve_regs_c12_t1_o1_f32, 12, 1, 1, INV_CONV_SOLVE_REGS_THREADS_96)
 INV_CONV_SOLVE_REGS_ENTRY(solve_regs_c12_t4_o4_f32, 12, 4, 4, INV_CONV_SOLVE_REGS_THREADS_96)

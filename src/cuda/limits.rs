@@ -32,6 +32,9 @@ pub const SWEEP_BAND_MAX_CTAS: usize = 8;
 /// coefficients in registers (65536 registers per SM over the block).
 pub const SOLVE_REGS_THREADS_96: usize = 384;
 pub const SOLVE_REGS_THREADS_48: usize = 768;
+/// Smallest side of `solve_regs`' tiles the plan picks for images too large for one block
+/// (below it, a tile diagonal's launch and preparation cost more than its sweep).
+pub const SOLVE_REGS_MIN_TILE: usize = 16;
 /// Most layers `conv_chain` applies in one launch (an Inverse-Flow unit's four orders).
 pub const CHAIN_MAX_LAYERS: usize = 4;
 

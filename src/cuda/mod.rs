@@ -102,6 +102,12 @@ fn solve_tsplit() -> Option<usize> {
     std::env::var("INV_CONV_SOLVE_TSPLIT").ok()?.parse().ok()
 }
 
+/// `INV_CONV_SOLVE_TILE=n` (read at each call) caps the side of `solve_regs`' tiles at n
+/// pixels (images that fit one block are then cut too): for A/B timing and for tests.
+fn solve_tile() -> Option<usize> {
+    std::env::var("INV_CONV_SOLVE_TILE").ok()?.parse().ok()
+}
+
 fn int(name: &str, v: usize) -> Result<i32> {
     i32::try_from(v).map_err(|_| {
         Error::TooLarge(format!(

@@ -10,8 +10,8 @@ use super::plan::{
     GenericSweepPlan, Window,
 };
 use super::{
-    batch_too_large, check_scratch, dims, generic_only, grid_1d, solve_tsplit, sweep_ctas, Dims,
-    Dtype, Target, THREADS,
+    batch_too_large, check_scratch, dims, generic_only, grid_1d, solve_tile, solve_tsplit,
+    sweep_ctas, Dims, Dtype, Target, THREADS,
 };
 use crate::error::Result;
 use crate::geometry::Problem;
@@ -69,26 +69,34 @@ pub fn solve(
     let smem_budget = dev.max_smem as usize - 1024;
     let ctas = sweep_ctas();
 
-    // The presets' shapes: everything in one launch (no coefficient scratch used). A request
-    // for banded sweeps (more than one CTA per sample) keeps those.
-    let regs = regs_plan(p, dt, smem_budget, solve_tsplit())
+    // The presets' shapes: everything in one launch per tile anti-diagonal (one launch in all
+    // where the image fits a block; no coefficient scratch used). A request for banded sweeps
+    // (more than one CTA per sample) keeps those.
+    let regs = regs_plan(p, dt, smem_budget, solve_tsplit(), solve_tile())
         .filter(|_| !generic_only() && ctas.map_or(true, |n| n <= 1));
     if let Some(plan) = regs {
-        let args = Args::default()
-            .ptr(rhs)
-            .ptr(out)
-            .ptr(weight)
-            .ints(&d.geometry())
-            .ints(&[th, tw, flip_h as i32, flip_w as i32, adjoint as i32]);
-        return launch(
-            &dev,
-            plan.kernel,
-            (batch(1)?, 1, 1),
-            plan.threads,
-            plan.smem as u32,
-            t.stream,
-            args,
-        );
+        let (tiles_h, tiles_w) = plan.tiles(p);
+        let tile = [plan.tile_h, plan.tile_w, 0, tiles_w].map(|v| v as i32);
+        for td in 0..tiles_h + tiles_w - 1 {
+            let on_diagonal = td.min(tiles_h - 1) + 1 - td.saturating_sub(tiles_w - 1);
+            let args = Args::default()
+                .ptr(rhs)
+                .ptr(out)
+                .ptr(weight)
+                .ints(&d.geometry())
+                .ints(&[th, tw, flip_h as i32, flip_w as i32, adjoint as i32])
+                .ints(&[tile[0], tile[1], td as i32, tile[3]]);
+            launch(
+                &dev,
+                plan.kernel,
+                (batch(1)?, on_diagonal as u32, 1),
+                plan.threads,
+                plan.smem as u32,
+                t.stream,
+                args,
+            )?;
+        }
+        return Ok(());
     }
 
     // L⁻¹ and P (one block), then Q_t = P·M_t, then z = P·rhs into the output.
