@@ -259,6 +259,31 @@ def solve_table(solve_rows, settings=LANE_SETTINGS, what="the presets' shapes (t
     )
 
 
+# The sampling direction of the presets' Inverse-Flow units: four masked convolutions in one
+# launch (conv2d_chain) on 100 samples, as model_bench's sampling runs them.
+CHAIN_SHAPES = [(100, 12, 32, 32), (100, 12, 16, 16), (100, 24, 16, 16), (100, 24, 8, 8)]
+
+
+def chain_table(reps: int) -> tuple:
+    """conv2d_chain of four orders: the default kernel and the generic one (INV_CONV_CUDA_GENERIC=1),
+    by events and in CUDA graphs."""
+    rows, lines = [], ["conv2d_chain, four layers (ms; generic: INV_CONV_CUDA_GENERIC=1; graph: "
+                       "20 calls per CUDA graph)", "| shape | default | generic | default graph | generic graph |",
+                       "|---|---|---|---|---|"]
+    for b, c, h, wd in CHAIN_SHAPES:
+        x = torch.randn(b, c, h, wd, device="cuda")
+        ws = [torch.randn(c, c, 3, 3, device="cuda") / (3 * c**0.5) for _ in range(4)]
+        r = {"shape": [b, c, h, wd]}
+        for key, setting in (("default", None), ("generic", ("INV_CONV_CUDA_GENERIC", "1"))):
+            with env(*setting) if setting else contextlib.nullcontext():
+                call = lambda: inv_conv.conv2d_chain(x, ws, ["BR", "BL", "TR", "TL"])  # noqa: E731
+                r[key], r[f"{key}_graph"] = timed(call, reps), graphed(call, reps)
+        rows.append(r)
+        lines.append(f"| {(b, c, h, wd)} | {r['default']:.4f} | {r['generic']:.4f} | "
+                     f"{r['default_graph']:.4f} | {r['generic_graph']:.4f} |")
+    return rows, "\n".join(lines)
+
+
 def tiled_table(reps: int) -> tuple:
     rows = solve_variants(reps, TILED_SHAPES, TILE_SETTINGS)
     return rows, solve_table(rows, TILE_SETTINGS, "images too large for one block (tileN: "
@@ -318,7 +343,7 @@ def main():
     ap.add_argument("--reps", type=int, default=50)
     ap.add_argument("--json", default=None)
     ap.add_argument("--kernels", action="store_true", help="also print each kernel's device time per layer step")
-    ap.add_argument("--solve-only", action="store_true", help="only the solve tables (presets' shapes, tiled images)")
+    ap.add_argument("--solve-only", action="store_true", help="only the solve and chain tables")
     args = ap.parse_args()
     out = {"date": time.strftime("%Y-%m-%d")}
     if not args.solve_only:
@@ -328,6 +353,8 @@ def main():
     out["solve_variants"] = solve_variants(args.reps)
     print(solve_table(out["solve_variants"]))
     out["tiled_variants"], text = tiled_table(args.reps)
+    print(text)
+    out["chain"], text = chain_table(args.reps)
     print(text)
     if args.json:
         with open(args.json, "w") as f:

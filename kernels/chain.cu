@@ -13,6 +13,16 @@
 //   [S, 2S)          buffer 1
 //   [2S, 2S + KK·C·Cp)  the current layer's masked coefficients, at (t·C + ci)·Cp + co
 
+// One layer's masked coefficients into `coef` at (t·C + ci)·Cp + co (zero for co ≥ C).
+template <typename T>
+__device__ __forceinline__ void stage_chain_coef(T* coef, const T* __restrict__ w, int C, int Cp,
+                                                 int KK, int anchor_t) {
+    for (int e = threadIdx.x; e < KK * C * Cp; e += blockDim.x) {
+        const int co = e % Cp, rest = e / Cp, ci = rest % C, t = rest / C;
+        coef[e] = co < C ? effective_weight(w, C, KK, co, ci, t, anchor_t) : T(0);
+    }
+}
+
 template <typename T>
 __device__ void conv_chain_impl(const T* __restrict__ x, T* __restrict__ out, const T* const* ws,
                                 const int* anchors, int nlayers, int C, int H, int W, int KH,
@@ -27,10 +37,7 @@ __device__ void conv_chain_impl(const T* __restrict__ x, T* __restrict__ out, co
     for (int l = 0; l < nlayers; ++l) {
         const T* w = ws[l];
         const int ai = anchors[2 * l], aj = anchors[2 * l + 1], anchor_t = ai * KW + aj;
-        for (int e = threadIdx.x; e < KK * C * Cp; e += blockDim.x) {
-            const int co = e % Cp, rest = e / Cp, ci = rest % C, t = rest / C;
-            coef[e] = co < C ? effective_weight(w, C, KK, co, ci, t, anchor_t) : T(0);
-        }
+        stage_chain_coef(coef, w, C, Cp, KK, anchor_t);
         __syncthreads();
         const T* src = buf[l & 1];
         T* dst = buf[(l + 1) & 1];
@@ -56,6 +63,85 @@ __device__ void conv_chain_impl(const T* __restrict__ x, T* __restrict__ out, co
     for (int e = threadIdx.x; e < C * HW; e += blockDim.x) out[base + e] = last[e];
 }
 
+// conv_chain_regs: float32, C = 12 or 24 (the flow presets' units): the same layers, shared
+// memory and coefficient layout, but a thread computes COT output channels of PX pixels
+// (pixels strided by the group's threads, so lanes stay consecutive pixels), with C known at
+// compile time: per (tap, ci) PX image loads and COT/4 broadcast 16-byte coefficient loads
+// feed PX·COT multiply-adds (the generic kernel: 2 loads per 4). The sums per output run over
+// (tap, ci) in the generic kernel's order.
+template <int C, int COT, int PX>
+__device__ void conv_chain_regs_impl(const float* __restrict__ x, float* __restrict__ out,
+                                     const float* const* ws, const int* anchors, int nlayers,
+                                     int H, int W, int KH, int KW) {
+    static_assert(C % COT == 0 && COT % 4 == 0, "conv_chain_regs layout");
+    extern __shared__ __align__(32) unsigned char smem_raw[];
+    const int KK = KH * KW, HW = H * W, S = round_up4(C * HW);
+    float* buf[2] = {reinterpret_cast<float*>(smem_raw), reinterpret_cast<float*>(smem_raw) + S};
+    float* coef = buf[1] + S;
+    const i64 base = (i64)blockIdx.x * C * HW;
+    // Threads: C / COT groups of `tpg`, group cog computing channels [cog·COT, (cog+1)·COT).
+    const int tpg = blockDim.x / (C / COT), cog = threadIdx.x / tpg, lt = threadIdx.x % tpg;
+    const bool working = cog < C / COT;
+    for (int e = threadIdx.x; e < C * HW; e += blockDim.x) buf[0][e] = x[base + e];
+    for (int l = 0; l < nlayers; ++l) {
+        const int ai = anchors[2 * l], aj = anchors[2 * l + 1];
+        stage_chain_coef(coef, ws[l], C, C, KK, ai * KW + aj);
+        __syncthreads();
+        const float* src = buf[l & 1];
+        float* dst = buf[(l + 1) & 1];
+        for (int p0 = lt; working && p0 < HW; p0 += PX * tpg) {
+            int h[PX], wc[PX];
+            bool live[PX];  // pixels past the end read and write nothing
+#pragma unroll
+            for (int k = 0; k < PX; ++k) {
+                const int p = p0 + k * tpg;
+                live[k] = p < HW;
+                h[k] = p / W;
+                wc[k] = p - h[k] * W;
+            }
+            float acc[PX][COT] = {};
+            for (int t = 0; t < KK; ++t) {
+                const int di = t / KW - ai, dj = t % KW - aj;
+                int off[PX];
+                bool in[PX];
+#pragma unroll
+                for (int k = 0; k < PX; ++k) {
+                    const int hs = h[k] + di, wsrc = wc[k] + dj;
+                    in[k] = live[k] && hs >= 0 && hs < H && wsrc >= 0 && wsrc < W;
+                    off[k] = in[k] ? hs * W + wsrc : 0;
+                }
+                const float4* q = reinterpret_cast<const float4*>(coef + t * C * C + cog * COT);
+#pragma unroll
+                for (int ci = 0; ci < C; ++ci) {
+                    float v[PX];
+#pragma unroll
+                    for (int k = 0; k < PX; ++k) v[k] = in[k] ? src[ci * HW + off[k]] : 0.f;
+#pragma unroll
+                    for (int g = 0; g < COT / 4; ++g) {
+                        const float4 c4 = q[ci * (C / 4) + g];
+#pragma unroll
+                        for (int k = 0; k < PX; ++k) {
+                            acc[k][4 * g] += c4.x * v[k];
+                            acc[k][4 * g + 1] += c4.y * v[k];
+                            acc[k][4 * g + 2] += c4.z * v[k];
+                            acc[k][4 * g + 3] += c4.w * v[k];
+                        }
+                    }
+                }
+            }
+#pragma unroll
+            for (int k = 0; k < PX; ++k) {
+                if (!live[k]) continue;
+#pragma unroll
+                for (int j = 0; j < COT; ++j) dst[(cog * COT + j) * HW + p0 + k * tpg] = acc[k][j];
+            }
+        }
+        __syncthreads();  // dst complete, and coef free for the next layer
+    }
+    const float* last = buf[nlayers & 1];
+    for (int e = threadIdx.x; e < C * HW; e += blockDim.x) out[base + e] = last[e];
+}
+
 static_assert(INV_CONV_CHAIN_MAX_LAYERS == 4, "conv_chain's entry points take four weights");
 
 #define INV_CONV_CHAIN_ENTRY(NAME, T)                                                            \
@@ -70,3 +156,18 @@ static_assert(INV_CONV_CHAIN_MAX_LAYERS == 4, "conv_chain's entry points take fo
     }
 INV_CONV_CHAIN_ENTRY(conv_chain_f32, float)
 INV_CONV_CHAIN_ENTRY(conv_chain_f64, double)
+
+#define INV_CONV_CHAIN_REGS_ENTRY(NAME, CHANNELS, COT, PX)                                       \
+    extern "C" __global__ void __launch_bounds__(INV_CONV_CHAIN_REGS_THREADS, 1)                 \
+        NAME(const float* x, float* out, const float* w0,                                        \
+                                    const float* w1, const float* w2, const float* w3,           \
+                                    int nlayers, int C, int H, int W, int KH, int KW, int ai0,   \
+                                    int aj0, int ai1, int aj1, int ai2, int aj2, int ai3,        \
+                                    int aj3) {                                                   \
+        const float* ws[INV_CONV_CHAIN_MAX_LAYERS] = {w0, w1, w2, w3};                           \
+        const int anchors[2 * INV_CONV_CHAIN_MAX_LAYERS] = {ai0, aj0, ai1, aj1,                  \
+                                                            ai2, aj2, ai3, aj3};                 \
+        conv_chain_regs_impl<CHANNELS, COT, PX>(x, out, ws, anchors, nlayers, H, W, KH, KW);    \
+    }
+INV_CONV_CHAIN_REGS_ENTRY(conv_chain_c12_f32, 12, 12, 2)
+INV_CONV_CHAIN_REGS_ENTRY(conv_chain_c24_f32, 24, 12, 2)

@@ -153,8 +153,13 @@ def test_fake_tensors_and_compile_take_the_custom_ops():
     assert torch.equal(compiled(x, w), inv_conv.inv_conv2d(x, w, "BR"))
 
 
-# (B, C, H, W, K): shapes whose image fits in shared memory (the fused kernel) and one that does not.
-CHAIN_SHAPES = [(3, 12, 16, 16, 3), (2, 5, 7, 9, 3), (2, 16, 8, 8, 2), (1, 3, 6, 5, 1), (2, 4, 200, 200, 3)]
+# (B, C, H, W, K): shapes whose image fits in shared memory (the fused kernel; on CUDA in
+# float32 with C = 12 or 24 and 256 to 1024 pixels its register-blocked variant: odd sizes, the
+# largest it takes (12 × 32²), 24 channels in two thread groups) and one that does not; small
+# and large C = 12 / 24 images (the generic kernel).
+CHAIN_SHAPES = [(3, 12, 16, 16, 3), (2, 5, 7, 9, 3), (2, 16, 8, 8, 2), (1, 3, 6, 5, 1), (2, 4, 200, 200, 3),
+                (2, 12, 13, 21, 3), (2, 12, 32, 32, 3), (2, 24, 17, 19, 2), (2, 24, 9, 5, 3), (1, 24, 2, 3, 3),
+                (2, 12, 40, 37, 3), (1, 24, 33, 35, 2)]
 
 
 @pytest.mark.parametrize("shape", CHAIN_SHAPES)
@@ -178,6 +183,27 @@ def test_conv2d_chain_matches_layer_by_layer_and_the_oracle(device, shape, dtype
     tol = 1e-5 if dtype == torch.float32 else 1e-12
     assert torch.allclose(out, expected, rtol=tol, atol=tol)
     assert ((out.double() - oracle).norm() / oracle.norm()).item() < tol
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize(
+    "shape, kernel",
+    [((100, 12, 32, 32), "conv_chain_c12_f32"), ((100, 24, 16, 16), "conv_chain_c24_f32"),
+     ((100, 24, 8, 8), "conv_chain_f32"), ((2, 12, 40, 37), "conv_chain_f32")],
+)
+def test_conv2d_chain_takes_the_register_kernel_at_the_presets_shapes(shape, kernel):
+    from torch.profiler import ProfilerActivity, profile
+
+    c = shape[1]
+    x = torch.randn(*shape, device="cuda")
+    ws = [torch.randn(c, c, 3, 3, device="cuda") * 0.1 for _ in range(4)]
+    inv_conv.conv2d_chain(x, ws, ["BR", "BL", "TR", "TL"])
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        inv_conv.conv2d_chain(x, ws, ["BR", "BL", "TR", "TL"])
+        torch.cuda.synchronize()
+    names = [ev.name for ev in prof.events() if ev.device_type == torch.autograd.DeviceType.CUDA]
+    assert names == [kernel], names
 
 
 def test_inv_flow_unit_reverse_inverts_forward_with_and_without_grad(device):

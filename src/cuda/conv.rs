@@ -7,7 +7,7 @@
 
 use super::device::{device, launch, Args, Device};
 use super::limits::{self, CHAIN_MAX_LAYERS};
-use super::plan::{chain_smem, conv_tile_plan, padded, prep_len};
+use super::plan::{chain_regs_plan, chain_smem, conv_tile_plan, padded, prep_len};
 use super::{
     batch_too_large, check_scratch, dims, generic_only, grid_1d, Dims, Dtype, Target, THREADS,
 };
@@ -148,7 +148,13 @@ pub fn conv_chain(
         .filter(|&b| b <= i32::MAX as u32)
         .ok_or_else(|| batch_too_large(p.batch, 1))?;
     let items = (padded(p.channels) / 4) * p.pixels();
-    let threads = (items.div_ceil(32) * 32).clamp(64, 1024) as u32;
+    let (kernel, threads) = match chain_regs_plan(p, dt).filter(|_| !generic_only()) {
+        Some((name, threads)) => (name.to_string(), threads),
+        None => (
+            format!("conv_chain_{}", dt.suffix()),
+            (items.div_ceil(32) * 32).clamp(64, 1024) as u32,
+        ),
+    };
     let mut args = Args::default().ptr(x).ptr(out);
     for l in 0..CHAIN_MAX_LAYERS {
         args = args.ptr(weights.get(l).copied().unwrap_or(0));
@@ -163,7 +169,7 @@ pub fn conv_chain(
     }
     launch(
         &dev,
-        &format!("conv_chain_{}", dt.suffix()),
+        &kernel,
         (batch, 1, 1),
         threads,
         smem as u32,

@@ -19,7 +19,7 @@ pub const SOURCES: [(&str, &str); 7] = [
 /// each: `p` a device pointer, `i` an `int`, `l` a `long long`. Each launch is checked against
 /// it (the driver cannot tell a wrong argument list), and tests/test_kernels_compile.py checks
 /// it against the declarations in kernels/*.cu.
-pub const ENTRY_POINTS: [(&str, &str); 44] = [
+pub const ENTRY_POINTS: [(&str, &str); 46] = [
     ("prepare_inverse_f32", "ppiiiii"),
     ("prepare_inverse_f64", "ppiiiii"),
     ("prepare_taps_f32", "ppiiii"),
@@ -30,6 +30,8 @@ pub const ENTRY_POINTS: [(&str, &str); 44] = [
     ("conv_tile_f64", "pppiiiiiiiiii"),
     ("conv_chain_f32", "ppppppiiiiiiiiiiiiii"),
     ("conv_chain_f64", "ppppppiiiiiiiiiiiiii"),
+    ("conv_chain_c12_f32", "ppppppiiiiiiiiiiiiii"),
+    ("conv_chain_c24_f32", "ppppppiiiiiiiiiiiiii"),
     ("channel_mix_f32", "pppiil"),
     ("channel_mix_f64", "pppiil"),
     ("sweep_full_f32", "ppiiiiiiiiiiiiiiii"),

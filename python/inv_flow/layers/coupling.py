@@ -15,6 +15,12 @@ from .base import FlowLayer, sum_except_batch
 _SCALE_OFFSET = 2.0
 _LOG_SIGMOID_OFFSET = F.logsigmoid(torch.tensor(_SCALE_OFFSET, dtype=torch.float64)).item()
 
+# On CUDA the CNN runs in channels-last memory format: cuDNN's tensor-core convolutions work
+# in it, so NCHW activations (512 channels wide) would be transposed around every conv, while
+# converting the thin input and output costs little. Measured on an H200 (B = 100, hidden
+# 512): the CNN at 6 × 32² 1.30 -> 1.14 ms, at 12 × 16² 0.46 -> 0.35 ms.
+CHANNELS_LAST_ON_CUDA = True
+
 
 class AffineCoupling(FlowLayer):
     """Affine coupling (Dinh et al. 2017; Glow): split channels into ``(x_a, x_b)``; a CNN of
@@ -56,7 +62,11 @@ class AffineCoupling(FlowLayer):
     def _shift_and_raw_scale(self, x_a: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """``shift`` and raw scale ``h``: the net's even and odd output channels (views; one
         backward op, a stack)."""
-        shift, raw_scale = torch.unflatten(self.net(x_a), 1, (-1, 2)).unbind(2)
+        if x_a.is_cuda and CHANNELS_LAST_ON_CUDA:
+            h = self.net(x_a.contiguous(memory_format=torch.channels_last)).contiguous()
+        else:
+            h = self.net(x_a)
+        shift, raw_scale = torch.unflatten(h, 1, (-1, 2)).unbind(2)
         return shift, raw_scale
 
     def forward(self, x, context=None):
