@@ -12,7 +12,10 @@
 //! - inverse / inverse_adjoint: `prepare_inverse` (L⁻¹ and P), `prepare_taps` (Q_t = P·M_t),
 //!   `channel_mix` (z = P·rhs into the output), then `sweep` (one block per sample, wavefront
 //!   over anti-diagonals, the solution kept in shared memory where it fits); for float32,
-//!   3 × 3 and C = 12 or 24 all of it in one launch, `solve_regs`.
+//!   3 × 3 and C = 12 or 24 all of it in one launch, `solve_regs` (one launch per tile
+//!   anti-diagonal for images larger than a block's shared memory).
+//! - conv_chain (an Inverse-Flow unit's sampling direction): up to four masked convolutions in
+//!   one launch, the image in shared memory; `conv_chain_c{12,24}` for the presets' shapes.
 //! - weight_grad: `wgrad_tile` (one staging of a pixel tile + halo for all taps) or
 //!   `wgrad_partial` (split-K partial sums into caller scratch), then `wgrad_reduce`.
 
