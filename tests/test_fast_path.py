@@ -154,9 +154,9 @@ def test_fake_tensors_and_compile_take_the_custom_ops():
 
 
 # (B, C, H, W, K): shapes whose image fits in shared memory (the fused kernel; on CUDA in
-# float32 with C = 12 or 24 and 256 to 1024 pixels its register-blocked variant: odd sizes, the
-# largest it takes (12 × 32²), 24 channels in two thread groups) and one that does not; small
-# and large C = 12 / 24 images (the generic kernel).
+# float32 with C = 12 or 24, from 256 pixels up to one pass of its 512 threads, its
+# register-blocked variant: odd sizes, the largest it takes at C = 12 (32²), 24 channels in two
+# thread groups) and one that does not; small and large C = 12 / 24 images (the generic kernel).
 CHAIN_SHAPES = [(3, 12, 16, 16, 3), (2, 5, 7, 9, 3), (2, 16, 8, 8, 2), (1, 3, 6, 5, 1), (2, 4, 200, 200, 3),
                 (2, 12, 13, 21, 3), (2, 12, 32, 32, 3), (2, 24, 17, 19, 2), (2, 24, 9, 5, 3), (1, 24, 2, 3, 3),
                 (2, 12, 40, 37, 3), (1, 24, 33, 35, 2)]

@@ -35,16 +35,11 @@ pub const SOLVE_REGS_THREADS_48: usize = 768;
 /// Smallest side of `solve_regs`' tiles the plan picks for images too large for one block
 /// (below it, a tile diagonal's launch and preparation cost more than its sweep).
 pub const SOLVE_REGS_MIN_TILE: usize = 16;
-/// `conv_chain_regs`' launch bound (a thread holds 2 pixels × 12 channels of sums).
+/// `conv_chain_regs`' launch bound (a thread holds 2 pixels × 12 channels of sums); a launch
+/// with more threads fails (CUDA_ERROR_INVALID_VALUE).
 pub const CHAIN_REGS_THREADS: usize = 512;
 /// Fewest pixels per image for `conv_chain_regs` (below it, too few threads per block).
 pub const CHAIN_REGS_MIN_PIXELS: usize = 256;
-/// Most shared memory a `conv_chain_regs` launch asks for: the largest size it was seen to
-/// launch with on an H200 (B·12·32², 103 488 bytes). Every larger one tried there (106 560 to
-/// 230 976 bytes, C = 12 and 24) failed with CUDA_ERROR_INVALID_VALUE, while the generic
-/// `conv_chain` launched at all of them; the cause is not known. Under this bound an image
-/// is also one pass of the block's threads.
-pub const CHAIN_REGS_MAX_SMEM: usize = 103_488;
 /// Most layers `conv_chain` applies in one launch (an Inverse-Flow unit's four orders).
 pub const CHAIN_MAX_LAYERS: usize = 4;
 

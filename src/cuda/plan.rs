@@ -89,22 +89,19 @@ const CHAIN_REGS_VARIANTS: [(usize, usize, usize, &str); 2] = [
 ];
 
 /// The register-blocked chain for float32 with C = 12 or 24 and at least
-/// [`CHAIN_REGS_MIN_PIXELS`] pixels: entry point and threads (C / COT groups of threads, each
-/// with a thread per PX pixels, within [`CHAIN_REGS_THREADS`]); None otherwise (the generic
-/// `conv_chain`, whose thread per 4 channels keeps more warps busy on small images).
+/// [`CHAIN_REGS_MIN_PIXELS`] pixels that one pass of the block's threads covers: entry point
+/// and threads (C / COT groups of threads, a thread per PX pixels, within the kernel's launch
+/// bound [`CHAIN_REGS_THREADS`]); None otherwise (the generic `conv_chain`, whose thread per 4
+/// channels keeps more warps busy on small images). Larger images stay on the generic kernel
+/// until the register kernel's pixel loop has run on a GPU.
 pub fn chain_regs_plan(p: &Problem, dt: Dtype) -> Option<(&'static str, u32)> {
     let &(_, cot, px, kernel) = CHAIN_REGS_VARIANTS
         .iter()
         .find(|v| dt == Dtype::F32 && v.0 == p.channels)?;
-    if p.pixels() < CHAIN_REGS_MIN_PIXELS {
-        return None;
-    }
     let groups = p.channels / cot;
     let per_group = p.pixels().div_ceil(px).div_ceil(32) * 32;
-    Some((
-        kernel,
-        (per_group.min(SWEEP_MAX_THREADS / groups) * groups) as u32,
-    ))
+    (p.pixels() >= CHAIN_REGS_MIN_PIXELS && per_group * groups <= CHAIN_REGS_THREADS)
+        .then_some((kernel, (per_group * groups) as u32))
 }
 
 /// Where the sweep keeps the solution while later diagonals need it.
@@ -571,10 +568,36 @@ mod tests {
         // Small images keep the generic kernel (B100 C24 8², H200: 0.049 ms, this one 0.093).
         assert_eq!(plan(24, 8, 8, Dtype::F32), None);
         assert_eq!(plan(12, 15, 17, Dtype::F32), None);
-        // Large images: two groups of 512, the pixels in several passes.
+        // The kernel's launch bound holds for every shape it takes (a launch past it fails
+        // with CUDA_ERROR_INVALID_VALUE: 12 × 32 × 33 asked for 544 threads once), and only
+        // images one pass of those threads covers take it.
+        for c in [12, 24] {
+            for (h, w) in [
+                (32, 33),
+                (23, 23),
+                (64, 64),
+                (16, 100),
+                (1, 431),
+                (1, 513),
+                (33, 31),
+            ] {
+                if let Some((_, threads)) = plan(c, h, w, Dtype::F32) {
+                    assert!(
+                        threads as usize <= CHAIN_REGS_THREADS,
+                        "{c} {h} {w}: {threads}"
+                    );
+                    assert!(
+                        2 * threads as usize / (c / 12) >= h * w,
+                        "{c} {h} {w}: {threads}"
+                    );
+                }
+            }
+        }
+        assert_eq!(plan(12, 32, 33, Dtype::F32), None);
+        assert_eq!(plan(24, 1, 513, Dtype::F32), None);
         assert_eq!(
-            plan(24, 64, 64, Dtype::F32),
-            Some(("conv_chain_c24_f32", 1024))
+            plan(24, 16, 32, Dtype::F32),
+            Some(("conv_chain_c24_f32", 512))
         );
         assert_eq!(plan(12, 32, 32, Dtype::F64), None);
         assert_eq!(plan(16, 32, 32, Dtype::F32), None);
