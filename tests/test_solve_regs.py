@@ -2,8 +2,9 @@
 every variant picked with INV_CONV_SOLVE_TSPLIT) against the oracle and the CPU backend in
 every order, odd and non-square shapes, both directions, masked entries poisoned; tiled
 images (one launch per tile diagonal) against the oracle and bitwise against the whole-image
-solve; against the generic kernels (INV_CONV_CUDA_GENERIC=1); bitwise reruns; a sample independent of the rest of
-the batch; and a check, by the profiler, that these shapes really run it. Marked `cuda`."""
+solve; against the generic kernels (INV_CONV_CUDA_GENERIC=1); bitwise reruns; a sample
+independent of the rest of the batch; and a check, by the profiler, that these shapes really
+run it. Marked `cuda`."""
 
 import pytest
 import torch
