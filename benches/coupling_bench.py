@@ -14,7 +14,6 @@ and on, alternating, in one process (model_bench's interleaved timing).
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from pathlib import Path
 
@@ -22,21 +21,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-
-def median_ms(fn, reps: int) -> float:
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+from timing import cuda_median_ms  # noqa: E402
 
 
 def cnn_table(batch: int, hidden: int, reps: int) -> str:
@@ -54,10 +39,10 @@ def cnn_table(batch: int, hidden: int, reps: int) -> str:
                     if channels_last:
                         net, x = net.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
                     with torch.no_grad():
-                        whole = median_ms(lambda: net(x), reps)
+                        whole = cuda_median_ms(lambda: net(x), reps)
                         parts, h = [], x
                         for module in net:
-                            parts.append(median_ms(lambda: module(h), reps))
+                            parts.append(cuda_median_ms(lambda: module(h), reps))
                             h = module(h)
                     lines.append(f"| {cin} × {side}² | {'channels-last' if channels_last else 'NCHW'} | "
                                  f"{'on' if tf32 else 'off'} | {whole:.3f} | {' / '.join(f'{p:.3f}' for p in parts)} |")

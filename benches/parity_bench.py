@@ -16,12 +16,16 @@ import argparse
 import importlib
 import json
 import os
-import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
 import inv_conv_with_bp as ours
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import cuda_median_ms  # noqa: E402
 
 SHAPES = [(64, 4, 32, 32), (64, 12, 32, 32), (64, 48, 64, 64)]
 K = 3
@@ -36,15 +40,7 @@ def timed_ms(fn, budget_s: float = 2.0) -> tuple[float, int]:
     torch.cuda.synchronize()
     first = time.perf_counter() - t0
     reps = max(3, min(50, int(budget_s / max(first, 1e-4))))
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times), reps
+    return cuda_median_ms(fn, reps, warmup=0), reps
 
 
 def calls(module, b, c, h, w):
