@@ -76,7 +76,7 @@ pub fn solve(
         .filter(|_| !generic_only() && ctas.map_or(true, |n| n <= 1));
     if let Some(plan) = regs {
         let (tiles_h, tiles_w) = plan.tiles(p);
-        let tile = [plan.tile_h, plan.tile_w, 0, tiles_w].map(|v| v as i32);
+        let samples = batch(1)?;
         for td in 0..tiles_h + tiles_w - 1 {
             let on_diagonal = td.min(tiles_h - 1) + 1 - td.saturating_sub(tiles_w - 1);
             let args = Args::default()
@@ -85,11 +85,16 @@ pub fn solve(
                 .ptr(weight)
                 .ints(&d.geometry())
                 .ints(&[th, tw, flip_h as i32, flip_w as i32, adjoint as i32])
-                .ints(&[tile[0], tile[1], td as i32, tile[3]]);
+                .ints(&[
+                    plan.tile_h as i32,
+                    plan.tile_w as i32,
+                    td as i32,
+                    tiles_w as i32,
+                ]);
             launch(
                 &dev,
                 plan.kernel,
-                (batch(1)?, on_diagonal as u32, 1),
+                (samples, on_diagonal as u32, 1),
                 plan.threads,
                 plan.smem as u32,
                 t.stream,
