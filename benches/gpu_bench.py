@@ -224,6 +224,16 @@ TILE_SETTINGS = [("default", None), ("band4", ("INV_CONV_SWEEP_CTAS", "4")),
     (f"tile{n}", ("INV_CONV_SOLVE_TILE", n)) for n in ("16", "32", "48")
 ]
 
+# Channels in groups of 16 (S2, celeba64's third level, others): the register-blocked sweep
+# (`sweep_blk2`) with each tap split against `sweep_tile2` (INV_CONV_SWEEP_BLK=0), its one-CTA
+# variant (INV_CONV_SWEEP_CTAS=1) and the generic kernels.
+WIDE_SHAPES = [(64, 48, 64, 64), (64, 48, 8, 8), (64, 16, 32, 32), (16, 32, 64, 64)]
+WIDE_SETTINGS = [("default", None), ("tile", ("INV_CONV_SWEEP_BLK", "0")),
+                 ("ctas1", ("INV_CONV_SWEEP_CTAS", "1")),
+                 ("generic", ("INV_CONV_CUDA_GENERIC", "1"))] + [
+    (f"tsplit{n}", ("INV_CONV_SOLVE_TSPLIT", n)) for n in ("2", "4", "8")
+]
+
 
 def solve_variants(reps: int, shapes=PRESET_SHAPES, settings=LANE_SETTINGS):
     """Inverse and adjoint of each shape under each A/B setting (an environment switch the
@@ -290,6 +300,13 @@ def tiled_table(reps: int) -> tuple:
                              "INV_CONV_SOLVE_TILE=N; band4: INV_CONV_SWEEP_CTAS=4, the banded sweep)")
 
 
+def wide_table(reps: int) -> tuple:
+    rows = solve_variants(reps, WIDE_SHAPES, WIDE_SETTINGS)
+    return rows, solve_table(rows, WIDE_SETTINGS, "channels in groups of 16 (tile: INV_CONV_SWEEP_BLK=0, "
+                             "sweep_tile2; ctas1: INV_CONV_SWEEP_CTAS=1, sweep_blk; tsplitN: "
+                             "INV_CONV_SOLVE_TSPLIT=N tap parts, sweep_tile2 where the plan has none)")
+
+
 def table(info, first_use_s, rows):
     lines = [
         f"GPU: {torch.cuda.get_device_name(0)} ({info['arch']}, {info['sm_count']} SMs); torch {torch.__version__}; "
@@ -353,6 +370,8 @@ def main():
     out["solve_variants"] = solve_variants(args.reps)
     print(solve_table(out["solve_variants"]))
     out["tiled_variants"], text = tiled_table(args.reps)
+    print(text)
+    out["wide_variants"], text = wide_table(args.reps)
     print(text)
     out["chain"], text = chain_table(args.reps)
     print(text)

@@ -47,23 +47,46 @@ __device__ __forceinline__ T effective_weight(const T* __restrict__ w, int C, in
 // summed in ascending m by both variants below, so their results are equal bit for bit.
 // `linv` is row-major with row stride ld >= C; columns [C, ld) get zeros. Every thread of the
 // block must call it; it ends with a block barrier.
-//  - C ≤ 32: a warp per column, a lane per row. At step m row m is final; a shuffle hands it
-//    to the rows below, which subtract their term. The dependent chain is C shuffles, not the
-//    C²/2 multiply-adds of a thread walking a whole column.
+//  - C ≤ 64: a warp per column, lane l holding rows l and l + 32 (R = 2 rows per lane; R = 1
+//    for C ≤ 32). At step m row m is final; a shuffle hands it to the rows below, which
+//    subtract their term. The dependent chain is C shuffles, not the C²/2 multiply-adds of a
+//    thread walking a whole column.
 //  - otherwise: a thread per column, top to bottom (a column needs only its own earlier rows).
+template <int R, typename T, typename Lower>
+__device__ __forceinline__ void unit_lower_inverse_warp(Lower l, T* linv, int C, int ld) {
+    const int lane = threadIdx.x % 32;
+    for (int col = threadIdx.x / 32; col < ld; col += blockDim.x / 32) {
+        T v[R];
+#pragma unroll
+        for (int i = 0; i < R; ++i) v[i] = lane + 32 * i == col ? T(1) : T(0);
+        for (int m = col; m < C - 1; ++m) {
+            T lm[R];
+#pragma unroll
+            for (int i = 0; i < R; ++i) {
+                const int r = lane + 32 * i;
+                lm[i] = r > m && r < C ? l(r, m) : T(0);
+            }
+            const T vm = __shfl_sync(0xffffffffu, R > 1 && m >= 32 ? v[R - 1] : v[0], m % 32);
+#pragma unroll
+            for (int i = 0; i < R; ++i) {
+                const int r = lane + 32 * i;
+                if (r > m && r < C) v[i] -= lm[i] * vm;
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < R; ++i) {
+            const int r = lane + 32 * i;
+            if (r < C) linv[(i64)r * ld + col] = v[i];
+        }
+    }
+}
+
 template <typename T, typename Lower>
 __device__ void unit_lower_inverse(Lower l, T* linv, int C, int ld) {
     if (C <= 32 && blockDim.x % 32 == 0) {
-        const int lane = threadIdx.x % 32;
-        for (int col = threadIdx.x / 32; col < ld; col += blockDim.x / 32) {
-            T v = lane == col ? T(1) : T(0);
-            for (int m = col; m < C - 1; ++m) {
-                const T lm = lane > m && lane < C ? l(lane, m) : T(0);
-                const T vm = __shfl_sync(0xffffffffu, v, m);
-                if (lane > m && lane < C) v -= lm * vm;
-            }
-            if (lane < C) linv[(i64)lane * ld + col] = v;
-        }
+        unit_lower_inverse_warp<1, T>(l, linv, C, ld);
+    } else if (C <= 64 && blockDim.x % 32 == 0) {
+        unit_lower_inverse_warp<2, T>(l, linv, C, ld);
     } else {
         for (int col = threadIdx.x; col < ld; col += blockDim.x) {
             for (int r = 0; r < C; ++r) {

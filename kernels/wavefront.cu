@@ -393,6 +393,232 @@ __device__ void sweep_tile_impl(T* data, const T* __restrict__ prep, int C, int 
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// sweep_blk: sweep_tile's work for float32 with register blocking. A thread computes 4 pixels ×
+// 8 output channels, so per (tap, 4 input channels) 4 window loads and 8 broadcast coefficient
+// loads (16 bytes each) feed 128 multiply-adds (sweep_tile: 3 loads per 8; at C = 48 it issued
+// ~3 instructions per useful multiply-add and waited on shared loads). The pixels of a pass are
+// k = 16·j + pg (j < 4): a half-warp's lanes take 16 consecutive pixels of the diagonal and
+// share one (channel group, tap part), so coefficient loads are broadcasts, and the window is
+// pixel-major with a pixel stride of C + 4 floats, so the lanes' 16-byte window loads hit
+// distinct banks. `tsplit` parts of the taps write their sums to shared memory; each part then
+// adds up (in part order: deterministic) and stores 1/tsplit of the outputs, so the tail of a
+// diagonal is spread over all warps. NCTA = 2: two CTAs per sample, as sweep_tile2 (each
+// solved value also goes to the partner's ring as a 16-byte DSMEM store).
+// Shared memory: Q for this CTA's channels [t][gl][ci][8] (as sweep_tile), the ring
+// [slot][hc][C + 4] plus one all-zero slot, the parts' sums [part][gl][pg][BLK_RED].
+#define BLK_PG INV_CONV_SWEEP_BLK_PG
+#define BLK_PX 4
+#define BLK_RED INV_CONV_SWEEP_BLK_RED
+
+#if INV_CONV_HAS_CLUSTERS
+__device__ __forceinline__ void cluster_store4(unsigned addr, float4 v) {
+    asm volatile("st.shared::cluster.v4.f32 [%0], {%1, %2, %3, %4};" ::"r"(addr), "f"(v.x),
+                 "f"(v.y), "f"(v.z), "f"(v.w)
+                 : "memory");
+}
+#endif
+
+__device__ __forceinline__ float lane_of(const float4& v, int c) {
+    return c == 0 ? v.x : c == 1 ? v.y : c == 2 ? v.z : v.w;
+}
+
+// acc[j][k] += Σ_ci Q[k][ci] · win[off[j] + ci] for the J pixels of a pass with work, one tap.
+template <int J>
+__device__ __forceinline__ void blk_dot(float (&acc)[BLK_PX][8], const float* win,
+                                        const int (&off)[BLK_PX], const float4* qq, int C) {
+#pragma unroll 2
+    for (int c4 = 0; c4 < C / 4; ++c4) {
+        float4 xv[J];
+#pragma unroll
+        for (int j = 0; j < J; ++j) xv[j] = reinterpret_cast<const float4*>(win + off[j])[c4];
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+            const float4 q0 = qq[(4 * c4 + c) * 2], q1 = qq[(4 * c4 + c) * 2 + 1];
+#pragma unroll
+            for (int j = 0; j < J; ++j) {
+                const float v = lane_of(xv[j], c);
+                acc[j][0] += q0.x * v;
+                acc[j][1] += q0.y * v;
+                acc[j][2] += q0.z * v;
+                acc[j][3] += q0.w * v;
+                acc[j][4] += q1.x * v;
+                acc[j][5] += q1.y * v;
+                acc[j][6] += q1.z * v;
+                acc[j][7] += q1.w * v;
+            }
+        }
+    }
+}
+
+template <int NCTA>
+__device__ void sweep_blk_impl(float* data, const float* __restrict__ prep, int C, int H, int W,
+                               int KH, int KW, int ai, int aj, int th, int tw, int flip_h,
+                               int flip_w, int ring, int tsplit) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    float* smem = reinterpret_cast<float*>(smem_raw);
+    const int Cp = round_up4(C), KK = KH * KW, anchor_t = ai * KW + aj;
+    const int CoC = C / NCTA, Gc = CoC / 8, CS = C + 4;
+    unsigned rank = 0;
+#if INV_CONV_HAS_CLUSTERS
+    if (NCTA > 1) rank = cluster_rank();
+#endif
+    const int co0 = (int)rank * CoC;
+    const i64 HW = (i64)H * W;
+    float* img = data + (i64)(blockIdx.x / NCTA) * C * HW;
+    float* qs = smem;                                  // KK * C * CoC
+    float* win = qs + KK * C * CoC;                    // (ring + 1) * H * CS, slot `ring` is zero
+    float* red = win + (ring + 1) * H * CS;            // tsplit * Gc * BLK_PG * BLK_RED
+    const int zero_slot = ring * H * CS;
+    const float* q = prep + 2 * (i64)C * Cp;
+    for (int e = threadIdx.x; e < KK * C * CoC; e += blockDim.x) {
+        const int k = e & 7, r = e >> 3;
+        const int ci = r % C, gl = (r / C) % Gc, t = r / (C * Gc);
+        qs[e] = q[((i64)t * C + ci) * Cp + co0 + 8 * gl + k];
+    }
+    for (int e = threadIdx.x; e < H * CS; e += blockDim.x) win[zero_slot + e] = 0.f;
+    const int pg = threadIdx.x % BLK_PG;
+    const int gl = (threadIdx.x / BLK_PG) % Gc, part = threadIdx.x / (BLK_PG * Gc);
+    const int own = co0 + 8 * gl;  // this thread's first output channel
+    unsigned remote = 0;
+    (void)remote;
+#if INV_CONV_HAS_CLUSTERS
+    if (NCTA > 1) remote = cluster_map(win, rank ^ 1u);
+#endif
+    __syncthreads();
+#if INV_CONV_HAS_CLUSTERS
+    if (NCTA > 1) cluster_barrier();  // the partner's shared memory is live before any store
+#endif
+    const float4* qg = reinterpret_cast<const float4*>(qs) + gl * C * 2;
+    // This thread's record of partial sums, and part 0's record of its (gl, pg): the records
+    // of the other parts follow at a stride of Gc · BLK_PG records.
+    float4* mine = reinterpret_cast<float4*>(red) + ((part * Gc + gl) * BLK_PG + pg) * (BLK_RED / 4);
+    const float4* parts = reinterpret_cast<const float4*>(red) + (gl * BLK_PG + pg) * (BLK_RED / 4);
+    for (int d = 0; d < H + W - 1; ++d) {
+        const int h_lo = max(0, d - (W - 1)), h_hi = min(d, H - 1);
+        const int npix = h_hi - h_lo + 1;
+        for (int kb = 0; kb < npix; kb += BLK_PG * BLK_PX) {  // uniform trip count (barriers)
+            const int jn = min(BLK_PX, (npix - kb + BLK_PG - 1) / BLK_PG);
+            int hc[BLK_PX];
+            bool valid[BLK_PX];
+#pragma unroll
+            for (int j = 0; j < BLK_PX; ++j) {
+                const int k = kb + BLK_PG * j + pg;
+                valid[j] = j < jn && k < npix;
+                hc[j] = h_lo + k;
+            }
+            // Pixel j's offset in a channel plane (recomputed where used: fewer live registers).
+            auto pix = [&](int j) {
+                const int hr = flip_h ? H - 1 - hc[j] : hc[j];
+                const int wr = flip_w ? W - 1 - (d - hc[j]) : d - hc[j];
+                return (i64)hr * W + wr;
+            };
+            // The outputs of a pass are 2·BLK_PX slices (pixel j, half h: 4 channels); part p
+            // finishes slices p, p + tsplit, ... (all parts share the tail of the diagonal).
+            float4 z[2 * BLK_PX];
+#pragma unroll
+            for (int sl = 0; sl < 2 * BLK_PX; ++sl) {
+                const int j = sl / 2;
+                if (sl % tsplit == part && valid[j]) {
+                    const float* src = img + (own + 4 * (sl % 2)) * HW + pix(j);
+                    z[sl] = make_float4(src[0], src[HW], src[2 * HW], src[3 * HW]);
+                }
+            }
+            float acc[BLK_PX][8];
+#pragma unroll
+            for (int j = 0; j < BLK_PX; ++j) {
+#pragma unroll
+                for (int c = 0; c < 8; ++c) acc[j][c] = 0.f;
+            }
+            for (int tn = part; tn < KK - 1; tn += tsplit) {
+                const int t = tn + (tn >= anchor_t);
+                const int dh = th * (t / KW - ai), dw = tw * (t % KW - aj);
+                int off[BLK_PX];
+#pragma unroll
+                for (int j = 0; j < BLK_PX; ++j) {
+                    const int hs = hc[j] + dh, ws = d - hc[j] + dw;
+                    const bool ok = valid[j] && hs >= 0 && ws >= 0;
+                    off[j] = ok ? (((hs + ws) % ring) * H + hs) * CS : zero_slot;
+                }
+                const float4* qq = qg + t * Gc * C * 2;
+                switch (jn) {  // uniform: the pixels with work in this pass
+                    case 1: blk_dot<1>(acc, win, off, qq, C); break;
+                    case 2: blk_dot<2>(acc, win, off, qq, C); break;
+                    case 3: blk_dot<3>(acc, win, off, qq, C); break;
+                    default: blk_dot<4>(acc, win, off, qq, C); break;
+                }
+            }
+            if (tsplit > 1) {
+#pragma unroll
+                for (int j = 0; j < BLK_PX; ++j) {
+                    if (j < jn) {
+                        mine[2 * j] = make_float4(acc[j][0], acc[j][1], acc[j][2], acc[j][3]);
+                        mine[2 * j + 1] = make_float4(acc[j][4], acc[j][5], acc[j][6], acc[j][7]);
+                    }
+                }
+                __syncthreads();
+            }
+            const int slot = (d % ring) * H;
+#pragma unroll
+            for (int sl = 0; sl < 2 * BLK_PX; ++sl) {
+                const int j = sl / 2, h = sl % 2;
+                if (sl % tsplit != part || !valid[j]) continue;
+                float4 sum;
+                if (tsplit == 1) {
+                    sum = make_float4(acc[j][4 * h], acc[j][4 * h + 1], acc[j][4 * h + 2],
+                                      acc[j][4 * h + 3]);
+                } else {  // the parts in ascending order: deterministic
+                    sum = make_float4(0.f, 0.f, 0.f, 0.f);
+                    for (int pp = 0; pp < tsplit; ++pp) {
+                        const float4 v = parts[(pp * Gc * BLK_PG) * (BLK_RED / 4) + sl];
+                        sum.x += v.x, sum.y += v.y, sum.z += v.z, sum.w += v.w;
+                    }
+                }
+                const float4 x4 = make_float4(z[sl].x - sum.x, z[sl].y - sum.y, z[sl].z - sum.z,
+                                              z[sl].w - sum.w);
+                const int co = own + 4 * h;
+                float* dst = img + co * HW + pix(j);
+                dst[0] = x4.x;
+                dst[HW] = x4.y;
+                dst[2 * HW] = x4.z;
+                dst[3 * HW] = x4.w;
+                const int cell = (slot + hc[j]) * CS + co;
+                *reinterpret_cast<float4*>(win + cell) = x4;
+#if INV_CONV_HAS_CLUSTERS
+                if (NCTA > 1) cluster_store4(remote + (unsigned)cell * 4u, x4);
+#endif
+            }
+            if (tsplit > 1) __syncthreads();  // the parts' sums consumed before the next pass
+        }
+#if INV_CONV_HAS_CLUSTERS
+        if (NCTA > 1) {
+            cluster_barrier();
+            continue;
+        }
+#endif
+        __syncthreads();
+    }
+}
+
+#define INV_CONV_BLK_ENTRY(NAME, NCTA, ATTR)                                                   \
+    extern "C" __global__ void __launch_bounds__(INV_CONV_SWEEP_BLK_THREADS) ATTR NAME(        \
+        float* data, const float* prep, int C, int H, int W, int KH, int KW, int ai, int aj,  \
+        int th, int tw, int flip_h, int flip_w, int ring, int pw, int tsplit) {               \
+        (void)pw;                                                                             \
+        sweep_blk_impl<NCTA>(data, prep, C, H, W, KH, KW, ai, aj, th, tw, flip_h, flip_w,     \
+                             ring, tsplit);                                                   \
+    }
+INV_CONV_BLK_ENTRY(sweep_blk_f32, 1, )
+#if INV_CONV_HAS_CLUSTERS
+INV_CONV_BLK_ENTRY(sweep_blk2_f32, 2, __cluster_dims__(2, 1, 1))
+#else
+// Before sm_90 there are no clusters: the host never launches it (it checks the arch).
+extern "C" __global__ void sweep_blk2_f32(float*, const float*, int, int, int, int, int, int, int,
+                                          int, int, int, int, int, int, int) {
+    __trap();
+}
+#endif
+
 #define INV_CONV_TILE_ENTRY(NAME, T, NCTA, ATTR)                                               \
     extern "C" __global__ void __launch_bounds__(INV_CONV_SWEEP_MAX_THREADS) ATTR NAME(                              \
         T* data, const T* prep, int C, int H, int W, int KH, int KW, int ai, int aj, int th,    \

@@ -19,7 +19,7 @@ pub const SOURCES: [(&str, &str); 7] = [
 /// each: `p` a device pointer, `i` an `int`, `l` a `long long`. Each launch is checked against
 /// it (the driver cannot tell a wrong argument list), and tests/test_kernels_compile.py checks
 /// it against the declarations in kernels/*.cu.
-pub const ENTRY_POINTS: [(&str, &str); 46] = [
+pub const ENTRY_POINTS: [(&str, &str); 48] = [
     ("prepare_inverse_f32", "ppiiiii"),
     ("prepare_inverse_f64", "ppiiiii"),
     ("prepare_taps_f32", "ppiiii"),
@@ -32,8 +32,8 @@ pub const ENTRY_POINTS: [(&str, &str); 46] = [
     ("conv_chain_f64", "ppppppiiiiiiiiiiiiii"),
     ("conv_chain_c12_f32", "ppppppiiiiiiiiiiiiii"),
     ("conv_chain_c24_f32", "ppppppiiiiiiiiiiiiii"),
-    ("channel_mix_f32", "pppiil"),
-    ("channel_mix_f64", "pppiil"),
+    ("channel_mix_f32", "pppiili"),
+    ("channel_mix_f64", "pppiili"),
     ("sweep_full_f32", "ppiiiiiiiiiiiiiiii"),
     ("sweep_full_f64", "ppiiiiiiiiiiiiiiii"),
     ("sweep_ring_f32", "ppiiiiiiiiiiiiiiii"),
@@ -50,6 +50,8 @@ pub const ENTRY_POINTS: [(&str, &str); 46] = [
     ("sweep_tile_f64", "ppiiiiiiiiiiiiii"),
     ("sweep_tile2_f32", "ppiiiiiiiiiiiiii"),
     ("sweep_tile2_f64", "ppiiiiiiiiiiiiii"),
+    ("sweep_blk_f32", "ppiiiiiiiiiiiiii"),
+    ("sweep_blk2_f32", "ppiiiiiiiiiiiiii"),
     ("solve_regs_c12_t1_o1_f32", "pppiiiiiiiiiiiiiii"),
     ("solve_regs_c12_t4_o4_f32", "pppiiiiiiiiiiiiiii"),
     ("solve_regs_c12_t8_o4_f32", "pppiiiiiiiiiiiiiii"),

@@ -25,6 +25,19 @@ pub const SWEEP_MAX_THREADS: usize = 1024;
 /// Elements between channels in the one-block sweep's full window (kernels/wavefront.cu):
 /// an odd channel stride puts consecutive channels of one pixel in different banks.
 pub const SWEEP_FULL_PAD: usize = 1;
+/// Largest Pᵀ (bytes) that `channel_mix` stages in shared memory (the default dynamic limit,
+/// so no opt-in is needed); larger ones are read from global memory.
+pub const CHANNEL_MIX_MAX_SMEM: usize = 48 * 1024;
+/// `sweep_blk`: pixels a half-warp takes per pass (a thread holds 4 of them), the floats of
+/// one record of partial sums (32 sums padded so that consecutive records start 4 banks apart),
+/// and the launch bound.
+pub const SWEEP_BLK_PG: usize = 16;
+pub const SWEEP_BLK_RED: usize = 36;
+pub const SWEEP_BLK_THREADS: usize = 384;
+/// Fewest channels for which `sweep_blk` splits a sample over a 2-CTA cluster: below it the
+/// cluster barrier per diagonal costs more than the second SM gains (H200: C = 16 at 32², B64,
+/// 0.24 ms with two CTAs, 0.16 with one; C = 48 at 64²: 1.00 against 1.52).
+pub const SWEEP_BLK_CLUSTER_MIN_C: usize = 32;
 /// Largest cluster of `sweep_band` CTAs per sample (the portable cluster size; the kernels
 /// exist for 2, 4 and 8).
 pub const SWEEP_BAND_MAX_CTAS: usize = 8;
@@ -60,6 +73,9 @@ pub fn header() -> String {
         ("WGRAD_TILE_PX_F64", WGRAD_TILE_PX_F64),
         ("SWEEP_MAX_THREADS", SWEEP_MAX_THREADS),
         ("SWEEP_FULL_PAD", SWEEP_FULL_PAD),
+        ("SWEEP_BLK_PG", SWEEP_BLK_PG),
+        ("SWEEP_BLK_RED", SWEEP_BLK_RED),
+        ("SWEEP_BLK_THREADS", SWEEP_BLK_THREADS),
         ("SOLVE_REGS_THREADS_96", SOLVE_REGS_THREADS_96),
         ("SOLVE_REGS_THREADS_48", SOLVE_REGS_THREADS_48),
         ("CHAIN_MAX_LAYERS", CHAIN_MAX_LAYERS),

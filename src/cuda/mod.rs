@@ -99,8 +99,15 @@ fn sweep_ctas() -> Option<usize> {
     std::env::var("INV_CONV_SWEEP_CTAS").ok()?.parse().ok()
 }
 
-/// `INV_CONV_SOLVE_TSPLIT=n` (read at each call) picks the `solve_regs` variant whose dot
-/// products are split over n lanes: for A/B timing and for tests.
+/// `INV_CONV_SWEEP_BLK=0` (read at each call) keeps `sweep_tile` where the register-blocked
+/// `sweep_blk` would run: for A/B timing.
+fn sweep_blk() -> bool {
+    std::env::var_os("INV_CONV_SWEEP_BLK").map_or(true, |v| v != "0")
+}
+
+/// `INV_CONV_SOLVE_TSPLIT=n` (read at each call) picks the `solve_regs` variant, and the
+/// `sweep_blk` plan, whose dot products are split over n lanes (parts): for A/B timing and
+/// for tests.
 fn solve_tsplit() -> Option<usize> {
     std::env::var("INV_CONV_SOLVE_TSPLIT").ok()?.parse().ok()
 }

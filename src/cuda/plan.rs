@@ -187,6 +187,49 @@ pub fn tile_plan(
     None
 }
 
+/// The register-blocked `sweep_blk` (kernels/wavefront.cu) in place of `sweep_tile`: float32
+/// only; a 2-CTA cluster per sample (`clusters`) from C = SWEEP_BLK_CLUSTER_MIN_C, else one
+/// CTA; the most tap parts (`tsplit`, or the one asked for) whose threads stay within the
+/// launch bound and whose shared memory fits. `pw` is the pixels of one pass.
+pub fn blk_plan(
+    p: &Problem,
+    dt: Dtype,
+    clusters: bool,
+    max_smem: usize,
+    tsplit: Option<usize>,
+) -> Option<TilePlan> {
+    let c = p.channels;
+    let taps = (p.kernel_h * p.kernel_w).checked_sub(1)?;
+    let ncta = if clusters && c % 16 == 0 && c >= SWEEP_BLK_CLUSTER_MIN_C {
+        2
+    } else {
+        1
+    };
+    if dt != Dtype::F32 || taps == 0 || c % 8 != 0 {
+        return None;
+    }
+    let gc = c / ncta / 8;
+    let ring = p.kernel_h + p.kernel_w - 1;
+    let candidates = tsplit.map_or(vec![8, 4, 2, 1], |n| vec![n]);
+    candidates.into_iter().find_map(|ts| {
+        let threads = SWEEP_BLK_PG * gc * ts;
+        let records = if ts > 1 { ts } else { 0 };
+        let smem = ((taps + 1) * c * (c / ncta)
+            + (ring + 1) * p.height * (c + 4)
+            + records * gc * SWEEP_BLK_PG * SWEEP_BLK_RED)
+            * dt.size();
+        (ts >= 1 && ts <= taps && threads <= SWEEP_BLK_THREADS && smem <= max_smem).then_some(
+            TilePlan {
+                ncta,
+                pw: SWEEP_BLK_PG * 4,
+                tsplit: ts,
+                threads,
+                smem,
+            },
+        )
+    })
+}
+
 /// The one-launch solve (kernels/solve_regs.cu): entry point, threads per block, shared bytes,
 /// and the tile (the whole image where it fits; else one launch per tile anti-diagonal).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -721,6 +764,52 @@ mod tests {
         assert!(generic.block as usize <= SWEEP_MAX_THREADS && generic.block % 32 == 0);
         assert!(generic.split.is_power_of_two() && generic.ci_lanes <= generic.split);
         assert!(generic_sweep_plan(&problem(1, 8192, 4, 4, 3), 4).is_err());
+    }
+
+    #[test]
+    fn blk_plans_respect_the_launch_bound_and_fit() {
+        let max = H200.max_smem - 1024;
+        let s2 = problem(64, 48, 64, 64, 3);
+        // S2: 16 pixel slots × 3 channel groups per CTA × 8 tap parts.
+        let plan = blk_plan(&s2, Dtype::F32, true, max, None).unwrap();
+        assert_eq!((plan.ncta, plan.tsplit, plan.threads), (2, 8, 384));
+        assert!(plan.smem <= max);
+        assert_eq!(
+            blk_plan(&s2, Dtype::F32, true, max, Some(4))
+                .unwrap()
+                .threads,
+            192
+        );
+        // One CTA per sample: twice the channel groups, so half the tap parts.
+        let one = blk_plan(&s2, Dtype::F32, false, max, None).unwrap();
+        assert_eq!((one.ncta, one.tsplit), (1, 4));
+        // Below SWEEP_BLK_CLUSTER_MIN_C channels, one CTA even where clusters exist; a
+        // channel count that is a multiple of 8 but not of 16 too.
+        let c16 = blk_plan(&problem(64, 16, 32, 32, 3), Dtype::F32, true, max, None).unwrap();
+        assert_eq!((c16.ncta, c16.threads), (1, 256));
+        assert_eq!(
+            blk_plan(&problem(8, 40, 9, 9, 3), Dtype::F32, true, max, None)
+                .unwrap()
+                .ncta,
+            1
+        );
+        // float64, channels that do not split into groups of 8, a 1 × 1 kernel: none.
+        assert!(blk_plan(&s2, Dtype::F64, true, max, None).is_none());
+        assert!(blk_plan(&problem(64, 44, 64, 64, 3), Dtype::F32, true, max, None).is_none());
+        assert!(blk_plan(&problem(64, 48, 64, 64, 1), Dtype::F32, true, max, None).is_none());
+        // More tap parts than taps, or too many threads: refused even when asked for.
+        assert!(blk_plan(&s2, Dtype::F32, true, max, Some(16)).is_none());
+        assert!(blk_plan(&problem(4, 512, 16, 16, 3), Dtype::F32, true, max, None).is_none());
+        for c in [8, 16, 32, 48, 64, 96, 128] {
+            for (clusters, h) in [(false, 64), (true, 64), (true, 200)] {
+                if let Some(plan) =
+                    blk_plan(&problem(2, c, h, h, 3), Dtype::F32, clusters, max, None)
+                {
+                    assert!(plan.threads <= SWEEP_BLK_THREADS && plan.smem <= max);
+                    assert_eq!(plan.threads % SWEEP_BLK_PG, 0);
+                }
+            }
+        }
     }
 
     #[test]

@@ -5,13 +5,14 @@
 
 use super::conv::prepare_taps;
 use super::device::{device, launch, Args};
+use super::limits::CHANNEL_MIX_MAX_SMEM;
 use super::plan::{
-    band_plan, generic_sweep_plan, padded, prep_len, regs_plan, sweep_plan, tile_plan,
+    band_plan, blk_plan, generic_sweep_plan, padded, prep_len, regs_plan, sweep_plan, tile_plan,
     GenericSweepPlan, Window,
 };
 use super::{
     batch_too_large, check_scratch, dims, generic_only, grid_1d, solve_tile, solve_tsplit,
-    sweep_ctas, Dims, Dtype, Target, THREADS,
+    sweep_blk, sweep_ctas, Dims, Dtype, Target, THREADS,
 };
 use crate::error::Result;
 use crate::geometry::Problem;
@@ -134,19 +135,22 @@ pub fn solve(
         prep,
         if adjoint { 3 } else { 2 },
     )?;
+    let pt_bytes = p.channels * padded(p.channels) * dt.size();
+    let pt_in_smem = pt_bytes <= CHANNEL_MIX_MAX_SMEM;
     let args = Args::default()
         .ptr(rhs)
         .ptr(out)
         .ptr(prep)
         .int(d.b)
         .int(d.c)
-        .long(p.pixels() as i64);
+        .long(p.pixels() as i64)
+        .int(pt_in_smem as i32);
     launch(
         &dev,
         &format!("channel_mix_{sfx}"),
         (grid_1d(d.pixels, THREADS)?, 1, 1),
         THREADS,
-        0,
+        if pt_in_smem { pt_bytes as u32 } else { 0 },
         t.stream,
         args,
     )?;
@@ -154,15 +158,26 @@ pub fn solve(
     let (window, q_in_smem, smem) = sweep_plan(p, dt, smem_budget);
     let clusters = dev.props().clusters();
     let tile = tile_plan(p, dt, smem_budget, clusters, window);
-    if let Some(plan) = tile.filter(|_| !generic_only()) {
+    if let Some(tile) = tile.filter(|_| !generic_only()) {
+        // The register-blocked kernel where it applies (`INV_CONV_SWEEP_CTAS=1` asks for its
+        // one-CTA variant, `INV_CONV_SWEEP_BLK=0` for sweep_tile: A/B runs and tests).
+        let clusters = tile.ncta == 2 && ctas != Some(1);
+        let blk = blk_plan(p, dt, clusters, smem_budget, solve_tsplit()).filter(|_| sweep_blk());
+        let (kernel, plan) = match (blk, tile.ncta) {
+            (Some(b), _) => (
+                if b.ncta == 2 {
+                    "sweep_blk2"
+                } else {
+                    "sweep_blk"
+                },
+                b,
+            ),
+            (None, 2) => ("sweep_tile2", tile),
+            (None, _) => ("sweep_tile", tile),
+        };
         let args = sweep_args(out, prep, &d, (th, tw), (flip_h, flip_w))
             .int(plan.pw as i32)
             .int(plan.tsplit as i32);
-        let kernel = if plan.ncta == 2 {
-            "sweep_tile2"
-        } else {
-            "sweep_tile"
-        };
         return launch(
             &dev,
             &format!("{kernel}_{sfx}"),
