@@ -12,15 +12,19 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 import inv_conv
 from inv_conv import _cuda
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import env  # noqa: E402
 
 SCENARIOS = {
     "S1": (64, 12, 32, 32, 3),
@@ -107,17 +111,6 @@ def graphed(fn, reps, calls=20):
         for _ in range(calls):
             fn()
     return timed(graph.replay, reps) / calls
-
-
-@contextlib.contextmanager
-def env(name: str, value: str):
-    """`name=value` in the environment for the block (the backend reads its A/B switches at
-    each call)."""
-    os.environ[name] = value
-    try:
-        yield
-    finally:
-        del os.environ[name]
 
 
 def kernel_breakdown(step, reps=10):

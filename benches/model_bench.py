@@ -4,6 +4,8 @@
     python benches/model_bench.py --presets cifar10 --modes eager,reduce-overhead
     python benches/model_bench.py --device cpu --presets digits     # CPU: wall time, small preset
     python benches/model_bench.py --profile cifar10                 # + where the time goes, per layer kind
+    python benches/model_bench.py --presets celeba64 --modes eager --ab INV_CONV_SWEEP_BLK=0
+                                                                    # + every call again with a switch set
 
 For each preset × family × mode (eager, torch.compile default, torch.compile reduce-overhead):
 drawing 100 samples, the density of a batch (no grad), and a full training step with Adam
@@ -21,12 +23,17 @@ import argparse
 import contextlib
 import json
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
 from inv_flow.flows import bits_per_dim
 from inv_flow.models import build_model, get_preset
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import env  # noqa: E402
 
 FAMILIES = ("inverse_flow", "finc_flow", "glow")
 MODES = ("eager", "default", "reduce-overhead")
@@ -138,13 +145,19 @@ def measure_interleaved(preset, mode, device, args):
             rows.append({"preset": preset, "family": family, "mode": mode,
                          "error": f"{type(e).__name__}: {str(e)[:120]}"})
     watch = Stopwatch(device)
+    # With --ab, each call is timed twice per repeat: as is, and with the switch set (same
+    # models, same process: the difference is the switch's, not the host's drift).
+    settings = [("", None)] + ([("_ab", args.ab)] if args.ab else [])
     for _ in range(args.reps):
         for family, (_, calls) in prepared.items():
-            for what, fn in calls.items():
-                watch.time(f"{family}.{what}", fn)
+            for suffix, setting in settings:
+                with env(*setting) if setting else contextlib.nullcontext():
+                    for what, fn in calls.items():
+                        watch.time(f"{family}.{what}{suffix}", fn)
     for family, (row, _) in prepared.items():
         for what in ("sample", "density", "step"):
-            row[f"{what}_ms"] = watch.median(f"{family}.{what}")
+            for suffix, _ in settings:
+                row[f"{what}_ms{suffix}"] = watch.median(f"{family}.{what}{suffix}")
         rows.append(row)
     return rows
 
@@ -230,6 +243,13 @@ def table(rows, device) -> str:
     if ratios:
         out += ["", "inverse_flow relative to the other families (same preset and mode)",
                 "| preset | mode | vs | sample ratio | train step ratio |", "|---|---|---|---|---|"] + ratios
+    ab = [r for r in rows if "step_ms_ab" in r]
+    if ab:
+        out += ["", f"A/B in the same process: as is / with {'='.join(ab[0]['ab'])} (ms)",
+                "| preset | family | mode | sample | density | train step |", "|---|---|---|---|---|---|"]
+        out += [f"| {r['preset']} | {r['family']} | {r['mode']} | "
+                + " | ".join(f"{r[f'{w}_ms']:.2f} / {r[f'{w}_ms_ab']:.2f}" for w in ("sample", "density", "step"))
+                + " |" for r in ab]
     return "\n".join(out)
 
 
@@ -245,8 +265,18 @@ def main():
     ap.add_argument("--samples", type=int, default=100)
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--profile", default=None, help="also profile this preset (GPU only)")
+    ap.add_argument("--ab", default=None, metavar="NAME=VALUE",
+                    help="also time every call with this environment switch set (eager mode only: compiled "
+                         "graphs replay the kernels they captured)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
+    if args.ab is not None:
+        name, sep, value = args.ab.partition("=")
+        if not sep or not name:
+            ap.error(f"--ab expects NAME=VALUE, got {args.ab!r}")
+        if args.modes != "eager":
+            ap.error(f"--ab needs --modes eager (compiled graphs replay what they captured), got --modes {args.modes}")
+        args.ab = (name, value)
     device = torch.device(args.device)
     presets = (args.presets or ("cifar10,imagenet64,celeba64" if device.type == "cuda" else "digits")).split(",")
     args.families = args.families.split(",")
@@ -256,6 +286,8 @@ def main():
         for mode in args.modes.split(","):
             for row in measure_interleaved(preset, mode, device, args):
                 row.update(samples=args.samples, batch=args.batch)
+                if args.ab:
+                    row["ab"] = list(args.ab)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
             torch._dynamo.reset()

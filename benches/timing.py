@@ -1,10 +1,28 @@
 """Timing shared by the benchmark scripts (they import it from their own folder): wall clock,
-and CUDA events for one call at a time."""
+CUDA events for one call at a time, and the environment switches the backend reads at each call
+(for A/B runs in one process)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import statistics
 import time
+
+
+@contextlib.contextmanager
+def env(name: str, value: str):
+    """`name=value` in the environment for the block, the previous value (or its absence)
+    restored after it."""
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = old
 
 
 def median_ms(fn, repeats: int, warmup: int = 3) -> float:
