@@ -408,8 +408,11 @@ __device__ void sweep_tile_impl(T* data, const T* __restrict__ prep, int C, int 
 // Shared memory: Q for this CTA's channels [t][gl][ci][8] (as sweep_tile), the ring
 // [slot][hc][C + 4] plus one all-zero slot, the parts' sums [part][gl][pg][BLK_RED].
 #define BLK_PG INV_CONV_SWEEP_BLK_PG
-#define BLK_PX 4
+#define BLK_PX INV_CONV_SWEEP_BLK_PX
 #define BLK_RED INV_CONV_SWEEP_BLK_RED
+static_assert(BLK_PX == 4 && BLK_RED >= 8 * BLK_PX && BLK_RED % 4 == 0,
+              "sweep_blk: the pass's pixel-count switch has 4 cases; a record holds 2·BLK_PX "
+              "float4 sums");
 
 #if INV_CONV_HAS_CLUSTERS
 __device__ __forceinline__ void cluster_store4(unsigned addr, float4 v) {

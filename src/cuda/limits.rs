@@ -28,10 +28,12 @@ pub const SWEEP_FULL_PAD: usize = 1;
 /// Largest Pᵀ (bytes) that `channel_mix` stages in shared memory (the default dynamic limit,
 /// so no opt-in is needed); larger ones are read from global memory.
 pub const CHANNEL_MIX_MAX_SMEM: usize = 48 * 1024;
-/// `sweep_blk`: pixels a half-warp takes per pass (a thread holds 4 of them), the floats of
-/// one record of partial sums (32 sums padded so that consecutive records start 4 banks apart),
-/// and the launch bound.
+/// `sweep_blk`: lanes of a half-warp (each a pixel slot), pixels per thread (so a pass covers
+/// SWEEP_BLK_PG · SWEEP_BLK_PX pixels of a diagonal), the floats of one record of partial sums
+/// (2 × SWEEP_BLK_PX × 4 sums, padded so that consecutive records start 4 banks apart), and
+/// the launch bound.
 pub const SWEEP_BLK_PG: usize = 16;
+pub const SWEEP_BLK_PX: usize = 4;
 pub const SWEEP_BLK_RED: usize = 36;
 pub const SWEEP_BLK_THREADS: usize = 384;
 /// Fewest channels for which `sweep_blk` splits a sample over a 2-CTA cluster: below it the
@@ -74,6 +76,7 @@ pub fn header() -> String {
         ("SWEEP_MAX_THREADS", SWEEP_MAX_THREADS),
         ("SWEEP_FULL_PAD", SWEEP_FULL_PAD),
         ("SWEEP_BLK_PG", SWEEP_BLK_PG),
+        ("SWEEP_BLK_PX", SWEEP_BLK_PX),
         ("SWEEP_BLK_RED", SWEEP_BLK_RED),
         ("SWEEP_BLK_THREADS", SWEEP_BLK_THREADS),
         ("SOLVE_REGS_THREADS_96", SOLVE_REGS_THREADS_96),

@@ -221,7 +221,7 @@ pub fn blk_plan(
         (ts >= 1 && ts <= taps && threads <= SWEEP_BLK_THREADS && smem <= max_smem).then_some(
             TilePlan {
                 ncta,
-                pw: SWEEP_BLK_PG * 4,
+                pw: SWEEP_BLK_PG * SWEEP_BLK_PX,
                 tsplit: ts,
                 threads,
                 smem,
