@@ -216,6 +216,14 @@ def profile(preset: str, device: torch.device, args) -> str:
             for e in sorted(events, key=lambda e: -e.cpu_time_total):
                 lines.append(f"  {e.key:32s} calls {e.count:5d}  host {e.cpu_time_total / 1e3:8.2f}  "
                              f"device {getattr(e, 'device_time_total', 0.0) / 1e3:8.2f}")
+            # The kernels themselves (device time, all layers): which launches the time is in.
+            kernels = [e for e in prof.key_averages()
+                       if e.device_type == torch.autograd.DeviceType.CUDA and e.self_device_time_total > 0]
+            kernels.sort(key=lambda e: -e.self_device_time_total)
+            total_kernels = sum(e.self_device_time_total for e in kernels) / 1e3
+            lines.append(f"  kernels: {sum(e.count for e in kernels)} launches, {total_kernels:.2f} ms; top 10:")
+            for e in kernels[:10]:
+                lines.append(f"    {e.self_device_time_total / 1e3:8.2f} ms  {e.count:5d}×  {e.key[:90]}")
     return "\n".join(lines)
 
 

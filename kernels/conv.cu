@@ -45,12 +45,13 @@ __device__ void conv_impl(const T* __restrict__ in, T* __restrict__ out, const T
 
 // z[b, co, p] = Σ_c P[co][c] · src[b, c, p]   (Pᵀ at prep + C*Cp, see common.cu).
 // A thread = a pixel, MIX_QUADS quads of output channels per pass over the input channels:
-// each input value loaded once per pass feeds 4·MIX_QUADS multiply-adds (one quad per pass,
-// each input re-read per quad, made the kernel L1-bound at C = 48: 0.12 → 0.08 ms on the H200;
-// holding all 48 inputs in registers instead measured 0.15). Pᵀ is staged in shared memory
-// when `p_in_smem` (its reads are warp broadcasts). Each output is summed over c in ascending
-// order.
-#define MIX_QUADS 4
+// each input value loaded once per pass feeds 4·MIX_QUADS multiply-adds (float32: 12 quads, so
+// C ≤ 48 is one pass; float64: 4). The inputs are loaded MIX_LOADS at a time before their
+// multiply-adds, so that a thread has that many loads in flight: one at a time left the kernel
+// latency-bound (S2 on the H200: 0.083 ms per call, about 3× the time to stream the tensor).
+// Pᵀ is staged in shared memory when `p_in_smem` (its reads are warp broadcasts). Each output
+// is summed over c in ascending order, whatever the pass width.
+#define MIX_LOADS 8
 template <typename T>
 __device__ void channel_mix_impl(const T* __restrict__ src, T* __restrict__ dst,
                                  const T* __restrict__ prep, int B, int C, i64 HW, int p_in_smem) {
@@ -67,17 +68,25 @@ __device__ void channel_mix_impl(const T* __restrict__ src, T* __restrict__ dst,
     const i64 b = pix / HW, hw = pix % HW, CHW = C * HW;
     const T* s = src + b * CHW + hw;
     T* d = dst + b * CHW + hw;
+    constexpr int MIX_QUADS = sizeof(T) == 4 ? 12 : 4;
     auto mix = [&](const Quad<T>* p) {
         for (int g0 = 0; g0 < G; g0 += MIX_QUADS) {
             T acc[MIX_QUADS][4] = {};
-            for (int c = 0; c < C; ++c) {
-                const T v = s[c * HW];
+            for (int c0 = 0; c0 < C; c0 += MIX_LOADS) {
+                T v[MIX_LOADS];
 #pragma unroll
-                for (int gg = 0; gg < MIX_QUADS; ++gg) {
-                    if (g0 + gg < G) {
-                        const Quad<T> q = p[(i64)c * G + g0 + gg];
+                for (int u = 0; u < MIX_LOADS; ++u) v[u] = c0 + u < C ? s[(c0 + u) * HW] : T(0);
 #pragma unroll
-                        for (int k = 0; k < 4; ++k) acc[gg][k] += q.v[k] * v;
+                for (int u = 0; u < MIX_LOADS; ++u) {
+                    const int c = c0 + u;
+                    if (c >= C) break;
+#pragma unroll
+                    for (int gg = 0; gg < MIX_QUADS; ++gg) {
+                        if (g0 + gg < G) {
+                            const Quad<T> q = p[(i64)c * G + g0 + gg];
+#pragma unroll
+                            for (int k = 0; k < 4; ++k) acc[gg][k] += q.v[k] * v[u];
+                        }
                     }
                 }
             }

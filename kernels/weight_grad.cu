@@ -135,43 +135,62 @@ extern "C" __global__ void wgrad_reduce_f64(const double* partial, double* out, 
 // PX g vectors and PX + KW − 1 x vectors (the taps of a row are horizontal shifts, so the
 // window is shared) for 16·KW·PX FMAs. Units beyond blockDim.x run in further passes over the
 // tiles. Per-thread order is fixed and the block writes partial[k][t][co][ci], which
-// wgrad_reduce sums in order: deterministic.
+// wgrad_reduce sums in order: deterministic. The staging is double-buffered: the next tile's
+// loads (cp.async on sm_80+) are in flight while the block computes on this one.
 
 // dst[(r * cols + col) * Cs + c] = src[c, h0 + r, w0 + col] (zero outside the image), for
-// r < rows, col < cols, c < C. Needs blockDim.x >= cols. Loads are batched (BATCH in flight
-// per thread) so that the staging is not one global round trip per element.
+// r < rows, col < cols, c < C, issued as asynchronous copies (cp.async, zero-filled outside
+// the image) where the device has them: complete after wgrad_stage_wait and a barrier. Needs
+// blockDim.x >= cols.
 template <typename T>
 __device__ __forceinline__ void wgrad_stage(T* __restrict__ dst, const T* __restrict__ src,
                                             int C, int H, int W, i64 HW, int rows, int cols,
                                             int h0, int w0, int Cs) {
-    constexpr int BATCH = 8;
     const int col = threadIdx.x % cols;
     const int step = blockDim.x / cols;
     const int first = threadIdx.x / cols;
     if (first >= step) return;
     const int w = w0 + col;
     const bool wok = w >= 0 && w < W;
-    const int total = C * rows;  // (channel, row) pairs, channel-major
-    for (int k0 = first; k0 < total; k0 += BATCH * step) {
-        T v[BATCH];
-#pragma unroll
-        for (int s = 0; s < BATCH; ++s) {
-            const int k = k0 + s * step;
-            v[s] = T(0);
-            if (k < total) {
-                const int c = k / rows, r = k - (k / rows) * rows, h = h0 + r;
-                if (wok && h >= 0 && h < H) v[s] = src[c * HW + (i64)h * W + w];
-            }
-        }
-#pragma unroll
-        for (int s = 0; s < BATCH; ++s) {
-            const int k = k0 + s * step;
-            if (k < total) {
-                const int c = k / rows, r = k - (k / rows) * rows;
-                dst[(r * cols + col) * Cs + c] = v[s];
-            }
+    // (channel, row) pairs k = c·rows + r, channel-major, k = first, first + step, ...
+    int c = first / rows, r = first % rows;
+    for (; c < C;) {
+        const int h = h0 + r;
+        const bool ok = wok && h >= 0 && h < H;
+        T* d = dst + (r * cols + col) * Cs + c;
+        const T* s = ok ? src + c * HW + (i64)h * W + w : src;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+        const unsigned daddr = (unsigned)__cvta_generic_to_shared(d);
+        if (sizeof(T) == 4)
+            asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(daddr), "l"(s),
+                         "r"(ok ? 4 : 0));
+        else
+            asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(daddr), "l"(s),
+                         "r"(ok ? 8 : 0));
+#else
+        *d = ok ? *s : T(0);
+#endif
+        r += step;
+        while (r >= rows) {
+            r -= rows;
+            ++c;
         }
     }
+}
+
+// cp.async bookkeeping (no-ops where wgrad_stage stores directly): `commit` closes this
+// thread's group of copies issued since the last commit; `wait<N>` returns when all but the
+// newest N groups have landed (a barrier then makes them visible to the block).
+__device__ __forceinline__ void wgrad_stage_commit() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+template <int Pending>
+__device__ __forceinline__ void wgrad_stage_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(Pending));
+#endif
 }
 
 template <typename T, int KWT, int PX>
@@ -182,12 +201,15 @@ __device__ void wgrad_tile_impl(const T* __restrict__ x, const T* __restrict__ g
     const int Cp = round_up4(C), Cs = Cp + 4, G = Cp / 4, KK = KH * KWT;
     const int TRh = TR + KH - 1, TWh = TW + KWT - 1;
     const int gpx = TR * TW, xpx = TRh * TWh;
-    T* gs = reinterpret_cast<T*>(smem_raw);
-    T* xs = gs + (i64)gpx * Cs;
-    // Padding channels (C .. Cs − 1) of both tiles stay zero for the whole kernel.
-    for (int e = threadIdx.x; e < (gpx + xpx) * (Cs - C); e += blockDim.x) {
+    // Two buffers, each g of a tile then x of its window: [buf][pixel][Cs].
+    static_assert(INV_CONV_WGRAD_TILE_BUFFERS == 2, "wgrad_tile alternates two buffers");
+    T* const base = reinterpret_cast<T*>(smem_raw);
+    const i64 buf_elems = (i64)(gpx + xpx) * Cs;
+    // Padding channels (C .. Cs − 1) of every staged pixel stay zero for the whole kernel.
+    for (int e = threadIdx.x; e < INV_CONV_WGRAD_TILE_BUFFERS * (gpx + xpx) * (Cs - C);
+         e += blockDim.x) {
         const int px = e / (Cs - C), c = C + e % (Cs - C);
-        gs[(i64)px * Cs + c] = T(0);
+        base[(i64)px * Cs + c] = T(0);
     }
     const i64 HW = (i64)H * W, CHW = (i64)C * HW;
     const int tiles_h = (H + TR - 1) / TR, tiles_w = (W + TW - 1) / TW;
@@ -202,38 +224,64 @@ __device__ void wgrad_tile_impl(const T* __restrict__ x, const T* __restrict__ g
         for (int j = 0; j < KWT; ++j)
 #pragma unroll
             for (int k = 0; k < 16; ++k) acc[j][k] = T(0);
-        for (i64 tile = blockIdx.x; tile < ntiles; tile += gridDim.x) {
-            const i64 b = tile / per_sample;
+        // Tile origin (sample, first row, first column).
+        auto origin = [&](i64 tile, i64& b, int& r0, int& c0) {
+            b = tile / per_sample;
             const int rem = (int)(tile - b * per_sample);
-            const int r0 = (rem / tiles_w) * TR, c0 = (rem % tiles_w) * TW;
-            __syncthreads();  // the previous tile has been consumed
+            r0 = (rem / tiles_w) * TR;
+            c0 = (rem % tiles_w) * TW;
+        };
+        auto stage = [&](i64 tile, int buf) {
+            if (tile >= ntiles) return;
+            i64 b;
+            int r0, c0;
+            origin(tile, b, r0, c0);
+            T* gs = base + buf * buf_elems;
             wgrad_stage<T>(gs, g + b * CHW, C, H, W, HW, TR, TW, r0, c0, Cs);
-            wgrad_stage<T>(xs, x + b * CHW, C, H, W, HW, TRh, TWh, r0 - ai, c0 - aj, Cs);
+            wgrad_stage<T>(gs + (i64)gpx * Cs, x + b * CHW, C, H, W, HW, TRh, TWh, r0 - ai,
+                           c0 - aj, Cs);
+        };
+        __syncthreads();  // the previous pass is done with both buffers
+        stage(blockIdx.x, 0);
+        wgrad_stage_commit();
+        int buf = 0;
+        for (i64 tile = blockIdx.x; tile < ntiles; tile += gridDim.x, buf ^= 1) {
+            stage(tile + gridDim.x, buf ^ 1);  // the next tile's loads go out first
+            wgrad_stage_commit();
+            wgrad_stage_wait<1>();  // this tile's copies have landed
             __syncthreads();
-            if (!active) continue;
-            const int rv = min(TR, H - r0);
-            const int cv = (min(TW, W - c0) + PX - 1) / PX * PX;  // <= TW (TW % PX == 0)
-            for (int r = 0; r < rv; ++r) {
-                const T* gp = gs + (r * TW) * Cs + 4 * cg;
-                const T* xp = xs + ((r + i) * TWh) * Cs + 4 * xg;
-                for (int w0 = 0; w0 < cv; w0 += PX) {
-                    Quad<T> xq[PX + KWT - 1];
+            i64 b;
+            int r0, c0;
+            origin(tile, b, r0, c0);
+            const T* gs = base + buf * buf_elems;
+            const T* xs = gs + (i64)gpx * Cs;
+            if (active) {
+                const int rv = min(TR, H - r0);
+                const int cv = (min(TW, W - c0) + PX - 1) / PX * PX;  // <= TW (TW % PX == 0)
+                for (int r = 0; r < rv; ++r) {
+                    const T* gp = gs + (r * TW) * Cs + 4 * cg;
+                    const T* xp = xs + ((r + i) * TWh) * Cs + 4 * xg;
+                    for (int w0 = 0; w0 < cv; w0 += PX) {
+                        Quad<T> xq[PX + KWT - 1];
 #pragma unroll
-                    for (int q = 0; q < PX + KWT - 1; ++q)
-                        xq[q] = *reinterpret_cast<const Quad<T>*>(xp + (w0 + q) * Cs);
+                        for (int q = 0; q < PX + KWT - 1; ++q)
+                            xq[q] = *reinterpret_cast<const Quad<T>*>(xp + (w0 + q) * Cs);
 #pragma unroll
-                    for (int p = 0; p < PX; ++p) {
-                        const Quad<T> gq = *reinterpret_cast<const Quad<T>*>(gp + (w0 + p) * Cs);
+                        for (int p = 0; p < PX; ++p) {
+                            const Quad<T> gq =
+                                *reinterpret_cast<const Quad<T>*>(gp + (w0 + p) * Cs);
 #pragma unroll
-                        for (int j = 0; j < KWT; ++j)
+                            for (int j = 0; j < KWT; ++j)
 #pragma unroll
-                            for (int a = 0; a < 4; ++a)
+                                for (int a = 0; a < 4; ++a)
 #pragma unroll
-                                for (int c = 0; c < 4; ++c)
-                                    acc[j][a * 4 + c] += gq.v[a] * xq[p + j].v[c];
+                                    for (int c = 0; c < 4; ++c)
+                                        acc[j][a * 4 + c] += gq.v[a] * xq[p + j].v[c];
+                        }
                     }
                 }
             }
+            __syncthreads();  // this buffer is consumed before the next stage refills it
         }
         if (active) {
 #pragma unroll

@@ -97,6 +97,7 @@ def test_weight_grad_is_deterministic():
         (2, 22, 7, 13, 2, 2),  # C not a multiple of 4, W < 32, partial tiles
         (2, 36, 9, 40, 1, 3),  # KH = 1, a partial column tile
         (1, 64, 10, 12, 3, 3),  # several passes over the tiles
+        (20, 20, 30, 70, 3, 3),  # more tiles than blocks: the double-buffered staging
     ],
     ids=lambda s: "x".join(map(str, s)),
 )

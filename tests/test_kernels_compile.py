@@ -45,6 +45,8 @@ def _declared_entry_points() -> dict:
             return "p"
         if param.startswith(("long long", "i64")):
             return "l"
+        if param.startswith("double"):
+            return "d"
         assert re.match(r"(const )?int\b", param), param
         return "i"
 

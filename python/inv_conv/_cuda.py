@@ -253,18 +253,33 @@ def inverse_backward(
     return u, grad_w
 
 
-def conv_chain(x: torch.Tensor, weights: list, orders: list) -> Optional[torch.Tensor]:
+def conv_chain(x: torch.Tensor, weights: list, orders: list, coupling=None, actnorm=None
+               ) -> Optional[torch.Tensor]:
     """The masked convolutions of ``orders`` applied in sequence (``weights[0]`` first) in one
     launch, or None when a sample's image does not fit in shared memory (nothing launched).
-    ``weights``: tensors of x's dtype and device, each (C, C, KH, KW)."""
+    ``weights``: tensors of x's dtype and device, each (C, C, KH, KW). The chain's ends
+    (kernels/chain.cu): ``coupling = (h, offset, log_offset)``, h of shape (B, 2·n, H, W) in
+    any strides, inverts an affine coupling on x's last n channels first; ``actnorm =
+    (log_scale, bias)``, each (C,), inverts an ActNorm last."""
     index, stream, name = _common(x, weights[0])
     x = x.contiguous()
     weights = [w.contiguous() for w in weights]
     out = torch.empty_like(x, memory_format=torch.contiguous_format)
     b, c, h, w = x.shape
     kernel = (weights[0].shape[2], weights[0].shape[3])
+    coupling_arg = actnorm_arg = None
+    if coupling is not None:
+        net, offset, log_offset = coupling
+        # (b, k, p) strides of h: its spatial dims must flatten to one pixel stride
+        if net.stride(2) != net.stride(3) * w:
+            net = net.contiguous()
+        coupling_arg = (net.data_ptr(), (net.stride(0), net.stride(1), net.stride(3)), c - net.shape[1] // 2,
+                        float(offset), float(log_offset))
+    if actnorm is not None:
+        log_scale, bias = (t.contiguous() for t in actnorm)
+        actnorm_arg = (log_scale.data_ptr(), bias.data_ptr())
     launched = _native.cuda_conv_chain(
         index, stream, name, (b, c, h, w), kernel, list(orders), x.data_ptr(), [t.data_ptr() for t in weights],
-        out.data_ptr(),
+        out.data_ptr(), coupling_arg, actnorm_arg,
     )
     return out if launched else None

@@ -140,9 +140,13 @@ def run_inverse_backward(x: torch.Tensor, grad: torch.Tensor, weight: torch.Tens
     return u, grad_w
 
 
-def run_conv_chain(x: torch.Tensor, weights: list, orders: list):
+def run_conv_chain(x: torch.Tensor, weights: list, orders: list, coupling=None, actnorm=None):
     """The fused sampling chain on CUDA, or None when it does not apply (the caller then runs
-    the layers one by one)."""
+    the layers one by one). ``coupling``/``actnorm``: the chain's ends (``_cuda.conv_chain``)."""
     if not x.is_cuda:
         return None
-    return _cuda_module().conv_chain(_plain(x), [_plain(w) for w in weights], orders)
+    if coupling is not None and coupling[0].is_neg():
+        coupling = (coupling[0].resolve_neg(), *coupling[1:])
+    if actnorm is not None:
+        actnorm = tuple(_plain(t) for t in actnorm)
+    return _cuda_module().conv_chain(_plain(x), [_plain(w) for w in weights], orders, coupling, actnorm)

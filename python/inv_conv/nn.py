@@ -97,13 +97,31 @@ class InvFlowUnit(nn.Module):
             x, _ = layer(x)
         return x, x.new_zeros(x.shape[0])
 
+    def _chain(self):
+        """(weights, orders) of the sampling direction, BR first, when it is a chain of
+        masked convolutions (Inverse-Flow's direction, not the dense reference); else None."""
+        layers = list(reversed(self.layers))
+        if all(layer.direction == "inverse" and not layer.dense_reference for layer in layers):
+            return [layer.weight for layer in layers], [layer.order for layer in layers]
+        return None
+
     def reverse(self, z: torch.Tensor, context=None) -> torch.Tensor:
         """Sampling direction: the four layers' reverses, BR first (for Inverse-Flow, four
         masked convolutions: one fused kernel on CUDA when no gradient is needed)."""
-        layers = list(reversed(self.layers))
-        layers[0]._check_input("z", z)
-        if all(layer.direction == "inverse" and not layer.dense_reference for layer in layers):
-            return ops.conv2d_chain(z, [layer.weight for layer in layers], [layer.order for layer in layers])
-        for layer in layers:
+        self.layers[-1]._check_input("z", z)
+        chain = self._chain()
+        if chain is not None:
+            return ops.conv2d_chain(z, *chain)
+        for layer in reversed(self.layers):
             z = layer.reverse(z)
         return z
+
+    def reverse_fused(self, z: torch.Tensor, coupling=None, actnorm=None):
+        """:meth:`reverse` with a coupling's inverse before it and an ActNorm's inverse after
+        it, in one kernel (:func:`inv_conv.ops.conv2d_chain_fused`), or None where that does
+        not apply."""
+        chain = self._chain()
+        if chain is None:
+            return None
+        self.layers[-1]._check_input("z", z)
+        return ops.conv2d_chain_fused(z, *chain, coupling=coupling, actnorm=actnorm)

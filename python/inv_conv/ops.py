@@ -532,3 +532,59 @@ def conv2d_chain(x, weights, orders):
     for w, order in zip(weights, orders):
         x = conv2d(x, w, order)
     return x
+
+
+def conv2d_chain_fused(x, weights, orders, *, coupling=None, actnorm=None):
+    """:func:`conv2d_chain` with what surrounds an Inverse-Flow unit in a step of flow, in the
+    same one kernel: the whole sampling direction of a Glow-style step (affine coupling,
+    unit, ActNorm), or None where that kernel does not apply (not CUDA, a gradient wanted,
+    tracing, an image too large for shared memory): the caller then runs its layers.
+
+    * ``coupling=(h, offset, log_offset)``: first, x's last n = ``h.shape[1] // 2`` channels
+      become ``x_b · exp(log_offset − logsigmoid(r + offset)) − s`` with ``s = h[:, 0::2]``,
+      ``r = h[:, 1::2]`` (the inverse of an affine coupling whose scale is
+      ``sigmoid(r + offset) / sigmoid(offset)``, ``log_offset = logsigmoid(offset)``; h in any
+      memory format);
+    * ``actnorm=(log_scale, bias)``, each of shape (C,): last, ``v · exp(−log_scale) − bias``
+      per channel (the inverse of ``(x + bias) · exp(log_scale)``).
+
+    Each elementwise step is rounded on its own, in that order, as the same torch ops would.
+    """
+    weights, orders = list(weights), [normalise_order(o) for o in orders]
+    if len(weights) != len(orders) or not 1 <= len(weights) <= 4:
+        raise ValueError(f"weights and orders must be of one length, 1 to 4; got {len(weights)} and {len(orders)}")
+    _dispatch.check_tensor("x", x)
+    for i, w in enumerate(weights):
+        _dispatch.check_match(("x", f"weights[{i}]"), x, w)
+        _dispatch.check_shapes("x", x, w, orders[i])
+    c = x.shape[1]
+    extra = []
+    if coupling is not None:
+        h = coupling[0]
+        _dispatch.check_tensor("coupling[0] (h)", h)
+        _dispatch.check_match(("x", "coupling[0] (h)"), x, h)
+        n = h.shape[1] // 2 if h.dim() == 4 else 0
+        if h.dim() != 4 or h.shape[1] % 2 or not 1 <= n < c or h.shape[0] != x.shape[0] or h.shape[2:] != x.shape[2:]:
+            raise ValueError(f"coupling[0] (h) must have shape (B, 2n, H, W) with B, H, W those of x "
+                             f"{tuple(x.shape)} and 1 <= n < {c}; got {tuple(h.shape)}")
+        extra.append(h)
+    if actnorm is not None:
+        for name, t in zip(("actnorm[0] (log_scale)", "actnorm[1] (bias)"), actnorm):
+            _dispatch.check_tensor(name, t)
+            _dispatch.check_match(("x", name), x, t)
+            if tuple(t.shape) != (c,):
+                raise ValueError(f"{name} must have shape ({c},); got {tuple(t.shape)}")
+        extra.extend(actnorm)
+    if not fused_chain_applies(x, *weights, *extra):
+        return None
+    return _dispatch.run_conv_chain(x, weights, orders, coupling, actnorm)
+
+
+def fused_chain_applies(*tensors) -> bool:
+    """Whether :func:`conv2d_chain_fused` can run its kernel on these tensors (CUDA float32 or
+    float64, nothing traced, no gradient wanted); it still returns None for an image too large
+    for shared memory."""
+    x = tensors[0]
+    return (x.is_cuda and x.dtype in _dispatch.FLOAT_DTYPES
+            and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+            and all(_fast_path_ok(t, x) for t in tensors))

@@ -11,6 +11,7 @@ from torch import nn
 from .distributions import DiagonalGaussian
 from .layers.base import FlowLayer, logdet_is_zero
 from .layers.dequantize import Dequantization
+from .layers.invconv import fused_step_reverse
 from .layers.split import SplitPrior
 
 _LN2 = math.log(2.0)
@@ -126,13 +127,22 @@ class FlowSequential(nn.Module):
         if len(splits) != num_splits:
             raise ValueError(f"expected {num_splits} split tensors, got {len(splits)}")
         split_index = num_splits
-        for layer in reversed(list(self.layers)):  # (ModuleList has no fast __reversed__)
+        layers = list(self.layers)  # (ModuleList has no fast __reversed__)
+        i = len(layers) - 1
+        while i >= 0:
+            layer = layers[i]
+            fused = fused_step_reverse(layers, i, z)
+            if fused is not None:  # a whole step of flow in one kernel
+                z, n = fused
+                i -= n
+                continue
             if isinstance(layer, SplitPrior):
                 split_index -= 1
                 z = layer.reverse(z, context, factored=splits[split_index],
                                   temperature=temperature)
             elif requantize or not isinstance(layer, Dequantization):
                 z = layer.reverse(z, context)
+            i -= 1
         return z
 
     @torch.no_grad()

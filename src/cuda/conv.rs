@@ -118,10 +118,32 @@ pub fn conv(
     )
 }
 
+/// The inverse of an affine coupling applied to the chain's input (kernels/chain.cu,
+/// `ChainEnds`): channels `split..C` become `y · exp(log_offset − logsigmoid(r + offset)) − s`
+/// with (s, r) interleaved in `h`, whose element (b, k, p) is at `b·strides.0 + k·strides.1 +
+/// p·strides.2` elements.
+#[derive(Clone, Copy, Debug)]
+pub struct CouplingEnd {
+    pub h: u64,
+    pub strides: (i64, i64, i64),
+    pub split: usize,
+    pub offset: f64,
+    pub log_offset: f64,
+}
+
+/// What a chain does besides its convolutions: an affine coupling's inverse before them, and
+/// an ActNorm's inverse after them (`(log_scale, bias)`, C each: `v · exp(−log_scale) − bias`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ChainEnds {
+    pub coupling: Option<CouplingEnd>,
+    pub actnorm: Option<(u64, u64)>,
+}
+
 /// `out = A_n ⋯ A_1 x`: the masked convolutions of `orders[l]` with `weights[l]` (raw weights,
-/// masked by the kernel), applied in sequence to each sample in one launch. Returns
-/// `Ok(false)`, launching nothing, when a sample's image does not fit in shared memory (the
-/// caller then runs the layers one by one).
+/// masked by the kernel), applied in sequence to each sample in one launch, with `ends`
+/// around them. Returns `Ok(false)`, launching nothing, when a sample's image does not fit in
+/// shared memory (the caller then runs the layers one by one).
+#[allow(clippy::too_many_arguments)]
 pub fn conv_chain(
     p: &Problem,
     orders: &[crate::geometry::Order],
@@ -130,7 +152,14 @@ pub fn conv_chain(
     x: u64,
     weights: &[u64],
     out: u64,
+    ends: &ChainEnds,
 ) -> Result<bool> {
+    if let Some(c) = ends.coupling.filter(|c| c.split >= p.channels) {
+        return Err(Error::Shape(format!(
+            "conv_chain: the coupling's split ({}) must be below the channel count ({})",
+            c.split, p.channels
+        )));
+    }
     if orders.is_empty() || orders.len() > CHAIN_MAX_LAYERS || orders.len() != weights.len() {
         return Err(Error::Shape(format!(
             "conv_chain takes 1 to {CHAIN_MAX_LAYERS} layers with one weight each; got {} orders and {} weights",
@@ -167,6 +196,24 @@ pub fn conv_chain(
             .unwrap_or((0, 0));
         args = args.int(ai as i32).int(aj as i32);
     }
+    let c = ends.coupling.unwrap_or(CouplingEnd {
+        h: 0,
+        strides: (0, 0, 0),
+        split: p.channels,
+        offset: 0.0,
+        log_offset: 0.0,
+    });
+    let (log_scale, bias) = ends.actnorm.unwrap_or((0, 0));
+    args = args
+        .ptr(c.h)
+        .long(c.strides.0)
+        .long(c.strides.1)
+        .long(c.strides.2)
+        .int(c.split as i32)
+        .double(c.offset)
+        .double(c.log_offset)
+        .ptr(log_scale)
+        .ptr(bias);
     launch(
         &dev,
         &kernel,

@@ -217,7 +217,7 @@ pub fn device(ordinal: usize) -> Result<Arc<Device>> {
     Ok(d)
 }
 
-/// Kernel arguments: each one stored in an 8-byte slot (a pointer, an i64, or an i32 in the
+/// Kernel arguments: each one stored in an 8-byte slot (a pointer, an i64, an f64, or an i32 in the
 /// slot's low bytes — little-endian targets only, which is every CUDA host), with its type
 /// letter (as in [`kernels::ENTRY_POINTS`]) so that a launch can check the list.
 #[derive(Default)]
@@ -240,6 +240,9 @@ impl Args {
     }
     pub fn long(self, v: i64) -> Self {
         self.push(v as u64, 'l')
+    }
+    pub fn double(self, v: f64) -> Self {
+        self.push(v.to_bits(), 'd')
     }
     /// `int` for each value, in order.
     pub fn ints(self, values: &[i32]) -> Self {

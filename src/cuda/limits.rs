@@ -20,6 +20,8 @@ pub const WGRAD_TILE_THREADS_F32: usize = 512;
 pub const WGRAD_TILE_THREADS_F64: usize = 256;
 pub const WGRAD_TILE_PX_F32: usize = 4;
 pub const WGRAD_TILE_PX_F64: usize = 2;
+/// `wgrad_tile` stages the next tile while it computes on this one.
+pub const WGRAD_TILE_BUFFERS: usize = 2;
 /// The wavefront sweeps' launch bound.
 pub const SWEEP_MAX_THREADS: usize = 1024;
 /// Elements between channels in the one-block sweep's full window (kernels/wavefront.cu):
@@ -73,6 +75,7 @@ pub fn header() -> String {
         ("WGRAD_TILE_THREADS_F64", WGRAD_TILE_THREADS_F64),
         ("WGRAD_TILE_PX_F32", WGRAD_TILE_PX_F32),
         ("WGRAD_TILE_PX_F64", WGRAD_TILE_PX_F64),
+        ("WGRAD_TILE_BUFFERS", WGRAD_TILE_BUFFERS),
         ("SWEEP_MAX_THREADS", SWEEP_MAX_THREADS),
         ("SWEEP_FULL_PAD", SWEEP_FULL_PAD),
         ("SWEEP_BLK_PG", SWEEP_BLK_PG),

@@ -35,7 +35,7 @@ mod wgrad;
 use crate::error::{Error, Result};
 use crate::geometry::Problem;
 
-pub use conv::{conv, conv_chain};
+pub use conv::{conv, conv_chain, ChainEnds, CouplingEnd};
 pub use device::{device, device_count, driver, Device};
 use plan::padded;
 pub use plan::{prep_len, DeviceProps};

@@ -431,8 +431,12 @@ pub fn wgrad_tile_plan(p: &Problem, dt: Dtype, dev: &DeviceProps) -> Option<Wgra
     };
     let cs = cp + 4;
     let budget = (dev.max_smem).min(200 * 1024);
-    let bytes =
-        |tr: usize| (tr * tw + (tr + p.kernel_h - 1) * (tw + p.kernel_w - 1)) * cs * dt.size();
+    let bytes = |tr: usize| {
+        WGRAD_TILE_BUFFERS
+            * (tr * tw + (tr + p.kernel_h - 1) * (tw + p.kernel_w - 1))
+            * cs
+            * dt.size()
+    };
     let tr = [4usize, 2, 1].into_iter().find(|&tr| bytes(tr) <= budget)?;
     // The staging loops need a thread per halo column.
     if threads < tw + p.kernel_w - 1 {

@@ -210,18 +210,31 @@ launch_binding! {
 launch_binding! {
     /// The masked convolutions of `orders` (weights at `weights`, same shape) applied in sequence,
     /// `input` → `out`, one launch. False (nothing launched) when an image does not fit in shared
-    /// memory: the caller then runs the layers one by one.
+    /// memory: the caller then runs the layers one by one. `coupling` = (h, (batch, channel,
+    /// pixel) strides of h, split, offset, log_offset) and `actnorm` = (log_scale, bias): the
+    /// chain's ends (`cuda::ChainEnds`).
     fn cuda_conv_chain(
         py, device, stream, dtype_name, shape, kernel;
         orders: Vec<String>, input: u64, weights: Vec<u64>, out: u64,
+        coupling: Option<(u64, (i64, i64, i64), usize, f64, f64)>, actnorm: Option<(u64, u64)>,
     ) -> bool {
+        let ends = cuda::ChainEnds {
+            coupling: coupling.map(|(h, strides, split, offset, log_offset)| cuda::CouplingEnd {
+                h,
+                strides,
+                split,
+                offset,
+                log_offset,
+            }),
+            actnorm,
+        };
         let orders = orders
             .iter()
             .map(|o| parse_order(o))
             .collect::<PyResult<Vec<_>>>()?;
         let first = orders.first().map_or("TL", |o| o.as_str());
         let (p, dt, t) = launch(device, stream, dtype_name, shape, kernel, first)?;
-        detached(py, || cuda::conv_chain(&p, &orders, dt, t, input, &weights, out))
+        detached(py, || cuda::conv_chain(&p, &orders, dt, t, input, &weights, out, &ends))
     }
 }
 

@@ -59,15 +59,28 @@ class AffineCoupling(FlowLayer):
         # copies and their sum).
         return x.split_with_sizes((self.num_conditioning, self.num_transformed), dim=1)
 
+    def net_output(self, x_a: torch.Tensor) -> torch.Tensor:
+        """The CNN's output for the conditioning half: its channels interleave ``shift`` and
+        the raw scale (channels-last on CUDA)."""
+        if x_a.is_cuda and CHANNELS_LAST_ON_CUDA:
+            return self.net(x_a.contiguous(memory_format=torch.channels_last))
+        return self.net(x_a)
+
     def _shift_and_raw_scale(self, x_a: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """``shift`` and raw scale ``h``: the net's even and odd output channels (views; one
         backward op, a stack)."""
-        if x_a.is_cuda and CHANNELS_LAST_ON_CUDA:
-            h = self.net(x_a.contiguous(memory_format=torch.channels_last)).contiguous()
-        else:
-            h = self.net(x_a)
-        shift, raw_scale = torch.unflatten(h, 1, (-1, 2)).unbind(2)
+        return self._unpack(self.net_output(x_a))
+
+    @staticmethod
+    def _unpack(h: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        shift, raw_scale = torch.unflatten(h.contiguous(), 1, (-1, 2)).unbind(2)
         return shift, raw_scale
+
+    def reverse_terms(self, y: torch.Tensor) -> Tuple[torch.Tensor, float, float]:
+        """What a fused kernel needs to apply :meth:`reverse` itself (``inv_conv``'s
+        ``conv2d_chain_fused``): the net's output ``h`` for ``y``'s conditioning half, the
+        scale offset and ``logsigmoid`` of it."""
+        return self.net_output(self._split(y)[0]), _SCALE_OFFSET, _LOG_SIGMOID_OFFSET
 
     def forward(self, x, context=None):
         x_a, x_b = self._split(x)
@@ -76,9 +89,14 @@ class AffineCoupling(FlowLayer):
         y_b = (x_b + shift) * torch.exp(log_scale)
         return torch.cat([x_a, y_b], dim=1), sum_except_batch(log_scale)
 
-    def reverse(self, y, context=None):
+    def reverse(self, y, context=None, net_output=None):
+        """The inverse; ``net_output``: the net's output for ``y`` when already computed
+        (:meth:`reverse_terms`)."""
         y_a, y_b = self._split(y)
-        shift, raw_scale = self._shift_and_raw_scale(y_a)
+        if net_output is None:
+            shift, raw_scale = self._shift_and_raw_scale(y_a)
+        else:
+            shift, raw_scale = self._unpack(net_output)
         # -log_scale, as c - a is exactly -(a - c) in floating point: one negation less
         neg_log_scale = torch.rsub(F.logsigmoid(raw_scale + _SCALE_OFFSET), _LOG_SIGMOID_OFFSET)
         x_b = y_b * torch.exp(neg_log_scale) - shift

@@ -6,6 +6,10 @@ run) even where the Rust extension has not been built.
 
 from __future__ import annotations
 
+import os
+
+import torch
+
 from .base import FlowLayer
 
 # inv_conv.ORDERS, restated: importing inv_conv here would load the extension eagerly.
@@ -82,3 +86,28 @@ class InvFlowUnitLayer(_InvConvWrapper):
         self.conv = inv_conv.InvFlowUnit(num_channels, kernel_size=kernel_size,
                                          direction=direction, dense_reference=dense_reference,
                                          init_std=init_std)
+
+
+def fused_step_reverse(layers, i: int, z):
+    """The sampling direction of a step of flow ending at ``layers[i]``: an AffineCoupling
+    after an Inverse-Flow unit, optionally with an ActNorm before it (Glow's order), as one
+    kernel (``inv_conv.ops.conv2d_chain_fused``). Returns ``(x, n)``, n the layers it
+    reversed, or None where it does not apply (the caller reverses them one by one).
+    ``INV_FLOW_FUSED_SAMPLING=0`` turns it off (A/B runs)."""
+    from .actnorm import ActNorm
+    from .coupling import AffineCoupling
+
+    if (i < 1 or not isinstance(layers[i], AffineCoupling) or not isinstance(layers[i - 1], InvFlowUnitLayer)
+            or not z.is_cuda or torch.is_grad_enabled() or os.environ.get("INV_FLOW_FUSED_SAMPLING") == "0"
+            or not _import_inv_conv().ops.fused_chain_applies(z)):
+        return None
+    coupling, unit = layers[i], layers[i - 1]
+    actnorm = layers[i - 2] if i >= 2 and isinstance(layers[i - 2], ActNorm) else None
+    terms = coupling.reverse_terms(z)
+    out = unit.conv.reverse_fused(z, coupling=terms,
+                                  actnorm=None if actnorm is None else (actnorm.log_scale, actnorm.bias))
+    if out is None:  # (an image too large for the kernel) the layers, the net not run again
+        out = unit.reverse(coupling.reverse(z, net_output=terms[0]))
+        if actnorm is not None:
+            out = actnorm.reverse(out)
+    return out, 2 if actnorm is None else 3
