@@ -207,6 +207,10 @@ launch_binding! {
     }
 }
 
+/// A chain's coupling end as Python passes it: (h, (batch, channel, pixel) strides of h,
+/// split, offset, log_offset).
+type CouplingArg = (u64, (i64, i64, i64), usize, f64, f64);
+
 launch_binding! {
     /// The masked convolutions of `orders` (weights at `weights`, same shape) applied in sequence,
     /// `input` → `out`, one launch. False (nothing launched) when an image does not fit in shared
@@ -216,7 +220,7 @@ launch_binding! {
     fn cuda_conv_chain(
         py, device, stream, dtype_name, shape, kernel;
         orders: Vec<String>, input: u64, weights: Vec<u64>, out: u64,
-        coupling: Option<(u64, (i64, i64, i64), usize, f64, f64)>, actnorm: Option<(u64, u64)>,
+        coupling: Option<CouplingArg>, actnorm: Option<(u64, u64)>,
     ) -> bool {
         let ends = cuda::ChainEnds {
             coupling: coupling.map(|(h, strides, split, offset, log_offset)| cuda::CouplingEnd {
