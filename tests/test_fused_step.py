@@ -99,6 +99,8 @@ def test_conv2d_chain_fused_bad_arguments():
     h = torch.randn(2, 4, 5, 5)
     with pytest.raises(ValueError, match="weights and orders"):
         ops.conv2d_chain_fused(x, ws, ORDERS4[:3])
+    with pytest.raises(ValueError, match="at most 4 layers"):
+        ops.conv2d_chain_fused(x, ws + ws[:1], ORDERS4 + ["TL"])
     with pytest.raises(ValueError, match=r"coupling\[0\] \(h\) must have shape"):
         ops.conv2d_chain_fused(x, ws, ORDERS4, coupling=(torch.randn(2, 3, 5, 5), 2.0, -0.1))
     with pytest.raises(ValueError, match=r"coupling\[0\] \(h\) must have shape"):

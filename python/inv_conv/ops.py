@@ -510,15 +510,21 @@ def conv2d_weight_grad(x, grad, kernel_size, order: str = "TL"):
     return out if out.dtype == out_dtype else out.to(out_dtype)
 
 
+def _chain_layers(weights, orders):
+    """A chain's weights and normalised orders, checked to be non-empty and of one length."""
+    weights, orders = list(weights), [normalise_order(o) for o in orders]
+    if len(weights) != len(orders) or not weights:
+        raise ValueError(f"weights and orders must be non-empty and of one length; got {len(weights)} and {len(orders)}")
+    return weights, orders
+
+
 def conv2d_chain(x, weights, orders):
     """``conv2d`` applied for each (weight, order) pair in turn, ``weights[0]`` first: the
     sampling direction of a stack of masked convolutions (an Inverse-Flow unit runs BR, BL, TR,
     TL). On CUDA, without autograd, up to four layers run as one kernel that keeps each sample's
     image in shared memory (when it fits); otherwise, layer by layer. Same values as the
     layer-by-layer calls up to float rounding (the sums are formed in the same order)."""
-    weights, orders = list(weights), [normalise_order(o) for o in orders]
-    if len(weights) != len(orders) or not weights:
-        raise ValueError(f"weights and orders must be non-empty and of one length; got {len(weights)} and {len(orders)}")
+    weights, orders = _chain_layers(weights, orders)
     if isinstance(x, torch.Tensor):
         prepared = [_prepare(("x", f"weights[{i}]"), x, w) for i, w in enumerate(weights)]
         inp, out_dtype = prepared[0][0], prepared[0][2]
@@ -550,9 +556,9 @@ def conv2d_chain_fused(x, weights, orders, *, coupling=None, actnorm=None):
 
     Each elementwise step is rounded on its own, in that order, as the same torch ops would.
     """
-    weights, orders = list(weights), [normalise_order(o) for o in orders]
-    if len(weights) != len(orders) or not 1 <= len(weights) <= 4:
-        raise ValueError(f"weights and orders must be of one length, 1 to 4; got {len(weights)} and {len(orders)}")
+    weights, orders = _chain_layers(weights, orders)
+    if len(weights) > 4:
+        raise ValueError(f"weights and orders: conv2d_chain_fused takes at most 4 layers; got {len(weights)}")
     _dispatch.check_tensor("x", x)
     for i, w in enumerate(weights):
         _dispatch.check_match(("x", f"weights[{i}]"), x, w)

@@ -10,7 +10,9 @@ import os
 
 import torch
 
+from .actnorm import ActNorm
 from .base import FlowLayer
+from .coupling import AffineCoupling
 
 # inv_conv.ORDERS, restated: importing inv_conv here would load the extension eagerly.
 ORDERS = ("TL", "TR", "BL", "BR")
@@ -94,9 +96,6 @@ def fused_step_reverse(layers, i: int, z):
     kernel (``inv_conv.ops.conv2d_chain_fused``). Returns ``(x, n)``, n the layers it
     reversed, or None where it does not apply (the caller reverses them one by one).
     ``INV_FLOW_FUSED_SAMPLING=0`` turns it off (A/B runs)."""
-    from .actnorm import ActNorm
-    from .coupling import AffineCoupling
-
     if (i < 1 or not isinstance(layers[i], AffineCoupling) or not isinstance(layers[i - 1], InvFlowUnitLayer)
             or not z.is_cuda or torch.is_grad_enabled() or os.environ.get("INV_FLOW_FUSED_SAMPLING") == "0"
             or not _import_inv_conv().ops.fused_chain_applies(z)):
