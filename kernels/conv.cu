@@ -47,11 +47,50 @@ __device__ void conv_impl(const T* __restrict__ in, T* __restrict__ out, const T
 // A thread = a pixel, MIX_QUADS quads of output channels per pass over the input channels:
 // each input value loaded once per pass feeds 4·MIX_QUADS multiply-adds (float32: 12 quads, so
 // C ≤ 48 is one pass; float64: 4). The inputs are loaded MIX_LOADS at a time before their
-// multiply-adds, so that a thread has that many loads in flight: one at a time left the kernel
-// latency-bound (S2 on the H200: 0.083 ms per call, about 3× the time to stream the tensor).
-// Pᵀ is staged in shared memory when `p_in_smem` (its reads are warp broadcasts). Each output
-// is summed over c in ascending order, whatever the pass width.
+// multiply-adds, so that a thread has that many loads in flight. Pᵀ is staged in shared memory
+// when `p_in_smem` (its reads are warp broadcasts). Each output is summed over c in ascending
+// order, whatever the pass width or path.
 #define MIX_LOADS 8
+
+// One pass with C = 4·NQ known at compile time (float32, Pᵀ staged, C ≤ 48): the unrolled
+// loops carry no bounds checks. ncu at S2 (H200) showed the checks of the
+// runtime-sized loops roughly doubling the instructions issued. Instantiated for the common
+// widths only (C = 12, 16, 24, 32, 48): each instance adds to NVRTC's time at first use.
+template <int NQ>
+__device__ void channel_mix_quads(const float* __restrict__ s, float* __restrict__ d,
+                                  const Quad<float>* p, i64 HW) {
+    constexpr int C = 4 * NQ, L = C % MIX_LOADS == 0 ? MIX_LOADS : 4;
+    static_assert(C % L == 0, "the pass takes its inputs L at a time");
+    float acc[NQ][4] = {};
+    // The next L inputs are loaded before this L's multiply-adds: 2L loads in flight.
+    float v[L], next[L];
+#pragma unroll
+    for (int u = 0; u < L; ++u) v[u] = s[u * HW];
+#pragma unroll
+    for (int c = 0; c < C; c += L) {
+        if (c + L < C) {
+#pragma unroll
+            for (int u = 0; u < L; ++u) next[u] = s[(c + L + u) * HW];
+        }
+#pragma unroll
+        for (int u = 0; u < L; ++u) {
+#pragma unroll
+            for (int g = 0; g < NQ; ++g) {
+                const Quad<float> q = p[(c + u) * NQ + g];
+#pragma unroll
+                for (int k = 0; k < 4; ++k) acc[g][k] += q.v[k] * v[u];
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < L; ++u) v[u] = next[u];
+    }
+#pragma unroll
+    for (int g = 0; g < NQ; ++g) {
+#pragma unroll
+        for (int k = 0; k < 4; ++k) d[(4 * g + k) * HW] = acc[g][k];
+    }
+}
+
 template <typename T>
 __device__ void channel_mix_impl(const T* __restrict__ src, T* __restrict__ dst,
                                  const T* __restrict__ prep, int B, int C, i64 HW, int p_in_smem) {
@@ -69,6 +108,17 @@ __device__ void channel_mix_impl(const T* __restrict__ src, T* __restrict__ dst,
     const T* s = src + b * CHW + hw;
     T* d = dst + b * CHW + hw;
     constexpr int MIX_QUADS = sizeof(T) == 4 ? 12 : 4;
+    if constexpr (sizeof(T) == 4) {
+        if (p_in_smem && C == 4 * G) {
+            switch (G) {
+#define INV_CONV_MIX_CASE(NQ) \
+    case NQ: channel_mix_quads<NQ>(s, d, staged, HW); return;
+                INV_CONV_MIX_CASE(3) INV_CONV_MIX_CASE(4) INV_CONV_MIX_CASE(6)
+                INV_CONV_MIX_CASE(8) INV_CONV_MIX_CASE(12)
+#undef INV_CONV_MIX_CASE
+            }
+        }
+    }
     auto mix = [&](const Quad<T>* p) {
         for (int g0 = 0; g0 < G; g0 += MIX_QUADS) {
             T acc[MIX_QUADS][4] = {};

@@ -79,6 +79,23 @@ def test_large_shapes_and_fallback_windows(shape, order):
     assert rel(cu.weight_grad(x32, g32, order, kh, kw), cpu64("run_weight_grad", x64, g64, order, kh, kw)) < 1e-4
 
 
+@pytest.mark.parametrize("c", [12, 16, 24, 32, 48, 5, 20, 44, 52])
+def test_channel_mix_widths(c, monkeypatch):
+    """z = P·rhs before the sweep (kernels/conv.cu channel_mix): the widths with a compiled-in
+    pass (C = 12, 16, 24, 32, 48) and others, float32, every order, both directions, against
+    float64 on the CPU. The generic sweep is forced so that every shape goes through it."""
+    monkeypatch.setenv("INV_CONV_CUDA_GENERIC", "1")
+    cu = _cuda()
+    shape = (3, c, 7, 9, 3, 3)
+    x64, w64 = problem(shape, torch.float64)
+    g64 = torch.randn_like(x64)
+    x, w, g = (t.to("cuda", torch.float32) for t in (x64, w64, g64))
+    for order in ORDERS:
+        y64 = cpu64("run_forward", x64, w64, order)
+        assert rel(cu.inverse(y64.to("cuda", torch.float32), w, order), x64) < 1e-5
+        assert rel(cu.inverse_adjoint(g, w, order), cpu64("run_inverse_adjoint", g64, w64, order)) < 1e-5
+
+
 def test_weight_grad_is_deterministic():
     cu = _cuda()
     for c in (12, 48):  # the chunked kernel (C = 12) and wgrad_tile (C = 48)
