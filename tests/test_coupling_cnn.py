@@ -1,6 +1,8 @@
 """The coupling CNN's no-grad path on CUDA (each conv + bias + ReLU as one cuDNN call), against
 the same net in float64 and against the cases where it must not run."""
 
+import warnings
+
 import pytest
 import torch
 from torch import nn
@@ -111,3 +113,37 @@ def test_fused_net_not_with_deterministic_algorithms(fused_calls):
             assert _calls_for(layer, y, fused_calls) == 0
     finally:
         torch.use_deterministic_algorithms(old)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
+def test_fused_net_in_half_precision(dtype, fused_calls):
+    layer = _coupling(12, 32, 3, seed=4)
+    y = torch.randn(3, 12, 10, 14, device="cuda")
+    with torch.no_grad():
+        ref = layer.net.double()(y[:, :6].double())
+        layer.to(dtype)
+        out = layer.net_output(y[:, :6].to(dtype))
+    assert len(fused_calls) == 2 and out.dtype == dtype
+    assert ((out.double() - ref).abs().max() / ref.abs().max()).item() < 3e-2
+
+
+def test_a_refused_fused_op_falls_back_to_the_plain_net_with_one_warning(monkeypatch):
+    calls = []
+
+    def refusing(*args):
+        calls.append(1)
+        raise RuntimeError("cuDNN error: CUDNN_STATUS_NOT_SUPPORTED\nmore")
+
+    monkeypatch.setattr(torch, "cudnn_convolution_relu", refusing)
+    monkeypatch.setattr(coupling_module, "_fused_cnn_refused", False)
+    layer = _coupling(6, 16, 3, seed=5)
+    y = torch.randn(2, 6, 8, 8, device="cuda")
+    with torch.no_grad():
+        ref = layer.net(y[:, :3].contiguous(memory_format=torch.channels_last))
+        with pytest.warns(RuntimeWarning, match="CUDNN_STATUS_NOT_SUPPORTED"):
+            out = layer.net_output(y[:, :3])
+        assert torch.equal(out, ref)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert torch.equal(layer.net_output(y[:, :3]), ref)  # no second try, no second warning
+    assert len(calls) == 1

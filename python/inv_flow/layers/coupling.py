@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Tuple
 
 import torch
@@ -23,6 +24,10 @@ _LOG_SIGMOID_OFFSET = F.logsigmoid(torch.tensor(_SCALE_OFFSET, dtype=torch.float
 CHANNELS_LAST_ON_CUDA = True
 
 
+# Set when cuDNN refused the fused op (no engine for a configuration): the plain net from then on.
+_fused_cnn_refused = False
+
+
 def _fused_conv_relu_applies(x: torch.Tensor) -> bool:
     """Whether the CNN's conv + bias + ReLU pairs may each run as one cuDNN call
     (``torch.cudnn_convolution_relu``): CUDA, no gradient wanted, nothing traced, and nothing
@@ -30,7 +35,7 @@ def _fused_conv_relu_applies(x: torch.Tensor) -> bool:
     honouring either). Without it every pair is three kernels (conv, bias add, ReLU) over the
     512-channel activations: at imagenet64 the adds and ReLUs were ~45 % of sampling time.
     ``INV_FLOW_FUSED_CNN=0`` turns it off (A/B runs)."""
-    return (x.is_cuda and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+    return (not _fused_cnn_refused and x.is_cuda and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
             and x.dtype in (torch.float32, torch.float16, torch.bfloat16)
             and torch.backends.cudnn.enabled and not torch.backends.cudnn.deterministic
             and not torch.are_deterministic_algorithms_enabled()
@@ -88,7 +93,15 @@ class AffineCoupling(FlowLayer):
             x_a = x_a.contiguous(memory_format=torch.channels_last)
         if self._net_is_default() and _fused_conv_relu_applies(x_a):
             conv_in, _, conv_hidden, _, conv_out = self.net
-            return conv_out(_conv_relu(conv_hidden, _conv_relu(conv_in, x_a)))
+            try:
+                return conv_out(_conv_relu(conv_hidden, _conv_relu(conv_in, x_a)))
+            except torch.cuda.OutOfMemoryError:
+                raise
+            except RuntimeError as err:  # cuDNN without a fused engine for this configuration
+                global _fused_cnn_refused
+                _fused_cnn_refused = True
+                warnings.warn(f"AffineCoupling: cuDNN's fused conv + ReLU failed ({str(err).splitlines()[0]}); "
+                              "using the unfused network from now on", RuntimeWarning, stacklevel=2)
         return self.net(x_a)
 
     def _net_is_default(self) -> bool:
