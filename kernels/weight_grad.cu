@@ -101,7 +101,19 @@ __device__ void wgrad_reduce_impl(const T* __restrict__ partial, T* __restrict__
         const int co = (int)(e / ((i64)KK * C));
         T s = T(0);
         if (!(t == anchor_t && ci >= co)) {
-            for (int k = 0; k < nblk; ++k) s += partial[(((i64)k * KK + t) * C + co) * C + ci];
+            // Summed in block order, but loaded 8 at a time: one load in flight at a time made
+            // this latency-bound (5.7 µs per call at the cifar10 preset's shapes, H200).
+            const T* p = partial + ((i64)t * C + co) * C + ci;
+            const i64 stride = (i64)KK * C * C;
+            int k = 0;
+            for (; k + 8 <= nblk; k += 8) {
+                T v[8];
+#pragma unroll
+                for (int u = 0; u < 8; ++u) v[u] = p[(k + u) * stride];
+#pragma unroll
+                for (int u = 0; u < 8; ++u) s += v[u];
+            }
+            for (; k < nblk; ++k) s += p[k * stride];
         }
         out[e] = negate ? -s : s;  // negate: the inverse's weight-gradient −Σ u·pad(x)
     }
