@@ -53,9 +53,9 @@ __device__ void conv_impl(const T* __restrict__ in, T* __restrict__ out, const T
 #define MIX_LOADS 8
 
 // One pass with C = 4·NQ known at compile time (float32, Pᵀ staged, C ≤ 48): the unrolled
-// loops carry no bounds checks. ncu at S2 (H200) showed the checks of the
-// runtime-sized loops roughly doubling the instructions issued. Instantiated for the common
-// widths only (C = 12, 16, 24, 32, 48): each instance adds to NVRTC's time at first use.
+// loops carry no bounds checks (ncu at S2 on the H200: the runtime-sized loops' checks about
+// doubled the instructions issued). Instantiated for the common widths only (C = 12, 16, 24,
+// 32, 48): each instance adds to NVRTC's time at first use.
 template <int NQ>
 __device__ void channel_mix_quads(const float* __restrict__ s, float* __restrict__ d,
                                   const Quad<float>* p, i64 HW) {

@@ -253,7 +253,7 @@ impl RegsPlan {
 
 /// `solve_regs` variants: (C, lanes per dot product, output channels per thread, entry point,
 /// launch bound). The first of each C is the default, the fastest measured at the presets'
-/// shapes in CUDA graphs (H200, ninth session: C = 24 t2o1 0.0373 / 0.0178 ms at 16² / 8²,
+/// shapes in CUDA graphs (H200: C = 24 t2o1 0.0373 / 0.0178 ms at 16² / 8²,
 /// t4o2 0.0413 / 0.0190); `INV_CONV_SOLVE_TSPLIT` picks another by its lane count (A/B timing,
 /// tests).
 const REGS_VARIANTS: [(usize, usize, usize, &str, usize); 6] = [

@@ -35,8 +35,8 @@ def _fused_conv_relu_applies(x: torch.Tensor) -> bool:
     honouring either). Without it every pair is three kernels (conv, bias add, ReLU) over the
     512-channel activations: at imagenet64 the adds and ReLUs were ~45 % of sampling time.
     ``INV_FLOW_FUSED_CNN=0`` turns it off (A/B runs)."""
-    return (not _fused_cnn_refused and x.is_cuda and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
-            and x.dtype in (torch.float32, torch.float16, torch.bfloat16)
+    return (not _fused_cnn_refused and x.is_cuda and not torch.is_grad_enabled()
+            and not torch.compiler.is_compiling() and x.dtype in (torch.float32, torch.float16, torch.bfloat16)
             and torch.backends.cudnn.enabled and not torch.backends.cudnn.deterministic
             and not torch.are_deterministic_algorithms_enabled()
             and os.environ.get("INV_FLOW_FUSED_CNN") != "0")
