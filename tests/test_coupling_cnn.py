@@ -1,6 +1,7 @@
 """The coupling CNN's no-grad path on CUDA (each conv + bias + ReLU as one cuDNN call), against
 the same net in float64 and against the cases where it must not run."""
 
+import copy
 import warnings
 
 import pytest
@@ -28,11 +29,13 @@ def fused_calls(monkeypatch):
 
 
 @pytest.fixture
-def no_tf32():
-    old = torch.backends.cudnn.allow_tf32
-    torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cudnn.allow_tf32 = old
+def no_tf32(monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+
+
+def _float64_net(layer):
+    """The oracle: a float64 copy of the layer's net (the layer itself stays as it is)."""
+    return copy.deepcopy(layer.net).double()
 
 
 def _coupling(c, hidden, kernel_size, seed):
@@ -56,8 +59,8 @@ def test_fused_net_matches_the_float64_net(shape, kernel_size, channels_last, fu
     with torch.no_grad():
         out = layer.net_output(y[:, :layer.num_conditioning])
         assert len(fused_calls) == 2, "the fused conv + ReLU did not run"
-        ref = layer.net.double()(y[:, :layer.num_conditioning].double())
-        assert torch.equal(out, layer.float().net_output(y[:, :layer.num_conditioning]))  # repeatable
+        assert torch.equal(out, layer.net_output(y[:, :layer.num_conditioning]))  # repeatable
+        ref = _float64_net(layer)(y[:, :layer.num_conditioning].double())
     assert out.dtype == torch.float32 and out.shape == ref.shape
     assert ((out.double() - ref).abs().max() / ref.abs().max()).item() < 1e-5
 
@@ -120,7 +123,7 @@ def test_fused_net_in_half_precision(dtype, fused_calls):
     layer = _coupling(12, 32, 3, seed=4)
     y = torch.randn(3, 12, 10, 14, device="cuda")
     with torch.no_grad():
-        ref = layer.net.double()(y[:, :6].double())
+        ref = _float64_net(layer)(y[:, :6].double())
         layer.to(dtype)
         out = layer.net_output(y[:, :6].to(dtype))
     assert len(fused_calls) == 2 and out.dtype == dtype
