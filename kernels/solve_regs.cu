@@ -302,18 +302,60 @@ __device__ void solve_regs_impl(const float* y_all, float* x_all, const float* _
     }
 }
 
+// A chain of solves in one launch (an Inverse-Flow unit's four orders): layer l solves
+// x_l = A_l⁻¹ x_{l−1} (x_{−1} = y; the adjoint with `adjoint`) for a sample whose whole image is
+// one tile, writing every x_l. The same code as one launch per layer, so the results are
+// bitwise those; a layer's output goes through global memory (the backward needs it anyway),
+// which the block barrier between layers makes visible to the block's threads. Per layer the
+// entry takes x, w and (anchor row, anchor column, flip_h, flip_w); the tap signs follow from
+// the flips. They are picked by the layer index from the kernel's parameters (a local array of
+// them would live in local memory).
+template <typename A>
+__device__ __forceinline__ A chain_pick(int l, A a0, A a1, A a2, A a3) {
+    static_assert(INV_CONV_CHAIN_MAX_LAYERS == 4, "one argument per layer");
+    return l == 0 ? a0 : l == 1 ? a1 : l == 2 ? a2 : a3;
+}
+
+// One layer of the chain as a call, not inlined: register allocation then sees one solve, as
+// in the one-layer entry, instead of a solve plus the layer loop's state (inlined, the chain
+// spilled 24–272 bytes at the 168-register limit and each solve ran ~20 % slower, H200).
+template <int C, int TSPLIT, int COPT>
+__device__ __noinline__ void solve_regs_layer(const float* y, float* x, const float* w, int H,
+                                              int W, int KH, int KW, int ai, int aj, int th,
+                                              int tw, int flip_h, int flip_w, int adjoint) {
+    solve_regs_impl<C, TSPLIT, COPT>(y, x, w, H, W, KH, KW, ai, aj, th, tw, flip_h, flip_w,
+                                     adjoint, H, W, 0, 1);
+}
+
 // MAXT: the launch bound, from the registers a thread holds (NT·COPT·C coefficients).
-#define INV_CONV_SOLVE_REGS_ENTRY(NAME, CHANNELS, LANES, COPT, MAXT)                          \
+#define INV_CONV_SOLVE_REGS_ENTRY(NAME, CHAIN, CHANNELS, LANES, COPT, MAXT)                   \
     extern "C" __global__ void __launch_bounds__(MAXT) NAME(                                   \
         const float* y, float* x, const float* w, int H, int W, int KH, int KW, int ai, int aj, \
         int th, int tw, int flip_h, int flip_w, int adjoint, int tile_h, int tile_w, int td,   \
         int tiles_w) {                                                                         \
         solve_regs_impl<CHANNELS, LANES, COPT>(y, x, w, H, W, KH, KW, ai, aj, th, tw, flip_h,   \
                                                flip_w, adjoint, tile_h, tile_w, td, tiles_w);  \
+    }                                                                                          \
+    extern "C" __global__ void __launch_bounds__(MAXT) CHAIN(                                  \
+        const float* y, float* x0, float* x1, float* x2, float* x3, const float* w0,           \
+        const float* w1, const float* w2, const float* w3, int layers, int H, int W, int KH,   \
+        int KW, int adjoint, int ai0, int aj0, int fh0, int fw0, int ai1, int aj1, int fh1,    \
+        int fw1, int ai2, int aj2, int fh2, int fw2, int ai3, int aj3, int fh3, int fw3) {     \
+        const int sign = adjoint ? -1 : 1;                                                     \
+        _Pragma("unroll 1") for (int l = 0; l < layers; ++l) {                                 \
+            if (l > 0) __syncthreads(); /* x_{l-1} written, shared memory free */              \
+            const int fh = chain_pick(l, fh0, fh1, fh2, fh3);                                  \
+            const int fw = chain_pick(l, fw0, fw1, fw2, fw3);                                  \
+            solve_regs_layer<CHANNELS, LANES, COPT>(                                           \
+                l == 0 ? y : chain_pick(l - 1, x0, x1, x2, x3), chain_pick(l, x0, x1, x2, x3), \
+                chain_pick(l, w0, w1, w2, w3), H, W, KH, KW, chain_pick(l, ai0, ai1, ai2, ai3), \
+                chain_pick(l, aj0, aj1, aj2, aj3), fh ? -sign : sign, fw ? -sign : sign, fh,    \
+                fw, adjoint);                                                                  \
+        }                                                                                      \
     }
-INV_CONV_SOLVE_REGS_ENTRY(solve_regs_c12_t1_o1_f32, 12, 1, 1, INV_CONV_SOLVE_REGS_THREADS_96)
-INV_CONV_SOLVE_REGS_ENTRY(solve_regs_c12_t4_o4_f32, 12, 4, 4, INV_CONV_SOLVE_REGS_THREADS_96)
-INV_CONV_SOLVE_REGS_ENTRY(solve_regs_c12_t8_o4_f32, 12, 8, 4, INV_CONV_SOLVE_REGS_THREADS_48)
-INV_CONV_SOLVE_REGS_ENTRY(solve_regs_c24_t2_o1_f32, 24, 2, 1, INV_CONV_SOLVE_REGS_THREADS_96)
-INV_CONV_SOLVE_REGS_ENTRY(solve_regs_c24_t4_o2_f32, 24, 4, 2, INV_CONV_SOLVE_REGS_THREADS_96)
-INV_CONV_SOLVE_REGS_ENTRY(solve_regs_c24_t8_o4_f32, 24, 8, 4, INV_CONV_SOLVE_REGS_THREADS_96)
+INV_CONV_SOLVE_REGS_ENTRY(solve_regs_c12_t1_o1_f32, solve_chain_c12_t1_o1_f32, 12, 1, 1, INV_CONV_SOLVE_REGS_THREADS_96)
+INV_CONV_SOLVE_REGS_ENTRY(solve_regs_c12_t4_o4_f32, solve_chain_c12_t4_o4_f32, 12, 4, 4, INV_CONV_SOLVE_REGS_THREADS_96)
+INV_CONV_SOLVE_REGS_ENTRY(solve_regs_c12_t8_o4_f32, solve_chain_c12_t8_o4_f32, 12, 8, 4, INV_CONV_SOLVE_REGS_THREADS_48)
+INV_CONV_SOLVE_REGS_ENTRY(solve_regs_c24_t2_o1_f32, solve_chain_c24_t2_o1_f32, 24, 2, 1, INV_CONV_SOLVE_REGS_THREADS_96)
+INV_CONV_SOLVE_REGS_ENTRY(solve_regs_c24_t4_o2_f32, solve_chain_c24_t4_o2_f32, 24, 4, 2, INV_CONV_SOLVE_REGS_THREADS_96)
+INV_CONV_SOLVE_REGS_ENTRY(solve_regs_c24_t8_o4_f32, solve_chain_c24_t8_o4_f32, 24, 8, 4, INV_CONV_SOLVE_REGS_THREADS_96)

@@ -10,6 +10,17 @@
 //     fixed order; the block writes partial[k][t][co][ci].
 //   wgrad_reduce: one thread per output entry sums the nblk partials in order, applies the
 //     mask and optionally negates (the fused inverse backward).
+// A launch may serve up to four layers of one shape (an Inverse-Flow unit's backward): grid.z
+// (grid.y for wgrad_reduce) is the layer, which picks its x, g and anchor and its slice of the
+// partial sums and of the output; each layer's sums are those of a launch of its own.
+
+// The argument of this block's layer (blockIdx.z) among one per layer.
+template <typename A>
+__device__ __forceinline__ A wgrad_layer_arg(A a0, A a1, A a2, A a3) {
+    static_assert(INV_CONV_CHAIN_MAX_LAYERS == 4, "one argument per layer");
+    const int z = blockIdx.z;
+    return z == 0 ? a0 : z == 1 ? a1 : z == 2 ? a2 : a3;
+}
 
 template <typename T>
 __device__ void wgrad_partial_impl(const T* __restrict__ x, const T* __restrict__ g,
@@ -94,6 +105,8 @@ template <typename T>
 __device__ void wgrad_reduce_impl(const T* __restrict__ partial, T* __restrict__ out, int C,
                                   int KK, int anchor_t, int nblk, int negate) {
     const i64 total = (i64)C * C * KK;
+    partial += (i64)blockIdx.y * nblk * total;  // this layer's partials and output
+    out += (i64)blockIdx.y * total;
     for (i64 e = blockIdx.x * (i64)blockDim.x + threadIdx.x; e < total;
          e += (i64)gridDim.x * blockDim.x) {
         const int t = (int)(e % KK);
@@ -119,24 +132,37 @@ __device__ void wgrad_reduce_impl(const T* __restrict__ partial, T* __restrict__
     }
 }
 
-extern "C" __global__ void wgrad_partial_f32(const float* x, const float* g, float* partial, int B,
-                                             int C, int H, int W, int KH, int KW, int ai, int aj,
-                                             int chunk) {
-    wgrad_partial_impl<float>(x, g, partial, B, C, H, W, KH, KW, ai, aj, chunk);
-}
-extern "C" __global__ void wgrad_partial_f64(const double* x, const double* g, double* partial,
-                                             int B, int C, int H, int W, int KH, int KW, int ai,
-                                             int aj, int chunk) {
-    wgrad_partial_impl<double>(x, g, partial, B, C, H, W, KH, KW, ai, aj, chunk);
-}
-extern "C" __global__ void wgrad_reduce_f32(const float* partial, float* out, int C, int KK,
-                                            int anchor_t, int nblk, int negate) {
-    wgrad_reduce_impl<float>(partial, out, C, KK, anchor_t, nblk, negate);
-}
-extern "C" __global__ void wgrad_reduce_f64(const double* partial, double* out, int C, int KK,
-                                            int anchor_t, int nblk, int negate) {
-    wgrad_reduce_impl<double>(partial, out, C, KK, anchor_t, nblk, negate);
-}
+// This block's layer's x, g, anchor and slice of the partial sums (gridDim.x blocks × KK ×
+// C × C each) in the layered entry points, which take x0..x3, g0..g3, ai0..ai3, aj0..aj3.
+#define WGRAD_LAYER_X wgrad_layer_arg(x0, x1, x2, x3)
+#define WGRAD_LAYER_G wgrad_layer_arg(g0, g1, g2, g3)
+#define WGRAD_LAYER_AI wgrad_layer_arg(ai0, ai1, ai2, ai3)
+#define WGRAD_LAYER_AJ wgrad_layer_arg(aj0, aj1, aj2, aj3)
+#define WGRAD_LAYER_PARTIAL (partial + (i64)blockIdx.z * gridDim.x * KH * KW * C * C)
+
+#define WGRAD_PARTIAL_ENTRY(T, SFX)                                                            \
+    extern "C" __global__ void wgrad_partial_##SFX(                                            \
+        const T* x0, const T* x1, const T* x2, const T* x3, const T* g0, const T* g1,          \
+        const T* g2, const T* g3, T* partial, int B, int C, int H, int W, int KH, int KW,      \
+        int ai0, int aj0, int ai1, int aj1, int ai2, int aj2, int ai3, int aj3, int chunk) {   \
+        wgrad_partial_impl<T>(WGRAD_LAYER_X, WGRAD_LAYER_G, WGRAD_LAYER_PARTIAL, B, C, H, W,   \
+                              KH, KW, WGRAD_LAYER_AI, WGRAD_LAYER_AJ, chunk);                  \
+    }
+WGRAD_PARTIAL_ENTRY(float, f32)
+WGRAD_PARTIAL_ENTRY(double, f64)
+
+// grid.y: the layer, anchor_t0..3 its anchor tap.
+#define WGRAD_REDUCE_ENTRY(T, SFX)                                                             \
+    extern "C" __global__ void wgrad_reduce_##SFX(const T* partial, T* out, int C, int KK,     \
+                                                  int anchor_t0, int anchor_t1, int anchor_t2,  \
+                                                  int anchor_t3, int nblk, int negate) {        \
+        const int l = blockIdx.y;                                                              \
+        const int anchor_t = l == 0 ? anchor_t0 : l == 1 ? anchor_t1 : l == 2 ? anchor_t2      \
+                                                                               : anchor_t3;    \
+        wgrad_reduce_impl<T>(partial, out, C, KK, anchor_t, nblk, negate);                     \
+    }
+WGRAD_REDUCE_ENTRY(float, f32)
+WGRAD_REDUCE_ENTRY(double, f64)
 
 // ---------------------------------------------------------------------------------------------
 // wgrad_tile: one staging per pixel tile for all taps. Block k takes the spatial tiles
@@ -310,17 +336,18 @@ __device__ void wgrad_tile_impl(const T* __restrict__ x, const T* __restrict__ g
     }
 }
 
-#define WGRAD_TILE_ENTRY(KWT)                                                                    \
-    extern "C" __global__ void __launch_bounds__(INV_CONV_WGRAD_TILE_THREADS_F32)               \
-        wgrad_tile##KWT##_f32(const float* x, const float* g, float* partial, int B, int C,      \
-                              int H, int W, int KH, int ai, int aj, int TR, int TW) {            \
-        wgrad_tile_impl<float, KWT, INV_CONV_WGRAD_TILE_PX_F32>(x, g, partial, B, C, H, W, KH, ai, aj, TR, TW);           \
-    }                                                                                            \
-    extern "C" __global__ void __launch_bounds__(INV_CONV_WGRAD_TILE_THREADS_F64)               \
-        wgrad_tile##KWT##_f64(const double* x, const double* g, double* partial, int B, int C,   \
-                              int H, int W, int KH, int ai, int aj, int TR, int TW) {            \
-        wgrad_tile_impl<double, KWT, INV_CONV_WGRAD_TILE_PX_F64>(x, g, partial, B, C, H, W, KH, ai, aj, TR, TW);          \
+#define WGRAD_TILE_ENTRY(KWT, T, SFX, BOUND, PX)                                               \
+    extern "C" __global__ void __launch_bounds__(BOUND) wgrad_tile##KWT##_##SFX(               \
+        const T* x0, const T* x1, const T* x2, const T* x3, const T* g0, const T* g1,          \
+        const T* g2, const T* g3, T* partial, int B, int C, int H, int W, int KH, int ai0,     \
+        int aj0, int ai1, int aj1, int ai2, int aj2, int ai3, int aj3, int TR, int TW) {       \
+        const int KW = KWT;                                                                    \
+        wgrad_tile_impl<T, KWT, PX>(WGRAD_LAYER_X, WGRAD_LAYER_G, WGRAD_LAYER_PARTIAL, B, C, H, \
+                                    W, KH, WGRAD_LAYER_AI, WGRAD_LAYER_AJ, TR, TW);            \
     }
-WGRAD_TILE_ENTRY(1)
-WGRAD_TILE_ENTRY(2)
-WGRAD_TILE_ENTRY(3)
+WGRAD_TILE_ENTRY(1, float, f32, INV_CONV_WGRAD_TILE_THREADS_F32, INV_CONV_WGRAD_TILE_PX_F32)
+WGRAD_TILE_ENTRY(1, double, f64, INV_CONV_WGRAD_TILE_THREADS_F64, INV_CONV_WGRAD_TILE_PX_F64)
+WGRAD_TILE_ENTRY(2, float, f32, INV_CONV_WGRAD_TILE_THREADS_F32, INV_CONV_WGRAD_TILE_PX_F32)
+WGRAD_TILE_ENTRY(2, double, f64, INV_CONV_WGRAD_TILE_THREADS_F64, INV_CONV_WGRAD_TILE_PX_F64)
+WGRAD_TILE_ENTRY(3, float, f32, INV_CONV_WGRAD_TILE_THREADS_F32, INV_CONV_WGRAD_TILE_PX_F32)
+WGRAD_TILE_ENTRY(3, double, f64, INV_CONV_WGRAD_TILE_THREADS_F64, INV_CONV_WGRAD_TILE_PX_F64)

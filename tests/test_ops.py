@@ -285,7 +285,7 @@ def test_fake_tensors_keep_device_dtype_and_shape(device):
 
 # Every op registered with torch.library under inv_conv::, and whether it has an autograd formula.
 CUSTOM_OPS = {"forward": True, "inverse": True, "forward_adjoint": False, "inverse_adjoint": False,
-              "weight_grad": False, "inverse_backward": False}
+              "weight_grad": False, "inverse_backward": False, "inverse_chain": True, "inverse_chain_backward": False}
 # (order, dtype, shape): odd, non-square images and kernels, C = 1, both dtypes, every order.
 OPCHECK_SAMPLES = [("TL", torch.float64, (2, 3, 5, 4, 3, 2)), ("TR", torch.float32, (1, 2, 3, 6, 1, 3)),
                    ("BL", torch.float64, (3, 1, 4, 7, 2, 2)), ("BR", torch.float32, (2, 5, 7, 3, 3, 3))]
@@ -308,6 +308,19 @@ def test_opcheck(device, name):
             args = (x, grad, order, *shape[4:])
         elif name == "inverse_backward":
             args = (oracle.inv_conv2d(x, weight, order), grad, weight, order)
+        elif name in ("inverse_chain", "inverse_chain_backward"):
+            # Three layers: this sample's order, then the others (weights of one shape).
+            orders = [order, *[o for o in ORDERS if o != order][:2]]
+            weights = [weight, *(random_problem(shape, dtype, device=device)[1] for _ in range(2))]
+            if name == "inverse_chain":
+                differentiable = dtype == torch.float64
+                args = (x.requires_grad_(differentiable), [w.requires_grad_(differentiable) for w in weights],
+                        ",".join(orders))
+            else:
+                xs = [oracle.inv_conv2d(x, weights[0], orders[0])]
+                for w, o in zip(weights[1:], orders[1:]):
+                    xs.append(oracle.inv_conv2d(xs[-1], w, o))
+                args = (torch.stack(xs[:-1]), xs[-1], grad, weights, ",".join(orders))
         else:
             differentiable = CUSTOM_OPS[name] and dtype == torch.float64
             args = (x.requires_grad_(differentiable), weight.requires_grad_(differentiable), order)

@@ -35,6 +35,8 @@ __all__ = [
     "weight_grad",
     "inverse_backward",
     "conv_chain",
+    "inverse_chain",
+    "inverse_chain_backward",
 ]
 
 _lock = threading.Lock()
@@ -283,3 +285,39 @@ def conv_chain(x: torch.Tensor, weights: list, orders: list, coupling=None, actn
         out.data_ptr(), coupling_arg, actnorm_arg,
     )
     return out if launched else None
+
+
+def inverse_chain(y: torch.Tensor, weights: list, orders: list, outs: list) -> bool:
+    """``outs[l] = A_l⁻¹ outs[l − 1]`` (``outs[−1]`` = y) for each layer, in one launch; False,
+    launching nothing, where that kernel does not apply (the caller then solves layer by
+    layer). ``outs``: contiguous tensors of y's shape, dtype and device."""
+    index, stream, name = _common(y, weights[0])
+    y = y.contiguous()
+    weights = [w.contiguous() for w in weights]
+    return _native.cuda_solve_chain(
+        index, stream, name, tuple(y.shape), (weights[0].shape[2], weights[0].shape[3]), list(orders),
+        y.data_ptr(), [w.data_ptr() for w in weights], [o.data_ptr() for o in outs], False,
+    )
+
+
+def inverse_chain_backward(xs: list, grad: torch.Tensor, weights: list, orders: list
+                           ) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+    """The backward of :func:`inverse_chain` given its outputs ``xs`` and ∂/∂xs[−1] ``grad``:
+    (∂/∂y, the stacked weight-gradients (L, C, C, KH, KW)), in two launches and a reduction; None,
+    launching nothing, where the one-launch solve does not apply."""
+    index, stream, name = _common(grad, weights[0])
+    grad = grad.contiguous()
+    weights = [w.contiguous() for w in weights]
+    xs = [x.contiguous() for x in xs]
+    n, (b, c, h, w) = len(weights), grad.shape
+    kernel = (weights[0].shape[2], weights[0].shape[3])
+    us = torch.empty((n, b, c, h, w), dtype=grad.dtype, device=grad.device)
+    grad_w = torch.empty((n, c, c, *kernel), dtype=grad.dtype, device=grad.device)
+    n_scratch = n * _scratch_len(index, name, (b, c, h, w), kernel, orders[0])
+    scratch = torch.empty(n_scratch, dtype=grad.dtype, device=grad.device)
+    launched = _native.cuda_inverse_chain_backward(
+        index, stream, name, (b, c, h, w), kernel, list(orders), [x.data_ptr() for x in xs], grad.data_ptr(),
+        [w.data_ptr() for w in weights], [us[i].data_ptr() for i in range(n)], grad_w.data_ptr(),
+        scratch.data_ptr(), n_scratch,
+    )
+    return (us[0], grad_w) if launched else None

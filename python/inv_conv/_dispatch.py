@@ -150,3 +150,43 @@ def run_conv_chain(x: torch.Tensor, weights: list, orders: list, coupling=None, 
     if actnorm is not None:
         actnorm = tuple(_plain(t) for t in actnorm)
     return _cuda_module().conv_chain(_plain(x), [_plain(w) for w in weights], orders, coupling, actnorm)
+
+
+def run_inverse_chain(y: torch.Tensor, weights: list, orders: list):
+    """``x_l = A_l⁻¹ x_{l−1}`` for each layer (``x_{−1}`` = y): ``(x_last, inter)`` with
+    ``inter`` the (L − 1, B, C, H, W) stack of the others (the backward needs them). On CUDA one
+    launch where the one-launch solve applies; otherwise layer by layer, each output written in
+    place (bitwise the same values either way)."""
+    y = _plain(y)
+    weights = [_plain(w) for w in weights]
+    out = torch.empty_like(y, memory_format=torch.contiguous_format)
+    inter = y.new_empty((len(weights) - 1, *y.shape))
+    outs = [*inter.unbind(0), out]
+    if y.is_cuda:
+        cuda = _cuda_module()
+        if not cuda.inverse_chain(y, weights, orders, outs):
+            for w, order, dst in zip(weights, orders, outs):
+                dst.copy_(cuda.inverse(y, w, order))
+                y = dst
+        return out, inter
+    for w, order, dst in zip(weights, orders, outs):
+        dtype = _cpu_dtype(("y", "weight"), y, w)
+        _native.cpu_inverse(dtype, y.shape, w.shape, order, (y.data_ptr(), w.data_ptr(), dst.data_ptr()))
+        y = dst
+    return out, inter
+
+
+def run_inverse_chain_backward(xs: list, grad: torch.Tensor, weights: list, orders: list):
+    """The backward of :func:`run_inverse_chain` given its outputs ``xs`` (in layer order) and
+    ∂/∂xs[−1]: ``(∂/∂y, grad_w)``, grad_w the (L, C, C, KH, KW) stack of the weights'
+    gradients. On CUDA in three launches where the one-launch solve applies; otherwise one
+    :func:`run_inverse_backward` per layer, last first."""
+    if grad.is_cuda:
+        fused = _cuda_module().inverse_chain_backward([_plain(x) for x in xs], _plain(grad),
+                                                     [_plain(w) for w in weights], orders)
+        if fused is not None:
+            return fused
+    grads = [None] * len(weights)
+    for layer in reversed(range(len(weights))):
+        grad, grads[layer] = run_inverse_backward(xs[layer], grad, weights[layer], orders[layer])
+    return grad, torch.stack(grads)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import nn
 
@@ -92,8 +94,15 @@ class InvFlowUnit(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, context=None):
-        """Density direction through TL, TR, BL, BR: ``(z, logdet)``, logdet zeros [B]."""
-        for layer in self.layers:
+        """Density direction through TL, TR, BL, BR: ``(z, logdet)``, logdet zeros [B] (for
+        Inverse-Flow, one chain of inverses: on CUDA one launch forward, three backward)."""
+        layers = self.layers
+        if (all(layer.direction == "inverse" and not layer.dense_reference for layer in layers)
+                and os.environ.get("INV_CONV_UNIT_CHAIN") != "0"):  # =0: layer by layer (A/B runs)
+            layers[0]._check_input("x", x)
+            z = ops.inv_conv2d_chain(x, [layer.weight for layer in layers], [layer.order for layer in layers])
+            return z, x.new_zeros(x.shape[0])
+        for layer in layers:
             x, _ = layer(x)
         return x, x.new_zeros(x.shape[0])
 

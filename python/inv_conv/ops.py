@@ -594,3 +594,138 @@ def fused_chain_applies(*tensors) -> bool:
     return (x.is_cuda and x.dtype in _dispatch.FLOAT_DTYPES
             and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
             and all(_fast_path_ok(t, x) for t in tensors))
+
+
+# ---------------------------------------------------------------------------------------------
+# A chain of inverses (an Inverse-Flow unit's density direction, TL → TR → BL → BR): one op, so
+# that on CUDA the four solves run as one launch and the backward as an adjoint chain in one
+# launch plus one weight-gradient launch and one reduction for all four weights, where per-layer
+# ops take 16 launches. Bitwise the per-layer values. The chain's outputs other than the last
+# are returned for the backward only (not differentiable).
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_chain(y, weights, orders) -> None:
+    if len(weights) != len(orders) or not 1 <= len(weights) <= 4:
+        raise ValueError(f"weights and orders: the chain takes 1 to 4 layers, one order each; "
+                         f"got {len(weights)} weights and {len(orders)} orders")
+    for i, (w, order) in enumerate(zip(weights, orders)):
+        _dispatch.check_match(("y", f"weights[{i}]"), y, w)
+        if w.shape != weights[0].shape:
+            raise ValueError(f"weights must all have one shape; weights[0] is {tuple(weights[0].shape)}, "
+                             f"weights[{i}] {tuple(w.shape)}")
+        _dispatch.check_shapes("y", y, w, order)
+
+
+@torch.library.custom_op(f"{_LIB}::inverse_chain", mutates_args=())
+def _inverse_chain_op(y: torch.Tensor, weights: list[torch.Tensor], orders: str
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x_last, inter): x_l = A_l⁻¹ x_{l−1} (x_{−1} = y), inter the stack of x_0 … x_{L−2};
+    ``orders`` comma-separated (a schema takes no list of strings)."""
+    orders = orders.split(",")
+    _check_chain(y, weights, orders)
+    return _dispatch.run_inverse_chain(y, weights, orders)
+
+
+@_inverse_chain_op.register_fake
+def _(y, weights, orders):
+    _check_chain(y, weights, orders.split(","))
+    return torch.empty_like(y, memory_format=torch.contiguous_format), y.new_empty((len(weights) - 1, *y.shape))
+
+
+@torch.library.custom_op(f"{_LIB}::inverse_chain_backward", mutates_args=())
+def _inverse_chain_backward_op(inter: torch.Tensor, x: torch.Tensor, grad: torch.Tensor,
+                               weights: list[torch.Tensor], orders: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(∂/∂y, the (L, C, C, KH, KW) stack of the weights' gradients) of inverse_chain."""
+    orders = orders.split(",")
+    _check_chain(grad, weights, orders)
+    return _dispatch.run_inverse_chain_backward([*inter.unbind(0), x], grad, weights, orders)
+
+
+@_inverse_chain_backward_op.register_fake
+def _(inter, x, grad, weights, orders):
+    _check_chain(grad, weights, orders.split(","))
+    return (torch.empty_like(grad, memory_format=torch.contiguous_format),
+            grad.new_empty((len(weights), *weights[0].shape)))
+
+
+def _chain_double_backward(y, weights, orders, g):
+    """The chain's vector-Jacobian product as a differentiable graph (under ``create_graph``):
+    the chain recomputed layer by layer with differentiable ops, then differentiated."""
+    with torch.enable_grad():
+        x = y
+        for w, order in zip(weights, orders):
+            x = inv_conv2d(x, w, order)
+        inputs = [t for t in (y, *weights) if t.requires_grad]
+        grads = iter(torch.autograd.grad(x, inputs, g, create_graph=True, allow_unused=True))
+    return [next(grads) if t.requires_grad else None for t in (y, *weights)]
+
+
+def _chain_setup(ctx, inputs, output):
+    y, weights, ctx.orders = inputs
+    ctx.mark_non_differentiable(output[1])
+    ctx.save_for_backward(y, output[1], output[0], *weights)
+
+
+def _chain_backward(ctx, g, _):
+    y, inter, x, *weights = ctx.saved_tensors
+    if torch.is_grad_enabled():
+        grad_y, *grad_ws = _chain_double_backward(y, weights, ctx.orders.split(","), g)
+        return grad_y, grad_ws, None
+    grad_y, grad_w = _inverse_chain_backward_op(inter, x, g, weights, ctx.orders)
+    return grad_y, list(grad_w.unbind(0)), None
+
+
+_inverse_chain_op.register_autograd(_chain_backward, setup_context=_chain_setup)
+for _device in ("cpu", "cuda"):
+    for _name in ("inverse_chain", "inverse_chain_backward"):
+        torch.library.register_autocast(f"{_LIB}::{_name}", _device, torch.float32)
+
+
+class _InvChainFn(torch.autograd.Function):
+    """The eager chain (plain tensors, nothing traced, no torch.func transform or forward AD)."""
+
+    @staticmethod
+    def forward(ctx, y, orders, *weights):
+        x, inter = _dispatch.run_inverse_chain(y, weights, orders)
+        ctx.orders = orders
+        ctx.save_for_backward(y, inter, x, *weights)
+        return x
+
+    @staticmethod
+    def backward(ctx, g):
+        y, inter, x, *weights = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            grad_y, *grad_ws = _chain_double_backward(y, weights, ctx.orders, g)
+            return grad_y, None, *grad_ws
+        grad_y, grad_w = _dispatch.run_inverse_chain_backward([*inter.unbind(0), x], g, weights, ctx.orders)
+        return grad_y, None, *grad_w.unbind(0)
+
+
+def inv_conv2d_chain(y, weights, orders):
+    """``inv_conv2d`` applied for each (weight, order) pair in turn, ``weights[0]`` first: the
+    density direction of a stack of masked convolutions (an Inverse-Flow unit runs TL, TR, BL,
+    BR). The same values as the layer-by-layer calls, bit for bit; on CUDA, for float32, 3 × 3
+    kernels and C = 12 or 24 (images that fit one block's shared memory), up to four layers
+    solve in one launch and their backward in three. Differentiable like :func:`inv_conv2d`
+    (under torch.func transforms and forward-mode AD, by the per-layer ops)."""
+    weights, orders = _chain_layers(weights, orders)
+    # (torch.compile traces through the check below as if a transform were active: it takes
+    # the custom op instead.)
+    if isinstance(y, np.ndarray) or (not torch.compiler.is_compiling() and _forward_mode_active()):
+        for w, order in zip(weights, orders):
+            y = inv_conv2d(y, w, order)
+        return y
+    if len(weights) > 4:
+        return inv_conv2d_chain(inv_conv2d_chain(y, weights[:4], orders[:4]), weights[4:], orders[4:])
+    prepared = [_prepare(("y", f"weights[{i}]"), y, w) for i, w in enumerate(weights)]
+    inp, out_dtype = prepared[0][0], prepared[0][2]
+    weights = [w for _, w, _ in prepared]
+    if all(_fast_path_ok(inp, w) for w in weights):
+        _check_chain(inp, weights, orders)
+        needs_grad = torch.is_grad_enabled() and (inp.requires_grad or any(w.requires_grad for w in weights))
+        out = (_InvChainFn.apply(inp, orders, *weights) if needs_grad
+               else _dispatch.run_inverse_chain(inp, weights, orders)[0])
+    else:
+        out = _inverse_chain_op(inp, weights, ",".join(orders))[0]
+    return out if out.dtype == out_dtype else out.to(out_dtype)

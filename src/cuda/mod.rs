@@ -39,8 +39,11 @@ pub use conv::{conv, conv_chain, ChainEnds, CouplingEnd};
 pub use device::{device, device_count, driver, Device};
 use plan::padded;
 pub use plan::{prep_len, DeviceProps};
-pub use solve::solve;
-pub use wgrad::{inverse_backward, weight_grad, weight_grad_scratch_len};
+pub use solve::{solve, solve_chain};
+pub use wgrad::{
+    inverse_backward, inverse_chain_backward, weight_grad, weight_grad_layers,
+    weight_grad_scratch_len,
+};
 
 /// Element type of the buffers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -5,17 +5,108 @@
 
 use super::conv::prepare_taps;
 use super::device::{device, launch, Args};
-use super::limits::CHANNEL_MIX_MAX_SMEM;
+use super::limits::{CHAIN_MAX_LAYERS, CHANNEL_MIX_MAX_SMEM};
 use super::plan::{
     band_plan, blk_plan, generic_sweep_plan, padded, prep_len, regs_plan, sweep_plan, tile_plan,
-    GenericSweepPlan, Window,
+    GenericSweepPlan, RegsPlan, Window,
 };
 use super::{
     batch_too_large, check_scratch, dims, generic_only, grid_1d, solve_tile, solve_tsplit,
     sweep_blk, sweep_ctas, Dims, Dtype, Target, THREADS,
 };
-use crate::error::Result;
-use crate::geometry::Problem;
+use crate::error::{Error, Result};
+use crate::geometry::{Order, Problem};
+
+/// Canonical coordinates: the axes flipped so that the sweep starts at the corner that depends
+/// on nothing (the order's start for the inverse, the opposite corner for the adjoint), and the
+/// tap signs (th, tw) that follow. Returns (flip_h, flip_w, th, tw).
+fn canonical(p: &Problem, adjoint: bool) -> (bool, bool, i32, i32) {
+    let sign = if adjoint { -1 } else { 1 };
+    let (rows_ascending, cols_ascending) = p.sweep_ascending(adjoint);
+    let (flip_h, flip_w) = (!rows_ascending, !cols_ascending);
+    let th = sign * if flip_h { -1 } else { 1 };
+    let tw = sign * if flip_w { -1 } else { 1 };
+    (flip_h, flip_w, th, tw)
+}
+
+/// Dynamic shared memory the solves plan with: the device's, less 1 KB for the kernels' static
+/// shared memory (their tap tables).
+fn smem_budget(max_smem: u32) -> usize {
+    max_smem as usize - 1024
+}
+
+/// The one-launch plan (`solve_regs`) where it applies and is not overridden by the A/B
+/// switches (generic kernels, banded sweeps).
+fn regs_launch_plan(p: &Problem, dt: Dtype, max_smem: u32) -> Option<RegsPlan> {
+    regs_plan(p, dt, smem_budget(max_smem), solve_tsplit(), solve_tile())
+        .filter(|_| !generic_only() && sweep_ctas().map_or(true, |n| n <= 1))
+}
+
+/// A chain of solves, `outs[l] = A_l⁻¹ outs[l − 1]` (`outs[−1]` = `rhs`; `A_l` of `orders[l]`
+/// and `weights[l]`; the adjoints with `adjoint`), in one launch (kernels/solve_regs.cu,
+/// `solve_chain_*`): bitwise the results of one [`solve`] per layer. Returns `Ok(false)`,
+/// launching nothing, unless the one-launch plan applies with a sample's whole image in one
+/// block (the caller then solves layer by layer).
+pub fn solve_chain(
+    p: &Problem,
+    orders: &[Order],
+    dt: Dtype,
+    t: Target,
+    rhs: u64,
+    weights: &[u64],
+    outs: &[u64],
+    adjoint: bool,
+) -> Result<bool> {
+    let layers = orders.len();
+    if layers == 0 || layers > CHAIN_MAX_LAYERS || weights.len() != layers || outs.len() != layers {
+        return Err(Error::Shape(format!(
+            "solve_chain takes 1 to {CHAIN_MAX_LAYERS} layers with one weight and one output each; got {layers} orders, {} weights and {} outputs",
+            weights.len(),
+            outs.len()
+        )));
+    }
+    let d = dims(p)?;
+    let dev = device(t.device)?;
+    let Some(plan) = regs_launch_plan(p, dt, dev.max_smem).filter(|plan| plan.tiles(p) == (1, 1))
+    else {
+        return Ok(false);
+    };
+    let samples = u32::try_from(p.batch)
+        .ok()
+        .filter(|&b| b <= i32::MAX as u32)
+        .ok_or_else(|| batch_too_large(p.batch, 1))?;
+    let mut args = Args::default().ptr(rhs);
+    for l in 0..CHAIN_MAX_LAYERS {
+        args = args.ptr(outs.get(l).copied().unwrap_or(0));
+    }
+    for l in 0..CHAIN_MAX_LAYERS {
+        args = args.ptr(weights.get(l).copied().unwrap_or(0));
+    }
+    args = args.ints(&[layers as i32, d.h, d.w, d.kh, d.kw, adjoint as i32]);
+    for l in 0..CHAIN_MAX_LAYERS {
+        let (ai, aj, flip_h, flip_w) = match orders.get(l) {
+            Some(&order) => {
+                let layer = Problem { order, ..*p };
+                let (ai, aj) = layer.anchor();
+                let (flip_h, flip_w, _, _) = canonical(&layer, adjoint);
+                (ai as i32, aj as i32, flip_h as i32, flip_w as i32)
+            }
+            None => (0, 0, 0, 0),
+        };
+        args = args.ints(&[ai, aj, flip_h, flip_w]);
+    }
+    let kernel = plan.kernel.replacen("solve_regs_", "solve_chain_", 1);
+    launch(
+        &dev,
+        &kernel,
+        (samples, 1, 1),
+        plan.threads,
+        plan.smem as u32,
+        t.stream,
+        args,
+    )?;
+    Ok(true)
+}
 
 /// The arguments every sweep kernel takes first: the image being solved in place, the
 /// coefficients, the problem's dimensions, the canonical tap signs and axis flips, and the ring
@@ -52,13 +143,7 @@ pub fn solve(
     let d = dims(p)?;
     let dev = device(t.device)?;
     let sfx = dt.suffix();
-    // Canonical coordinates: flip the axes so that the sweep starts at the corner that depends
-    // on nothing (the order's start for the inverse, the opposite corner for the adjoint).
-    let sign = if adjoint { -1 } else { 1 };
-    let (rows_ascending, cols_ascending) = p.sweep_ascending(adjoint);
-    let (flip_h, flip_w) = (!rows_ascending, !cols_ascending);
-    let th = sign * if flip_h { -1 } else { 1 };
-    let tw = sign * if flip_w { -1 } else { 1 };
+    let (flip_h, flip_w, th, tw) = canonical(p, adjoint);
     let batch = |ncta: usize| {
         u32::try_from(p.batch)
             .ok()
@@ -66,16 +151,13 @@ pub fn solve(
             .filter(|&g| g <= i32::MAX as u32)
             .ok_or_else(|| batch_too_large(p.batch, ncta))
     };
-    // Keep 1 KB for the kernels' static shared memory (their tap tables).
-    let smem_budget = dev.max_smem as usize - 1024;
+    let smem_budget = smem_budget(dev.max_smem);
     let ctas = sweep_ctas();
 
     // The presets' shapes: everything in one launch per tile anti-diagonal (one launch in all
     // where the image fits a block; no coefficient scratch used). A request for banded sweeps
     // (more than one CTA per sample) keeps those.
-    let regs = regs_plan(p, dt, smem_budget, solve_tsplit(), solve_tile())
-        .filter(|_| !generic_only() && ctas.map_or(true, |n| n <= 1));
-    if let Some(plan) = regs {
+    if let Some(plan) = regs_launch_plan(p, dt, dev.max_smem) {
         let (tiles_h, tiles_w) = plan.tiles(p);
         let samples = batch(1)?;
         for td in 0..tiles_h + tiles_w - 1 {

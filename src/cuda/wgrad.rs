@@ -4,11 +4,13 @@
 #![allow(clippy::too_many_arguments)]
 
 use super::device::{device, launch, Args};
+use super::limits::CHAIN_MAX_LAYERS;
 use super::plan::{wgrad_plan, WgradPlan};
 use super::solve::solve;
+use super::solve::solve_chain;
 use super::{check_scratch, dims, generic_only, grid_1d, Dtype, Target, THREADS};
 use crate::error::{Error, Result};
-use crate::geometry::Problem;
+use crate::geometry::{Order, Problem};
 
 /// Elements of scratch [`weight_grad`] needs on device `ordinal` (compiles the kernels if this
 /// is the device's first use).
@@ -31,6 +33,37 @@ pub fn weight_grad(
     scratch_elems: usize,
     negate: bool,
 ) -> Result<()> {
+    weight_grad_layers(
+        p,
+        dt,
+        t,
+        &[(x, g, p.order)],
+        out,
+        scratch,
+        scratch_elems,
+        negate,
+    )
+}
+
+/// [`weight_grad`] of up to four layers of one shape in one launch (and one reduction): layer
+/// `l` = (x, g, order) writes its (C, C, KH, KW) gradient at `out + l·C·C·KH·KW` elements,
+/// bitwise what its own call writes. Scratch: `layers.len()` times [`weight_grad_scratch_len`].
+pub fn weight_grad_layers(
+    p: &Problem,
+    dt: Dtype,
+    t: Target,
+    layers: &[(u64, u64, Order)],
+    out: u64,
+    scratch: u64,
+    scratch_elems: usize,
+    negate: bool,
+) -> Result<()> {
+    let n_layers = layers.len();
+    if n_layers == 0 || n_layers > CHAIN_MAX_LAYERS {
+        return Err(Error::Shape(format!(
+            "weight_grad takes 1 to {CHAIN_MAX_LAYERS} layers; got {n_layers}"
+        )));
+    }
     let d = dims(p)?;
     let dev = device(t.device)?;
     let plan = wgrad_plan(p, dt, &dev.props(), generic_only())?;
@@ -38,18 +71,41 @@ pub fn weight_grad(
     check_scratch(
         "weight_grad",
         scratch_elems,
-        plan.nblk() as usize * kk * p.channels * p.channels,
+        n_layers * plan.nblk() as usize * kk * p.channels * p.channels,
     )?;
+    // Each layer's x and g, then (partial sums), sizes, and each layer's anchor; unused
+    // layer slots repeat the first layer (never read: grid.z is the layer count).
+    let layer = |l: usize| layers.get(l).copied().unwrap_or(layers[0]);
+    let mut args = Args::default();
+    for l in 0..CHAIN_MAX_LAYERS {
+        args = args.ptr(layer(l).0);
+    }
+    for l in 0..CHAIN_MAX_LAYERS {
+        args = args.ptr(layer(l).1);
+    }
+    let anchors: Vec<(usize, usize)> = (0..CHAIN_MAX_LAYERS)
+        .map(|l| {
+            Problem {
+                order: layer(l).2,
+                ..*p
+            }
+            .anchor()
+        })
+        .collect();
+    let anchor_args = |args: Args| {
+        anchors
+            .iter()
+            .fold(args, |a, &(ai, aj)| a.int(ai as i32).int(aj as i32))
+    };
     let sfx = dt.suffix();
+    let z = n_layers as u32;
     match plan {
         WgradPlan::Chunk { chunk, nblk, smem } => {
-            let args = Args::default()
-                .ptr(x)
-                .ptr(g)
+            let args = args
                 .ptr(scratch)
                 .ints(&[d.b, d.c])
-                .ints(&d.geometry())
-                .int(chunk as i32);
+                .ints(&[d.h, d.w, d.kh, d.kw]);
+            let args = anchor_args(args).int(chunk as i32);
             let taps = u32::try_from(kk)
                 .ok()
                 .filter(|&k| k <= 65535)
@@ -61,7 +117,7 @@ pub fn weight_grad(
             launch(
                 &dev,
                 &format!("wgrad_partial_{sfx}"),
-                (nblk, taps, 1),
+                (nblk, taps, z),
                 THREADS,
                 smem,
                 t.stream,
@@ -75,15 +131,12 @@ pub fn weight_grad(
             nblk,
             smem,
         } => {
-            let args = Args::default()
-                .ptr(x)
-                .ptr(g)
-                .ptr(scratch)
-                .ints(&[d.b, d.c, d.h, d.w, d.kh, d.ai, d.aj, tr as i32, tw as i32]);
+            let args = args.ptr(scratch).ints(&[d.b, d.c, d.h, d.w, d.kh]);
+            let args = anchor_args(args).ints(&[tr as i32, tw as i32]);
             launch(
                 &dev,
                 &format!("wgrad_tile{}_{sfx}", p.kernel_w),
-                (nblk, 1, 1),
+                (nblk, 1, z),
                 threads,
                 smem,
                 t.stream,
@@ -92,17 +145,21 @@ pub fn weight_grad(
         }
     }
     let n = (kk * p.channels * p.channels) as u64;
-    let args = Args::default().ptr(scratch).ptr(out).ints(&[
-        d.c,
-        d.kk,
-        d.anchor_t,
-        plan.nblk() as i32,
-        negate as i32,
-    ]);
+    let args = Args::default()
+        .ptr(scratch)
+        .ptr(out)
+        .ints(&[d.c, d.kk])
+        .ints(
+            &anchors
+                .iter()
+                .map(|&(ai, aj)| (ai * p.kernel_w + aj) as i32)
+                .collect::<Vec<_>>(),
+        )
+        .ints(&[plan.nblk() as i32, negate as i32]);
     launch(
         &dev,
         &format!("wgrad_reduce_{sfx}"),
-        (grid_1d(n, THREADS)?.min(4096), 1, 1),
+        (grid_1d(n, THREADS)?.min(4096), z, 1),
         THREADS,
         0,
         t.stream,
@@ -128,4 +185,44 @@ pub fn inverse_backward(
 ) -> Result<()> {
     solve(p, dt, t, g, weight, u, prep, prep_elems, true)?;
     weight_grad(p, dt, t, x, u, grad_w, scratch, scratch_elems, true)
+}
+
+/// The backward of a chain of inverses `x_l = A_l⁻¹ x_{l−1}` (`x_{−1}` = y; `A_l` of
+/// `orders[l]` and `weights[l]`) given `xs[l]` = x_l and `g` = ∂/∂x_last: the adjoint chain
+/// `us[l] = A_l⁻ᵀ us[l + 1]` (`us[last + 1]` = g; `us[0]` is ∂/∂y) in one launch, then
+/// `grad_w[l] = −Σ us[l] · pad(xs[l])` (masked), all layers in one launch, at `grad_w + l·C·C·KH·KW`.
+/// Bitwise one [`inverse_backward`] per layer. `scratch` of `orders.len()` times
+/// [`weight_grad_scratch_len`]. Returns `Ok(false)`, launching nothing, where [`solve_chain`]
+/// does not apply.
+pub fn inverse_chain_backward(
+    p: &Problem,
+    orders: &[Order],
+    dt: Dtype,
+    t: Target,
+    xs: &[u64],
+    g: u64,
+    weights: &[u64],
+    us: &[u64],
+    grad_w: u64,
+    scratch: u64,
+    scratch_elems: usize,
+) -> Result<bool> {
+    let n = orders.len();
+    if xs.len() != n || us.len() != n || weights.len() != n {
+        return Err(Error::Shape(format!(
+            "inverse_chain_backward: {n} orders need as many x, u and weight buffers; got {}, {} and {}",
+            xs.len(),
+            us.len(),
+            weights.len()
+        )));
+    }
+    // The adjoint chain runs the layers last to first.
+    let rev = |v: &[u64]| v.iter().rev().copied().collect::<Vec<_>>();
+    let rev_orders: Vec<Order> = orders.iter().rev().copied().collect();
+    if !solve_chain(p, &rev_orders, dt, t, g, &rev(weights), &rev(us), true)? {
+        return Ok(false);
+    }
+    let layers: Vec<(u64, u64, Order)> = (0..n).map(|l| (xs[l], us[l], orders[l])).collect();
+    weight_grad_layers(p, dt, t, &layers, grad_w, scratch, scratch_elems, true)?;
+    Ok(true)
 }

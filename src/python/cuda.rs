@@ -207,6 +207,57 @@ launch_binding! {
     }
 }
 
+/// Parsed orders, and the problem, dtype and target of the first (a chain's layers differ only
+/// in their order).
+fn chain_launch(
+    device: usize,
+    stream: u64,
+    dtype_name: &str,
+    shape: (usize, usize, usize, usize),
+    kernel: (usize, usize),
+    orders: &[String],
+) -> PyResult<(Vec<crate::geometry::Order>, Problem, Dtype, Target)> {
+    let orders = orders
+        .iter()
+        .map(|o| parse_order(o))
+        .collect::<PyResult<Vec<_>>>()?;
+    let first = orders.first().map_or("TL", |o| o.as_str());
+    let (p, dt, t) = launch(device, stream, dtype_name, shape, kernel, first)?;
+    Ok((orders, p, dt, t))
+}
+
+launch_binding! {
+    /// The inverses of `orders` (weights at `weights`) applied in sequence, `input` → `outs[0]`
+    /// → … → `outs[last]`, in one launch (`adjoint`: the transposed inverses). False (nothing
+    /// launched) where the one-launch solve does not apply: the caller then solves layer by layer.
+    fn cuda_solve_chain(
+        py, device, stream, dtype_name, shape, kernel;
+        orders: Vec<String>, input: u64, weights: Vec<u64>, outs: Vec<u64>, adjoint: bool,
+    ) -> bool {
+        let (orders, p, dt, t) = chain_launch(device, stream, dtype_name, shape, kernel, &orders)?;
+        detached(py, || cuda::solve_chain(&p, &orders, dt, t, input, &weights, &outs, adjoint))
+    }
+}
+
+launch_binding! {
+    /// The backward of a chain of inverses (`cuda::inverse_chain_backward`): `xs` the chain's
+    /// outputs, `grad` ∂/∂(last output); writes `us[l]` (∂/∂(layer l's input)) and the stacked
+    /// weight-gradients `grad_w` (L, C, C, KH, KW). `scratch` of L × cuda_weight_grad_scratch_len
+    /// elements. False (nothing launched) where the one-launch solve does not apply.
+    fn cuda_inverse_chain_backward(
+        py, device, stream, dtype_name, shape, kernel;
+        orders: Vec<String>, xs: Vec<u64>, grad: u64, weights: Vec<u64>, us: Vec<u64>,
+        grad_w: u64, scratch: u64, scratch_len: usize,
+    ) -> bool {
+        let (orders, p, dt, t) = chain_launch(device, stream, dtype_name, shape, kernel, &orders)?;
+        detached(py, || {
+            cuda::inverse_chain_backward(
+                &p, &orders, dt, t, &xs, grad, &weights, &us, grad_w, scratch, scratch_len,
+            )
+        })
+    }
+}
+
 /// A chain's coupling end as Python passes it: (h, (batch, channel, pixel) strides of h,
 /// split, offset, log_offset).
 type CouplingArg = (u64, (i64, i64, i64), usize, f64, f64);
@@ -232,12 +283,7 @@ launch_binding! {
             }),
             actnorm,
         };
-        let orders = orders
-            .iter()
-            .map(|o| parse_order(o))
-            .collect::<PyResult<Vec<_>>>()?;
-        let first = orders.first().map_or("TL", |o| o.as_str());
-        let (p, dt, t) = launch(device, stream, dtype_name, shape, kernel, first)?;
+        let (orders, p, dt, t) = chain_launch(device, stream, dtype_name, shape, kernel, &orders)?;
         detached(py, || cuda::conv_chain(&p, &orders, dt, t, input, &weights, out, &ends))
     }
 }
@@ -279,6 +325,8 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(cuda_weight_grad, m)?)?;
     m.add_function(wrap_pyfunction!(cuda_inverse_backward, m)?)?;
     m.add_function(wrap_pyfunction!(cuda_conv_chain, m)?)?;
+    m.add_function(wrap_pyfunction!(cuda_solve_chain, m)?)?;
+    m.add_function(wrap_pyfunction!(cuda_inverse_chain_backward, m)?)?;
     m.add_function(wrap_pyfunction!(compile_kernels_check, m)?)?;
     Ok(())
 }
