@@ -189,3 +189,15 @@ def test_chain_bad_input_raises_naming_the_argument(bad, match):
     with pytest.raises((ValueError, TypeError), match=match):
         bad(y, weights)
 
+
+
+def test_unit_chain_switch_runs_the_layers_one_by_one(monkeypatch):
+    calls = []
+    run = _dispatch.run_inverse_chain
+    monkeypatch.setattr(_dispatch, "run_inverse_chain", lambda *a: calls.append(1) or run(*a))
+    unit = InvFlowUnit(4, init_std=0.1)
+    x = torch.randn(2, 4, 5, 6)
+    z, _ = unit(x)
+    assert calls == [1]
+    monkeypatch.setenv("INV_CONV_UNIT_CHAIN", "0")
+    assert torch.equal(unit(x)[0], z) and calls == [1]

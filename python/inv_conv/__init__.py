@@ -23,7 +23,8 @@ else:
     from . import interop, reference
     from .compat import dw, dy, forward, inverse
     from .nn import InvConv2d, InvFlowUnit
-    from .ops import conv2d, conv2d_chain, conv2d_transpose, conv2d_weight_grad, inv_conv2d, inv_conv2d_transpose
+    from .ops import (conv2d, conv2d_chain, conv2d_transpose, conv2d_weight_grad, inv_conv2d, inv_conv2d_chain,
+                      inv_conv2d_transpose)
 
 from importlib import metadata as _metadata
 
@@ -45,6 +46,7 @@ def cuda_available() -> bool:
 
 _NUMPY_API = ["CudaError", "__version__", "ORDERS", "conv2d", "conv2d_transpose", "conv2d_weight_grad", "cuda_available",
               "inv_conv2d", "inv_conv2d_transpose"]
-_TORCH_API = ["InvConv2d", "InvFlowUnit", "conv2d_chain", "dw", "dy", "forward", "interop", "inverse", "reference"]
+_TORCH_API = ["InvConv2d", "InvFlowUnit", "conv2d_chain", "dw", "dy", "forward", "interop", "inv_conv2d_chain", "inverse",
+              "reference"]
 # Without torch only the numpy functions exist.
 __all__ = sorted(_NUMPY_API + (_TORCH_API if "InvConv2d" in globals() else []))

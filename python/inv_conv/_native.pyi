@@ -1,7 +1,7 @@
 """Type stubs for the Rust extension ``inv_conv._native`` (CPU ops on numpy arrays and on raw
 addresses, CUDA ops on raw device addresses)."""
 
-from typing import Optional, Protocol, Tuple, TypeVar
+from typing import List, Optional, Protocol, Tuple, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -111,6 +111,28 @@ def cuda_inverse_backward(
     buffers: Tuple[int, int, int, int, int], prep: int, prep_len: int, scratch: int, scratch_len: int,
 ) -> None:
     """buffers = (x, grad, weight, u, grad_w): u = A⁻ᵀ grad, grad_w = −Σ u·pad(x) (masked)."""
+
+def cuda_conv_chain(
+    device: int, stream: int, dtype_name: str, shape: _Shape, kernel: _Kernel, orders: List[str],
+    input: int, weights: List[int], out: int,
+    coupling: Optional[Tuple[int, Tuple[int, int, int], int, float, float]], actnorm: Optional[Tuple[int, int]],
+) -> bool:
+    """The convolutions of `orders` in sequence, one launch (with an affine coupling's inverse
+    before and an ActNorm's inverse after them); False, launching nothing, where it does not fit."""
+
+def cuda_solve_chain(
+    device: int, stream: int, dtype_name: str, shape: _Shape, kernel: _Kernel, orders: List[str],
+    input: int, weights: List[int], outs: List[int], adjoint: bool,
+) -> bool:
+    """outs[l] = A_l⁻¹ outs[l − 1] (outs[−1] = input; the adjoints with `adjoint`), one launch;
+    False, launching nothing, where the one-launch solve does not apply."""
+
+def cuda_inverse_chain_backward(
+    device: int, stream: int, dtype_name: str, shape: _Shape, kernel: _Kernel, orders: List[str],
+    xs: List[int], grad: int, weights: List[int], us: List[int], grad_w: int, scratch: int, scratch_len: int,
+) -> bool:
+    """The backward of a chain of inverses: us[l] = A_l⁻ᵀ us[l + 1] (us[L] = grad), grad_w (L, C, C,
+    KH, KW) = −Σ us[l]·pad(xs[l]) (masked); False, launching nothing, where the solve chain does not apply."""
 
 def compile_kernels_check(arch: str = "sm_90") -> dict:
     """Compiles every kernel with NVRTC for `arch` (no GPU needed)."""

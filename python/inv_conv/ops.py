@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import sys
 
 import numpy as np
 import torch
@@ -25,6 +26,8 @@ from . import _dispatch, _native, _numpy_api
 from ._args import kernel_pair, normalise_order
 
 _LIB = "inv_conv"
+# Most layers one CUDA chain kernel applies (src/cuda/limits.rs); the CPU takes any number.
+_CHAIN_MAX_LAYERS = getattr(_native, "CUDA_CHAIN_MAX_LAYERS", sys.maxsize)
 
 
 def _image_op(name: str, input_name: str, run):
@@ -529,7 +532,7 @@ def conv2d_chain(x, weights, orders):
         prepared = [_prepare(("x", f"weights[{i}]"), x, w) for i, w in enumerate(weights)]
         inp, out_dtype = prepared[0][0], prepared[0][2]
         needs_grad = torch.is_grad_enabled() and (x.requires_grad or any(w.requires_grad for w in weights))
-        if inp.is_cuda and 1 < len(weights) <= 4 and not needs_grad and _fast_path_ok(inp, prepared[0][1]):
+        if inp.is_cuda and 1 < len(weights) <= _CHAIN_MAX_LAYERS and not needs_grad and _fast_path_ok(inp, prepared[0][1]):
             for (_, w, _), order in zip(prepared, orders):
                 _dispatch.check_shapes("x", inp, w, order)
             out = _dispatch.run_conv_chain(inp, [w for _, w, _ in prepared], orders)
@@ -557,8 +560,9 @@ def conv2d_chain_fused(x, weights, orders, *, coupling=None, actnorm=None):
     Each elementwise step is rounded on its own, in that order, as the same torch ops would.
     """
     weights, orders = _chain_layers(weights, orders)
-    if len(weights) > 4:
-        raise ValueError(f"weights and orders: conv2d_chain_fused takes at most 4 layers; got {len(weights)}")
+    if len(weights) > _CHAIN_MAX_LAYERS:
+        raise ValueError(f"weights and orders: conv2d_chain_fused takes at most {_CHAIN_MAX_LAYERS} layers; "
+                         f"got {len(weights)}")
     _dispatch.check_tensor("x", x)
     for i, w in enumerate(weights):
         _dispatch.check_match(("x", f"weights[{i}]"), x, w)
@@ -606,8 +610,8 @@ def fused_chain_applies(*tensors) -> bool:
 
 
 def _check_chain(y, weights, orders) -> None:
-    if len(weights) != len(orders) or not 1 <= len(weights) <= 4:
-        raise ValueError(f"weights and orders: the chain takes 1 to 4 layers, one order each; "
+    if len(weights) != len(orders) or not 1 <= len(weights) <= _CHAIN_MAX_LAYERS:
+        raise ValueError(f"weights and orders: the chain takes 1 to {_CHAIN_MAX_LAYERS} layers, one order each; "
                          f"got {len(weights)} weights and {len(orders)} orders")
     for i, (w, order) in enumerate(zip(weights, orders)):
         _dispatch.check_match(("y", f"weights[{i}]"), y, w)
@@ -707,7 +711,7 @@ def inv_conv2d_chain(y, weights, orders):
     density direction of a stack of masked convolutions (an Inverse-Flow unit runs TL, TR, BL,
     BR). The same values as the layer-by-layer calls, bit for bit; on CUDA, for float32, 3 × 3
     kernels and C = 12 or 24 (images that fit one block's shared memory), up to four layers
-    solve in one launch and their backward in three. Differentiable like :func:`inv_conv2d`
+    solve in one launch and their backward in three (longer chains in pieces of four). Differentiable like :func:`inv_conv2d`
     (under torch.func transforms and forward-mode AD, by the per-layer ops)."""
     weights, orders = _chain_layers(weights, orders)
     # (torch.compile traces through the check below as if a transform were active: it takes
@@ -716,8 +720,9 @@ def inv_conv2d_chain(y, weights, orders):
         for w, order in zip(weights, orders):
             y = inv_conv2d(y, w, order)
         return y
-    if len(weights) > 4:
-        return inv_conv2d_chain(inv_conv2d_chain(y, weights[:4], orders[:4]), weights[4:], orders[4:])
+    n = _CHAIN_MAX_LAYERS
+    if len(weights) > n:
+        return inv_conv2d_chain(inv_conv2d_chain(y, weights[:n], orders[:n]), weights[n:], orders[n:])
     prepared = [_prepare(("y", f"weights[{i}]"), y, w) for i, w in enumerate(weights)]
     inp, out_dtype = prepared[0][0], prepared[0][2]
     weights = [w for _, w, _ in prepared]

@@ -16,8 +16,11 @@
 //!   anti-diagonal for images larger than a block's shared memory).
 //! - conv_chain (an Inverse-Flow unit's sampling direction): up to four masked convolutions in
 //!   one launch, the image in shared memory; `conv_chain_c{12,24}` for the presets' shapes.
+//! - solve_chain (an Inverse-Flow unit's density direction, or its adjoint): up to four
+//!   `solve_regs` solves in one launch, each block solving its sample layer after layer.
 //! - weight_grad: `wgrad_tile` (one staging of a pixel tile + halo for all taps) or
-//!   `wgrad_partial` (split-K partial sums into caller scratch), then `wgrad_reduce`.
+//!   `wgrad_partial` (split-K partial sums into caller scratch), then `wgrad_reduce`; up to
+//!   four layers of one shape per launch (the unit's backward, `inverse_chain_backward`).
 
 // The ops take a problem, a dtype, a target and raw buffers: more than seven arguments is
 // their nature.

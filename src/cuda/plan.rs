@@ -230,11 +230,13 @@ pub fn blk_plan(
     })
 }
 
-/// The one-launch solve (kernels/solve_regs.cu): entry point, threads per block, shared bytes,
-/// and the tile (the whole image where it fits; else one launch per tile anti-diagonal).
+/// The one-launch solve (kernels/solve_regs.cu): entry point (and its chain's, for
+/// [`solve_chain_plan`]), threads per block, shared bytes, and the tile (the whole image where
+/// it fits; else one launch per tile anti-diagonal).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RegsPlan {
     pub kernel: &'static str,
+    pub chain_kernel: &'static str,
     pub threads: u32,
     pub smem: usize,
     pub tile_h: usize,
@@ -252,17 +254,60 @@ impl RegsPlan {
 }
 
 /// `solve_regs` variants: (C, lanes per dot product, output channels per thread, entry point,
-/// launch bound). The first of each C is the default, the fastest measured at the presets'
+/// the chain's entry point, launch bound). The first of each C is the default, the fastest measured at the presets'
 /// shapes in CUDA graphs (H200: C = 24 t2o1 0.0373 / 0.0178 ms at 16² / 8²,
 /// t4o2 0.0413 / 0.0190); `INV_CONV_SOLVE_TSPLIT` picks another by its lane count (A/B timing,
 /// tests).
-const REGS_VARIANTS: [(usize, usize, usize, &str, usize); 6] = [
-    (12, 4, 4, "solve_regs_c12_t4_o4_f32", SOLVE_REGS_THREADS_96),
-    (12, 8, 4, "solve_regs_c12_t8_o4_f32", SOLVE_REGS_THREADS_48),
-    (12, 1, 1, "solve_regs_c12_t1_o1_f32", SOLVE_REGS_THREADS_96),
-    (24, 2, 1, "solve_regs_c24_t2_o1_f32", SOLVE_REGS_THREADS_96),
-    (24, 4, 2, "solve_regs_c24_t4_o2_f32", SOLVE_REGS_THREADS_96),
-    (24, 8, 4, "solve_regs_c24_t8_o4_f32", SOLVE_REGS_THREADS_96),
+type RegsVariant = (usize, usize, usize, &'static str, &'static str, usize);
+const REGS_VARIANTS: [RegsVariant; 6] = [
+    (
+        12,
+        4,
+        4,
+        "solve_regs_c12_t4_o4_f32",
+        "solve_chain_c12_t4_o4_f32",
+        SOLVE_REGS_THREADS_96,
+    ),
+    (
+        12,
+        8,
+        4,
+        "solve_regs_c12_t8_o4_f32",
+        "solve_chain_c12_t8_o4_f32",
+        SOLVE_REGS_THREADS_48,
+    ),
+    (
+        12,
+        1,
+        1,
+        "solve_regs_c12_t1_o1_f32",
+        "solve_chain_c12_t1_o1_f32",
+        SOLVE_REGS_THREADS_96,
+    ),
+    (
+        24,
+        2,
+        1,
+        "solve_regs_c24_t2_o1_f32",
+        "solve_chain_c24_t2_o1_f32",
+        SOLVE_REGS_THREADS_96,
+    ),
+    (
+        24,
+        4,
+        2,
+        "solve_regs_c24_t4_o2_f32",
+        "solve_chain_c24_t4_o2_f32",
+        SOLVE_REGS_THREADS_96,
+    ),
+    (
+        24,
+        8,
+        4,
+        "solve_regs_c24_t8_o4_f32",
+        "solve_chain_c24_t8_o4_f32",
+        SOLVE_REGS_THREADS_96,
+    ),
 ];
 
 /// Used for float32 problems with KH·KW = 9 and C = 12 or 24 (the flow presets' shapes); None
@@ -283,7 +328,7 @@ pub fn regs_plan(
     if dt != Dtype::F32 || p.kernel_h * p.kernel_w != 9 {
         return None;
     }
-    let &(c, lanes, copt, kernel, bound) = REGS_VARIANTS
+    let &(c, lanes, copt, kernel, chain_kernel, bound) = REGS_VARIANTS
         .iter()
         .find(|v| v.0 == p.channels && tsplit.map_or(true, |t| t == v.1))?;
     // L⁻¹, P, the 8 off-anchor taps' Q and the weight (C × C each, 9 taps), then the window.
@@ -305,11 +350,25 @@ pub fn regs_plan(
     let threads = (slots * per_pixel).div_ceil(32) * 32;
     Some(RegsPlan {
         kernel,
+        chain_kernel,
         threads: threads as u32,
         smem: smem(tile_h, tile_w),
         tile_h,
         tile_w,
     })
+}
+
+/// The solve chain's plan (`solve_chain_*`, several solves in one launch): the one-launch
+/// solve's, where a sample's whole image is one tile (the layers run one after another in
+/// each block); None otherwise.
+pub fn solve_chain_plan(
+    p: &Problem,
+    dt: Dtype,
+    max_smem: usize,
+    tsplit: Option<usize>,
+    max_tile: Option<usize>,
+) -> Option<RegsPlan> {
+    regs_plan(p, dt, max_smem, tsplit, max_tile).filter(|plan| plan.tiles(p) == (1, 1))
 }
 
 /// The banded sweep's plan (`sweep_band{ncta}`, kernels/wavefront.cu, sm_90+): a cluster of
@@ -653,6 +712,35 @@ mod tests {
     }
 
     #[test]
+    fn solve_chain_plan_takes_whole_images_of_the_presets_and_refuses_tiled_ones() {
+        let max = H200.max_smem - 1024;
+        let plan = |c, h, w, ts| {
+            let p = Problem::new("x", &[64, c, h, w], &[c, c, 3, 3], Order::BR).unwrap();
+            solve_chain_plan(&p, Dtype::F32, max, ts, None)
+        };
+        // Every shape of the cifar10, imagenet64 and celeba64 presets' units.
+        for (c, s) in [(12, 16), (24, 8), (12, 32), (24, 16), (24, 32)] {
+            let pl = plan(c, s, s, None).unwrap_or_else(|| panic!("C = {c}, {s}²"));
+            assert_eq!((pl.tile_h, pl.tile_w), (s, s));
+        }
+        assert_eq!(
+            plan(12, 16, 16, None).unwrap().chain_kernel,
+            "solve_chain_c12_t4_o4_f32"
+        );
+        assert_eq!(
+            plan(24, 8, 8, Some(4)).unwrap().chain_kernel,
+            "solve_chain_c24_t4_o2_f32"
+        );
+        // Images that need tiles (one launch per tile diagonal) do not chain.
+        assert!(plan(12, 128, 128, None).is_none());
+        assert!(plan(16, 16, 16, None).is_none());
+        // Each variant's chain entry is its own, with the same shape suffix.
+        for v in REGS_VARIANTS {
+            assert_eq!(v.3.replacen("solve_regs_", "solve_chain_", 1), v.4);
+        }
+    }
+
+    #[test]
     fn regs_plan_covers_the_presets_shapes_and_refuses_the_rest() {
         let max = H200.max_smem - 1024;
         let tiled = |c, h, w, k, dt, ts, cap| {
@@ -683,7 +771,7 @@ mod tests {
             for ts in [None, Some(1), Some(2), Some(4), Some(8)] {
                 if let Some(pl) = plan(c, h, w, 3, Dtype::F32, ts) {
                     let v = REGS_VARIANTS.iter().find(|v| v.3 == pl.kernel).unwrap();
-                    assert!(pl.threads as usize <= v.4 && pl.smem <= max, "{pl:?}");
+                    assert!(pl.threads as usize <= v.5 && pl.smem <= max, "{pl:?}");
                     assert!(pl.threads as usize >= c / v.2 * v.1, "{pl:?}");
                 }
             }

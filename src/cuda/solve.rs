@@ -7,8 +7,8 @@ use super::conv::prepare_taps;
 use super::device::{device, launch, Args};
 use super::limits::{CHAIN_MAX_LAYERS, CHANNEL_MIX_MAX_SMEM};
 use super::plan::{
-    band_plan, blk_plan, generic_sweep_plan, padded, prep_len, regs_plan, sweep_plan, tile_plan,
-    GenericSweepPlan, RegsPlan, Window,
+    band_plan, blk_plan, generic_sweep_plan, padded, prep_len, regs_plan, solve_chain_plan,
+    sweep_plan, tile_plan, GenericSweepPlan, RegsPlan, Window,
 };
 use super::{
     batch_too_large, check_scratch, dims, generic_only, grid_1d, solve_tile, solve_tsplit,
@@ -35,11 +35,15 @@ fn smem_budget(max_smem: u32) -> usize {
     max_smem as usize - 1024
 }
 
-/// The one-launch plan (`solve_regs`) where it applies and is not overridden by the A/B
-/// switches (generic kernels, banded sweeps).
+/// Whether the A/B switches leave the one-launch solve on (no request for the generic kernels
+/// or for banded sweeps of more than one CTA per sample).
+fn regs_allowed() -> bool {
+    !generic_only() && sweep_ctas().map_or(true, |n| n <= 1)
+}
+
+/// The one-launch plan (`solve_regs`) where it applies and the switches allow it.
 fn regs_launch_plan(p: &Problem, dt: Dtype, max_smem: u32) -> Option<RegsPlan> {
-    regs_plan(p, dt, smem_budget(max_smem), solve_tsplit(), solve_tile())
-        .filter(|_| !generic_only() && sweep_ctas().map_or(true, |n| n <= 1))
+    regs_plan(p, dt, smem_budget(max_smem), solve_tsplit(), solve_tile()).filter(|_| regs_allowed())
 }
 
 /// A chain of solves, `outs[l] = A_l⁻¹ outs[l − 1]` (`outs[−1]` = `rhs`; `A_l` of `orders[l]`
@@ -67,8 +71,14 @@ pub fn solve_chain(
     }
     let d = dims(p)?;
     let dev = device(t.device)?;
-    let Some(plan) = regs_launch_plan(p, dt, dev.max_smem).filter(|plan| plan.tiles(p) == (1, 1))
-    else {
+    let plan = solve_chain_plan(
+        p,
+        dt,
+        smem_budget(dev.max_smem),
+        solve_tsplit(),
+        solve_tile(),
+    );
+    let Some(plan) = plan.filter(|_| regs_allowed()) else {
         return Ok(false);
     };
     let samples = u32::try_from(p.batch)
@@ -95,10 +105,9 @@ pub fn solve_chain(
         };
         args = args.ints(&[ai, aj, flip_h, flip_w]);
     }
-    let kernel = plan.kernel.replacen("solve_regs_", "solve_chain_", 1);
     launch(
         &dev,
-        &kernel,
+        plan.chain_kernel,
         (samples, 1, 1),
         plan.threads,
         plan.smem as u32,

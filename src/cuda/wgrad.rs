@@ -6,8 +6,7 @@
 use super::device::{device, launch, Args};
 use super::limits::CHAIN_MAX_LAYERS;
 use super::plan::{wgrad_plan, WgradPlan};
-use super::solve::solve;
-use super::solve::solve_chain;
+use super::solve::{solve, solve_chain};
 use super::{check_scratch, dims, generic_only, grid_1d, Dtype, Target, THREADS};
 use crate::error::{Error, Result};
 use crate::geometry::{Order, Problem};

@@ -312,6 +312,7 @@ fn cuda_entry_points() -> Vec<(&'static str, &'static str)> {
 }
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("CUDA_CHAIN_MAX_LAYERS", cuda::limits::CHAIN_MAX_LAYERS)?;
     m.add_function(wrap_pyfunction!(cuda_entry_points, m)?)?;
     m.add_function(wrap_pyfunction!(cuda_set_nvrtc_path, m)?)?;
     m.add_function(wrap_pyfunction!(cuda_unavailable_reason, m)?)?;
