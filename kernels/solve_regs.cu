@@ -318,7 +318,7 @@ __device__ __forceinline__ A chain_pick(int l, A a0, A a1, A a2, A a3) {
 
 // One layer of the chain as a call, not inlined: register allocation then sees one solve, as
 // in the one-layer entry, instead of a solve plus the layer loop's state (inlined, the chain
-// spilled 24–272 bytes at the 168-register limit and each solve ran ~20 % slower, H200).
+// spilled 24–272 bytes at the 168-register limit and each solve ran 20–25 % slower, H200).
 template <int C, int TSPLIT, int COPT>
 __device__ __noinline__ void solve_regs_layer(const float* y, float* x, const float* w, int H,
                                               int W, int KH, int KW, int ai, int aj, int th,
