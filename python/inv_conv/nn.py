@@ -96,20 +96,19 @@ class InvFlowUnit(nn.Module):
     def forward(self, x: torch.Tensor, context=None):
         """Density direction through TL, TR, BL, BR: ``(z, logdet)``, logdet zeros [B] (for
         Inverse-Flow, one chain of inverses: on CUDA one launch forward, three backward)."""
-        layers = self.layers
-        if (all(layer.direction == "inverse" and not layer.dense_reference for layer in layers)
-                and os.environ.get("INV_CONV_UNIT_CHAIN") != "0"):  # =0: layer by layer (A/B runs)
-            layers[0]._check_input("x", x)
-            z = ops.inv_conv2d_chain(x, [layer.weight for layer in layers], [layer.order for layer in layers])
-            return z, x.new_zeros(x.shape[0])
-        for layer in layers:
+        chain = self._chain(sampling=False)
+        if chain is not None and os.environ.get("INV_CONV_UNIT_CHAIN") != "0":  # =0: layer by layer (A/B runs)
+            self.layers[0]._check_input("x", x)
+            return ops.inv_conv2d_chain(x, *chain), x.new_zeros(x.shape[0])
+        for layer in self.layers:
             x, _ = layer(x)
         return x, x.new_zeros(x.shape[0])
 
-    def _chain(self):
-        """(weights, orders) of the sampling direction, BR first, when it is a chain of
-        masked convolutions (Inverse-Flow's direction, not the dense reference); else None."""
-        layers = list(reversed(self.layers))
+    def _chain(self, sampling: bool = True):
+        """(weights, orders) in the order a direction applies them (sampling: BR first; else TL
+        first) when the unit is Inverse-Flow's chain of masked convolutions (not the dense
+        reference), so that one chain op can run it; else None."""
+        layers = list(reversed(self.layers)) if sampling else list(self.layers)
         if all(layer.direction == "inverse" and not layer.dense_reference for layer in layers):
             return [layer.weight for layer in layers], [layer.order for layer in layers]
         return None

@@ -711,8 +711,9 @@ def inv_conv2d_chain(y, weights, orders):
     density direction of a stack of masked convolutions (an Inverse-Flow unit runs TL, TR, BL,
     BR). The same values as the layer-by-layer calls, bit for bit; on CUDA, for float32, 3 × 3
     kernels and C = 12 or 24 (images that fit one block's shared memory), up to four layers
-    solve in one launch and their backward in three (longer chains in pieces of four). Differentiable like :func:`inv_conv2d`
-    (under torch.func transforms and forward-mode AD, by the per-layer ops)."""
+    solve in one launch and their backward in three (longer chains in pieces of four).
+    Differentiable like :func:`inv_conv2d` (under torch.func transforms and forward-mode AD, by
+    the per-layer ops)."""
     weights, orders = _chain_layers(weights, orders)
     # (torch.compile traces through the check below as if a transform were active: it takes
     # the custom op instead.)

@@ -9,7 +9,7 @@ use super::device::{device, launch, Args, Device};
 use super::limits::{self, CHAIN_MAX_LAYERS};
 use super::plan::{chain_regs_plan, chain_smem, conv_tile_plan, padded, prep_len};
 use super::{
-    batch_too_large, check_scratch, dims, generic_only, grid_1d, Dims, Dtype, Target, THREADS,
+    batch_blocks, check_scratch, dims, generic_only, grid_1d, Dims, Dtype, Target, THREADS,
 };
 use crate::error::{Error, Result};
 use crate::geometry::Problem;
@@ -172,10 +172,7 @@ pub fn conv_chain(
     let Some(smem) = chain_smem(p, dt, dev.max_smem as usize) else {
         return Ok(false);
     };
-    let batch = u32::try_from(p.batch)
-        .ok()
-        .filter(|&b| b <= i32::MAX as u32)
-        .ok_or_else(|| batch_too_large(p.batch, 1))?;
+    let batch = batch_blocks(p.batch, 1)?;
     let items = (padded(p.channels) / 4) * p.pixels();
     let (kernel, threads) = match chain_regs_plan(p, dt).filter(|_| !generic_only()) {
         Some((name, threads)) => (name.to_string(), threads),

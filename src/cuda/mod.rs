@@ -207,6 +207,16 @@ fn grid_1d(n: u64, per_block: u32) -> Result<u32> {
         })
 }
 
+/// Blocks of a launch grid of `blocks_per_sample` blocks per sample, or the error when the
+/// batch does not fit one launch.
+fn batch_blocks(batch: usize, blocks_per_sample: usize) -> Result<u32> {
+    u32::try_from(batch)
+        .ok()
+        .and_then(|b| b.checked_mul(blocks_per_sample as u32))
+        .filter(|&g| g <= i32::MAX as u32)
+        .ok_or_else(|| batch_too_large(batch, blocks_per_sample))
+}
+
 /// The error for a batch that does not fit one launch grid of `blocks_per_sample` blocks each.
 fn batch_too_large(batch: usize, blocks_per_sample: usize) -> Error {
     Error::TooLarge(format!(
@@ -264,7 +274,9 @@ mod tests {
         }
         let e = grid_1d(u64::MAX, THREADS).unwrap_err();
         assert!(matches!(e, Error::TooLarge(_)), "{e:?}");
-        let e = batch_too_large(big, 2);
+        let e = batch_blocks(big, 2).unwrap_err();
         assert!(e.to_string().contains(&format!("batch = {big}")), "{e}");
+        assert_eq!(batch_blocks(1 << 20, 2).unwrap(), 1 << 21);
+        assert!(batch_blocks(i32::MAX as usize / 2 + 1, 2).is_err());
     }
 }

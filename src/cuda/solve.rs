@@ -11,8 +11,8 @@ use super::plan::{
     sweep_plan, tile_plan, GenericSweepPlan, RegsPlan, Window,
 };
 use super::{
-    batch_too_large, check_scratch, dims, generic_only, grid_1d, solve_tile, solve_tsplit,
-    sweep_blk, sweep_ctas, Dims, Dtype, Target, THREADS,
+    batch_blocks, check_scratch, dims, generic_only, grid_1d, solve_tile, solve_tsplit, sweep_blk,
+    sweep_ctas, Dims, Dtype, Target, THREADS,
 };
 use crate::error::{Error, Result};
 use crate::geometry::{Order, Problem};
@@ -81,10 +81,7 @@ pub fn solve_chain(
     let Some(plan) = plan.filter(|_| regs_allowed()) else {
         return Ok(false);
     };
-    let samples = u32::try_from(p.batch)
-        .ok()
-        .filter(|&b| b <= i32::MAX as u32)
-        .ok_or_else(|| batch_too_large(p.batch, 1))?;
+    let samples = batch_blocks(p.batch, 1)?;
     let mut args = Args::default().ptr(rhs);
     for l in 0..CHAIN_MAX_LAYERS {
         args = args.ptr(outs.get(l).copied().unwrap_or(0));
@@ -153,13 +150,7 @@ pub fn solve(
     let dev = device(t.device)?;
     let sfx = dt.suffix();
     let (flip_h, flip_w, th, tw) = canonical(p, adjoint);
-    let batch = |ncta: usize| {
-        u32::try_from(p.batch)
-            .ok()
-            .and_then(|b| b.checked_mul(ncta as u32))
-            .filter(|&g| g <= i32::MAX as u32)
-            .ok_or_else(|| batch_too_large(p.batch, ncta))
-    };
+    let batch = |ncta: usize| batch_blocks(p.batch, ncta);
     let smem_budget = smem_budget(dev.max_smem);
     let ctas = sweep_ctas();
 
