@@ -115,3 +115,19 @@ def test_conv2d_chain_fused_bad_arguments():
         ops.conv2d_chain_fused(x, ws, ORDERS4, actnorm=([0.0] * 4, torch.zeros(4)))
     with pytest.raises(ValueError, match="kernel|weight|channel"):
         ops.conv2d_chain_fused(x, [torch.randn(3, 3, 3, 3)], ["TL"])
+
+
+def test_chains_with_mixed_kernel_sizes(device):
+    """The chain kernels read every weight with the first one's kernel size: a chain of mixed
+    sizes runs layer by layer (conv2d_chain) or is refused (conv2d_chain_fused)."""
+    torch.manual_seed(4)
+    x = torch.randn(2, 4, 6, 5, device=device)
+    ws = [0.1 * torch.randn(4, 4, k, k, device=device) for k in (3, 5, 3)]
+    orders = ORDERS4[:3]
+    with torch.no_grad():
+        ref = x
+        for w, order in zip(ws, orders):
+            ref = ops.conv2d(ref, w, order)
+        assert torch.equal(ops.conv2d_chain(x, ws, orders), ref)
+        with pytest.raises(ValueError, match="weights must all have one shape"):
+            ops.conv2d_chain_fused(x, ws, orders)

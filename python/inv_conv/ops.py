@@ -532,7 +532,10 @@ def conv2d_chain(x, weights, orders):
         prepared = [_prepare(("x", f"weights[{i}]"), x, w) for i, w in enumerate(weights)]
         inp, out_dtype = prepared[0][0], prepared[0][2]
         needs_grad = torch.is_grad_enabled() and (x.requires_grad or any(w.requires_grad for w in weights))
-        if inp.is_cuda and 1 < len(weights) <= _CHAIN_MAX_LAYERS and not needs_grad and _fast_path_ok(inp, prepared[0][1]):
+        # The kernel reads every weight with the first one's kernel size.
+        one_shape = all(w.shape == prepared[0][1].shape for _, w, _ in prepared)
+        if (inp.is_cuda and 1 < len(weights) <= _CHAIN_MAX_LAYERS and one_shape and not needs_grad
+                and _fast_path_ok(inp, prepared[0][1])):
             for (_, w, _), order in zip(prepared, orders):
                 _dispatch.check_shapes("x", inp, w, order)
             out = _dispatch.run_conv_chain(inp, [w for _, w, _ in prepared], orders)
@@ -564,9 +567,7 @@ def conv2d_chain_fused(x, weights, orders, *, coupling=None, actnorm=None):
         raise ValueError(f"weights and orders: conv2d_chain_fused takes at most {_CHAIN_MAX_LAYERS} layers; "
                          f"got {len(weights)}")
     _dispatch.check_tensor("x", x)
-    for i, w in enumerate(weights):
-        _dispatch.check_match(("x", f"weights[{i}]"), x, w)
-        _dispatch.check_shapes("x", x, w, orders[i])
+    _check_chain(x, weights, orders, input_name="x")
     c = x.shape[1]
     extra = []
     if coupling is not None:
@@ -609,16 +610,19 @@ def fused_chain_applies(*tensors) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 
-def _check_chain(y, weights, orders) -> None:
+def _check_chain(inp, weights, orders, input_name: str = "y") -> None:
+    """A chain kernel's arguments: 1 to _CHAIN_MAX_LAYERS layers, one order each, weights of one
+    shape (the kernels read every weight with the first one's kernel size) on ``inp``'s dtype
+    and device, each valid for ``inp``."""
     if len(weights) != len(orders) or not 1 <= len(weights) <= _CHAIN_MAX_LAYERS:
         raise ValueError(f"weights and orders: the chain takes 1 to {_CHAIN_MAX_LAYERS} layers, one order each; "
                          f"got {len(weights)} weights and {len(orders)} orders")
     for i, (w, order) in enumerate(zip(weights, orders)):
-        _dispatch.check_match(("y", f"weights[{i}]"), y, w)
+        _dispatch.check_match((input_name, f"weights[{i}]"), inp, w)
         if w.shape != weights[0].shape:
             raise ValueError(f"weights must all have one shape; weights[0] is {tuple(weights[0].shape)}, "
                              f"weights[{i}] {tuple(w.shape)}")
-        _dispatch.check_shapes("y", y, w, order)
+        _dispatch.check_shapes(input_name, inp, w, order)
 
 
 @torch.library.custom_op(f"{_LIB}::inverse_chain", mutates_args=())
