@@ -10,7 +10,7 @@
 For each preset × family × mode (eager, torch.compile default, torch.compile reduce-overhead):
 drawing 100 samples, the density of a batch (no grad), and a full training step with Adam
 (zero_grad, bits/dim loss, backward, step), each the median of repeats after warm-up (CUDA
-events on a GPU, wall time on the CPU), and the peak memory of the training step. The
+events on a GPU, each call started on an idle device; wall time on the CPU), and the peak memory of the training step. The
 families of a preset and mode are timed in turn, repeat after repeat (a drift in the host's
 speed then affects all of them alike, so their ratios hold). Compilation
 time is reported separately. The models are the presets' architectures with ``family`` set, as
@@ -40,8 +40,14 @@ MODES = ("eager", "default", "reduce-overhead")
 
 
 class Stopwatch:
-    """Times single calls: CUDA events on a GPU (read after one synchronisation at the end),
-    perf_counter on the CPU; ``median(key)`` in milliseconds."""
+    """Times single calls: CUDA events on a GPU, perf_counter on the CPU; ``median(key)`` in
+    milliseconds.
+
+    On a GPU each call starts on an idle device (a synchronisation before its start event).
+    Without it, the host queues part of a call while the GPU still runs the call before, so a
+    host-bound call looked faster by an amount that depended on what ran before it: FInC Flow's
+    imagenet64 sampling measured 28.1 and 37.0 ms in one run, the same call after two different
+    predecessors (BENCHMARKS.md, tenth session)."""
 
     def __init__(self, device: torch.device):
         self.device = device
@@ -50,6 +56,7 @@ class Stopwatch:
     def time(self, key: str, fn) -> None:
         if self.device.type == "cuda":
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            torch.cuda.synchronize(self.device)
             start.record()
             fn()
             end.record()
