@@ -11,13 +11,15 @@
 //
 // Same maths as prepare.cu + channel_mix + sweep_impl, and the same canonical coordinates,
 // flips and tap signs from the host:
-//   1. The weight and the tile's y into shared memory, y pixel-major in a window in
-//      canonical coordinates with a border of KH − 1 rows above and KW − 1 columns to the
-//      left (earlier tiles' x, or zero outside the image), so that every tap read is a plain
-//      load at a constant offset from the pixel.
-//   2. L⁻¹ (unit_lower_inverse) and P; 3. Q_t for the 8 off-anchor taps (4 × 4 register
-//      tiles of P·B_t), and z = P·y in place: every block prepares its own (no scratch, no
-//      launch).
+//   1. The weight into shared memory; 2. L⁻¹ (unit_lower_inverse) and P; 3. Q_t for the 8
+//      off-anchor taps (4 × 4 register tiles of P·B_t): every block prepares its own (no
+//      scratch, no launch). Then the tile's y, pixel-major in a window in canonical
+//      coordinates with a border of KH − 1 rows above and KW − 1 columns to the left (earlier
+//      tiles' x, or zero outside the image), so that every tap read is a plain load at a
+//      constant offset from the pixel; and z = P·y in place.
+//      Steps 1–3 read only the weight: a launch that the host lets start while the one
+//      before it on the stream still runs (programmatic dependent launch, a chain's later
+//      layers) does them meanwhile, and waits for that launch before it reads y.
 //   4. Thread = (pixel slot, COPT output channels, tap part): its NT = 8 / TSPLIT taps'
 //      coefficients Q_t[co][·] live in registers for the whole sweep (NT·COPT·C ≤ 96
 //      floats), the tap loop is unrolled at compile time, and a tap's C input values are C/4
@@ -45,6 +47,21 @@ __device__ __forceinline__ void staged_copy(int n, Load load, Store store) {
             if (e < n) store(e, v[k]);
         }
     }
+}
+
+// Programmatic dependent launch (sm_90 and up; no-ops before): `dependents_may_start` lets
+// the next launch on the stream, if the host marked it programmatic, start its blocks now;
+// `wait_for_prerequisites` waits until the launch before this one has finished and its writes
+// are visible (at once for a launch not so marked).
+__device__ __forceinline__ void dependents_may_start() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void wait_for_prerequisites() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
 }
 
 template <int C, int TSPLIT, int COPT>
@@ -82,19 +99,59 @@ __device__ void solve_regs_impl(const float* y_all, float* x_all, const float* _
         return win + ((lh + PH) * WP + lw + PW) * C;
     };
 
-    // 1. Everything that needs only global memory first, so that the weight's and the
-    // sample's loads are in flight together. The weight goes tap-major, as the matrices B_t
-    // of step 2 (B_t = M_t for the inverse, M_tᵀ for the adjoint; M_t[a][b] = w[a][b][t]).
-    // y goes into the window's cells, pixel-major, 4 channels per thread (coalesced reads);
-    // then the border: the KH − 1 rows above and KW − 1 columns left of the tile, solved
-    // values of earlier tiles where inside the image (earlier launches wrote them to x), zero
-    // outside, so that a tap read needs no bounds test.
+    dependents_may_start();
+    // 1. The weight, tap-major, as the matrices B_t of step 2 (B_t = M_t for the inverse,
+    // M_tᵀ for the adjoint; M_t[a][b] = w[a][b][t]).
     staged_copy<8>(
         C * C * KK, [&](int e) { return w[e]; },
         [&](int e, float v) {
             const int t = e % KK, b = (e / KK) % C, a = e / (KK * C);
             wb[(t * C + (adjoint ? b : a)) * C + (adjoint ? a : b)] = v;
         });
+    __syncthreads();
+
+    // 2. L⁻¹ of the anchor's L (L[r][m] = M_anchor[r][m]), then Pᵀ: P = L⁻¹ (inverse) or L⁻ᵀ
+    // (adjoint).
+    const float* l_anchor = wb + anchor_t * C * C;
+    unit_lower_inverse<float>(
+        [&](int r, int m) { return adjoint ? l_anchor[m * C + r] : l_anchor[r * C + m]; }, linv,
+        C, C);
+    for (int e = threadIdx.x; e < C * C; e += blockDim.x) {
+        const int c = e / C, co = e % C;
+        pt[e] = adjoint ? linv[e] : linv[co * C + c];
+    }
+    __syncthreads();
+
+    // 3. The off-anchor taps' Q_t = P·B_t (inverse_tap_coef's formula: Q_t[co][ci] =
+    // Σ_m Pᵀ[m][co]·B_t[m][ci], m ascending; the terms it skips are exact zeros of the
+    // triangular P here) as 4 × 4 register tiles.
+    for (int item = threadIdx.x; item < TAPS * C4 * C4; item += blockDim.x) {
+        const int tn = item / (C4 * C4), co4 = (item / C4) % C4, ci4 = item % C4;
+        const float* bt = wb + (tn + (tn >= anchor_t)) * C * C;
+        float acc[4][4] = {};
+#pragma unroll
+        for (int m = 0; m < C; ++m) {
+            const float4 a4 = reinterpret_cast<const float4*>(pt + m * C)[co4];
+            const float4 b4 = reinterpret_cast<const float4*>(bt + m * C)[ci4];
+            const float av[4] = {a4.x, a4.y, a4.z, a4.w}, bv[4] = {b4.x, b4.y, b4.z, b4.w};
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+#pragma unroll
+                for (int j = 0; j < 4; ++j) acc[i][j] += av[i] * bv[j];
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+            reinterpret_cast<float4*>(qs + (tn * C + 4 * ci4 + j) * C)[co4] =
+                make_float4(acc[0][j], acc[1][j], acc[2][j], acc[3][j]);
+    }
+
+    // y and earlier tiles' x come from earlier launches: from here on they must be done.
+    // y goes into the window's cells, pixel-major, 4 channels per thread (coalesced reads);
+    // then the border: the KH − 1 rows above and KW − 1 columns left of the tile, solved
+    // values of earlier tiles where inside the image (earlier launches wrote them to x), zero
+    // outside, so that a tap read needs no bounds test.
+    wait_for_prerequisites();
     staged_copy<4>(
         C4 * TP,
         [&](int item) {
@@ -131,43 +188,9 @@ __device__ void solve_regs_impl(const float* y_all, float* x_all, const float* _
         });
     __syncthreads();
 
-    // 2. L⁻¹ of the anchor's L (L[r][m] = M_anchor[r][m]), then Pᵀ: P = L⁻¹ (inverse) or L⁻ᵀ
-    // (adjoint).
-    const float* l_anchor = wb + anchor_t * C * C;
-    unit_lower_inverse<float>(
-        [&](int r, int m) { return adjoint ? l_anchor[m * C + r] : l_anchor[r * C + m]; }, linv,
-        C, C);
-    for (int e = threadIdx.x; e < C * C; e += blockDim.x) {
-        const int c = e / C, co = e % C;
-        pt[e] = adjoint ? linv[e] : linv[co * C + c];
-    }
-    __syncthreads();
-
-    // 3. The off-anchor taps' Q_t = P·B_t (inverse_tap_coef's formula: Q_t[co][ci] =
-    // Σ_m Pᵀ[m][co]·B_t[m][ci], m ascending; the terms it skips are exact zeros of the
-    // triangular P here) as 4 × 4 register tiles; then z = P·y in place, 4 output channels
-    // of a pixel per thread, summed over c in ascending order like channel_mix. A pixel's C/4
-    // threads are in one pass (their reads precede the pass's barrier, their writes follow).
-    for (int item = threadIdx.x; item < TAPS * C4 * C4; item += blockDim.x) {
-        const int tn = item / (C4 * C4), co4 = (item / C4) % C4, ci4 = item % C4;
-        const float* bt = wb + (tn + (tn >= anchor_t)) * C * C;
-        float acc[4][4] = {};
-#pragma unroll
-        for (int m = 0; m < C; ++m) {
-            const float4 a4 = reinterpret_cast<const float4*>(pt + m * C)[co4];
-            const float4 b4 = reinterpret_cast<const float4*>(bt + m * C)[ci4];
-            const float av[4] = {a4.x, a4.y, a4.z, a4.w}, bv[4] = {b4.x, b4.y, b4.z, b4.w};
-#pragma unroll
-            for (int i = 0; i < 4; ++i) {
-#pragma unroll
-                for (int j = 0; j < 4; ++j) acc[i][j] += av[i] * bv[j];
-            }
-        }
-#pragma unroll
-        for (int j = 0; j < 4; ++j)
-            reinterpret_cast<float4*>(qs + (tn * C + 4 * ci4 + j) * C)[co4] =
-                make_float4(acc[0][j], acc[1][j], acc[2][j], acc[3][j]);
-    }
+    // z = P·y in place, 4 output channels of a pixel per thread, summed over c in ascending
+    // order like channel_mix. A pixel's C/4 threads are in one pass (their reads precede the
+    // pass's barrier, their writes follow).
     const int per_pass = blockDim.x / C4 * C4;
     for (int base = 0; base < C4 * TP; base += per_pass) {
         const int item = base + threadIdx.x;
@@ -302,60 +325,18 @@ __device__ void solve_regs_impl(const float* y_all, float* x_all, const float* _
     }
 }
 
-// A chain of solves in one launch (an Inverse-Flow unit's four orders): layer l solves
-// x_l = A_l⁻¹ x_{l−1} (x_{−1} = y; the adjoint with `adjoint`) for a sample whose whole image is
-// one tile, writing every x_l. The same code as one launch per layer, so the results are
-// bitwise those; a layer's output goes through global memory (the backward needs it anyway),
-// which the block barrier between layers makes visible to the block's threads. Per layer the
-// entry takes x, w and (anchor row, anchor column, flip_h, flip_w); the tap signs follow from
-// the flips. They are picked by the layer index from the kernel's parameters (a local array of
-// them would live in local memory).
-template <typename A>
-__device__ __forceinline__ A chain_pick(int l, A a0, A a1, A a2, A a3) {
-    static_assert(INV_CONV_CHAIN_MAX_LAYERS == 4, "one argument per layer");
-    return l == 0 ? a0 : l == 1 ? a1 : l == 2 ? a2 : a3;
-}
-
-// One layer of the chain as a call, not inlined: register allocation then sees one solve, as
-// in the one-layer entry, instead of a solve plus the layer loop's state (inlined, the chain
-// spilled 24–272 bytes at the 168-register limit and each solve ran 20–25 % slower, H200).
-template <int C, int TSPLIT, int COPT>
-__device__ __noinline__ void solve_regs_layer(const float* y, float* x, const float* w, int H,
-                                              int W, int KH, int KW, int ai, int aj, int th,
-                                              int tw, int flip_h, int flip_w, int adjoint) {
-    solve_regs_impl<C, TSPLIT, COPT>(y, x, w, H, W, KH, KW, ai, aj, th, tw, flip_h, flip_w,
-                                     adjoint, H, W, 0, 1);
-}
-
 // MAXT: the launch bound, from the registers a thread holds (NT·COPT·C coefficients).
-#define INV_CONV_SOLVE_REGS_ENTRY(NAME, CHAIN, CHANNELS, LANES, COPT, MAXT)                   \
+#define INV_CONV_SOLVE_REGS_ENTRY(NAME, CHANNELS, LANES, COPT, MAXT)                         \
     extern "C" __global__ void __launch_bounds__(MAXT) NAME(                                   \
         const float* y, float* x, const float* w, int H, int W, int KH, int KW, int ai, int aj, \
         int th, int tw, int flip_h, int flip_w, int adjoint, int tile_h, int tile_w, int td,   \
         int tiles_w) {                                                                         \
         solve_regs_impl<CHANNELS, LANES, COPT>(y, x, w, H, W, KH, KW, ai, aj, th, tw, flip_h,   \
                                                flip_w, adjoint, tile_h, tile_w, td, tiles_w);  \
-    }                                                                                          \
-    extern "C" __global__ void __launch_bounds__(MAXT) CHAIN(                                  \
-        const float* y, float* x0, float* x1, float* x2, float* x3, const float* w0,           \
-        const float* w1, const float* w2, const float* w3, int layers, int H, int W, int KH,   \
-        int KW, int adjoint, int ai0, int aj0, int fh0, int fw0, int ai1, int aj1, int fh1,    \
-        int fw1, int ai2, int aj2, int fh2, int fw2, int ai3, int aj3, int fh3, int fw3) {     \
-        const int sign = adjoint ? -1 : 1;                                                     \
-        _Pragma("unroll 1") for (int l = 0; l < layers; ++l) {                                 \
-            if (l > 0) __syncthreads(); /* x_{l-1} written, shared memory free */              \
-            const int fh = chain_pick(l, fh0, fh1, fh2, fh3);                                  \
-            const int fw = chain_pick(l, fw0, fw1, fw2, fw3);                                  \
-            solve_regs_layer<CHANNELS, LANES, COPT>(                                           \
-                l == 0 ? y : chain_pick(l - 1, x0, x1, x2, x3), chain_pick(l, x0, x1, x2, x3), \
-                chain_pick(l, w0, w1, w2, w3), H, W, KH, KW, chain_pick(l, ai0, ai1, ai2, ai3), \
-                chain_pick(l, aj0, aj1, aj2, aj3), fh ? -sign : sign, fw ? -sign : sign, fh,    \
-                fw, adjoint);                                                                  \
-        }                                                                                      \
     }
-INV_CONV_SOLVE_REGS_ENTRY(solve_regs_c12_t1_o1_f32, solve_chain_c12_t1_o1_f32, 12, 1, 1, INV_CONV_SOLVE_REGS_THREADS_96)
-INV_CONV_SOLVE_REGS_ENTRY(solve_regs_c12_t4_o4_f32, solve_chain_c12_t4_o4_f32, 12, 4, 4, INV_CONV_SOLVE_REGS_THREADS_96)
-INV_CONV_SOLVE_REGS_ENTRY(solve_regs_c12_t8_o4_f32, solve_chain_c12_t8_o4_f32, 12, 8, 4, INV_CONV_SOLVE_REGS_THREADS_48)
-INV_CONV_SOLVE_REGS_ENTRY(solve_regs_c24_t2_o1_f32, solve_chain_c24_t2_o1_f32, 24, 2, 1, INV_CONV_SOLVE_REGS_THREADS_96)
-INV_CONV_SOLVE_REGS_ENTRY(solve_regs_c24_t4_o2_f32, solve_chain_c24_t4_o2_f32, 24, 4, 2, INV_CONV_SOLVE_REGS_THREADS_96)
-INV_CONV_SOLVE_REGS_ENTRY(solve_regs_c24_t8_o4_f32, solve_chain_c24_t8_o4_f32, 24, 8, 4, INV_CONV_SOLVE_REGS_THREADS_96)
+INV_CONV_SOLVE_REGS_ENTRY(solve_regs_c12_t1_o1_f32, 12, 1, 1, INV_CONV_SOLVE_REGS_THREADS_96)
+INV_CONV_SOLVE_REGS_ENTRY(solve_regs_c12_t4_o4_f32, 12, 4, 4, INV_CONV_SOLVE_REGS_THREADS_96)
+INV_CONV_SOLVE_REGS_ENTRY(solve_regs_c12_t8_o4_f32, 12, 8, 4, INV_CONV_SOLVE_REGS_THREADS_48)
+INV_CONV_SOLVE_REGS_ENTRY(solve_regs_c24_t2_o1_f32, 24, 2, 1, INV_CONV_SOLVE_REGS_THREADS_96)
+INV_CONV_SOLVE_REGS_ENTRY(solve_regs_c24_t4_o2_f32, 24, 4, 2, INV_CONV_SOLVE_REGS_THREADS_96)
+INV_CONV_SOLVE_REGS_ENTRY(solve_regs_c24_t8_o4_f32, 24, 8, 4, INV_CONV_SOLVE_REGS_THREADS_96)

@@ -1,6 +1,7 @@
 """``inv_conv2d_chain``: a chain of inverses as one op (an Inverse-Flow unit's density
-direction; on CUDA one launch forward and three backward for the presets' shapes), against
-the per-layer ops bit for bit and against the dense float64 oracle."""
+direction; on CUDA, for the presets' shapes, a solve launch per layer that starts while the
+layer before still solves, and the layers' weight-gradients in one launch), against the
+per-layer ops bit for bit and against the dense float64 oracle."""
 
 import pytest
 import torch
@@ -76,11 +77,14 @@ def test_chain_matches_the_dense_float64_oracle(shape, device):
 
 
 @pytest.mark.cuda
+@pytest.mark.parametrize("pdl", ["1", "0"], ids=["programmatic", "serial"])
 @pytest.mark.parametrize("lanes", ["1", "2", "4", "8"])
 @pytest.mark.parametrize("shape", [(3, 12, 16, 16), (2, 24, 9, 7)], ids=lambda s: "x".join(map(str, s)))
-def test_every_one_launch_variant_chains_bitwise(shape, lanes, monkeypatch):
-    """Each solve_regs variant (INV_CONV_SOLVE_TSPLIT picks it) has a chain entry point."""
+def test_every_one_launch_variant_chains_bitwise(shape, lanes, pdl, monkeypatch):
+    """Each solve_regs variant (INV_CONV_SOLVE_TSPLIT picks it) chains, with its later layers
+    launched programmatically or not (INV_CONV_PDL)."""
     monkeypatch.setenv("INV_CONV_SOLVE_TSPLIT", lanes)
+    monkeypatch.setenv("INV_CONV_PDL", pdl)
     y, weights = _problem(shape, 4, torch.float32, "cuda", seed=int(lanes))
     g = torch.randn_like(y)
     ref = _grads(_layer_by_layer, y, weights, list(ORDERS), g)
@@ -90,7 +94,52 @@ def test_every_one_launch_variant_chains_bitwise(shape, lanes, monkeypatch):
 
 
 @pytest.mark.cuda
-def test_the_unit_trains_with_one_solve_launch_forward_and_three_backward():
+@pytest.mark.parametrize("weights_written_first", [False, True], ids=["plain", "weights-updated-in-graph"])
+def test_chain_in_a_cuda_graph_replays_bitwise_with_new_inputs(weights_written_first):
+    """Captured (as torch.compile's reduce-overhead mode does), the programmatic launches of a
+    chain and its backward replay with fresh inputs to the per-layer ops' values, bit for bit,
+    also when a kernel right before the chain rewrites its weights in place."""
+    shape, orders = (16, 12, 16, 16), list(ORDERS)
+    y, weights = _problem(shape, 4, torch.float32, "cuda", seed=21)
+    ys, ws = y.clone().requires_grad_(), [w.clone().requires_grad_() for w in weights]
+    gs, delta = torch.randn_like(y), torch.zeros_like(weights[0])
+
+    def step():
+        if weights_written_first:
+            with torch.no_grad():
+                for w in ws:
+                    w.add_(delta)
+        out = ops.inv_conv2d_chain(ys, ws, orders)
+        return (out, *torch.autograd.grad(out, [ys, *ws], gs))
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = step()
+    for seed in range(3):
+        y2, w2 = _problem(shape, 4, torch.float32, "cuda", seed=100 + seed)
+        g2 = torch.randn_like(y2)
+        d2 = torch.randn_like(delta) * 1e-3
+        with torch.no_grad():
+            ys.copy_(y2)
+            gs.copy_(g2)
+            delta.copy_(d2 if weights_written_first else torch.zeros_like(d2))
+            for w, new in zip(ws, w2):
+                w.copy_(new)
+        graph.replay()
+        torch.cuda.synchronize()
+        w_used = [w + d2 for w in w2] if weights_written_first else w2
+        ref = _grads(_layer_by_layer, y2, w_used, orders, g2)
+        for name, a, b in zip(["x", "grad y", "grad w0", "grad w1", "grad w2", "grad w3"], captured, ref):
+            assert torch.equal(a, b), f"replay {seed}: {name} differs from the per-layer ops"
+
+
+@pytest.mark.cuda
+def test_the_unit_trains_with_one_solve_launch_per_layer_and_one_weight_gradient():
     from torch.profiler import ProfilerActivity, profile
 
     unit = InvFlowUnit(12, init_std=0.1).cuda()
@@ -103,7 +152,9 @@ def test_the_unit_trains_with_one_solve_launch_forward_and_three_backward():
         torch.cuda.synchronize()
     names = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
     ours = [n for n in names if n.startswith(("solve_", "wgrad_", "prepare_", "channel_mix", "sweep_"))]
-    assert sorted(ours) == sorted(["solve_chain_c12_t4_o4_f32"] * 2 + ["wgrad_partial_f32", "wgrad_reduce_f32"]), names
+    # Four solves forward, four adjoint solves backward, the four weight-gradients in one
+    # launch and one reduction.
+    assert sorted(ours) == sorted(["solve_regs_c12_t4_o4_f32"] * 8 + ["wgrad_partial_f32", "wgrad_reduce_f32"]), names
 
 
 @pytest.mark.parametrize("needs", ["y", "weights", "both"])

@@ -260,6 +260,24 @@ pub(crate) fn launch(
     stream: u64,
     args: Args,
 ) -> Result<()> {
+    launch_with(dev, name, grid, block, smem, stream, args, false)
+}
+
+/// [`launch`]; `programmatic` (compute capability 9.0 and up) lets the launch start while the
+/// one before it on the stream still runs (programmatic dependent launch): its kernel must
+/// wait (`griddepcontrol.wait`) before it touches anything that launch writes, and whatever
+/// it reads before may have been written only by work that finished before that launch began.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn launch_with(
+    dev: &Device,
+    name: &str,
+    grid: (u32, u32, u32),
+    block: u32,
+    smem: u32,
+    stream: u64,
+    args: Args,
+    programmatic: bool,
+) -> Result<()> {
     let (f, signature) = dev.function(name)?;
     if args.kinds != signature {
         return Err(Error::Cuda(format!(
@@ -293,16 +311,37 @@ pub(crate) fn launch(
         dev.ctx
             .bind_to_thread()
             .map_err(|e| cuda_err("cuCtxSetCurrent", e))?;
-        unsafe {
-            result::launch_kernel(
-                f.0,
-                grid,
-                (block, 1, 1),
-                smem,
-                stream as sys::CUstream,
-                &mut params,
-            )
+        if !programmatic {
+            return unsafe {
+                result::launch_kernel(
+                    f.0,
+                    grid,
+                    (block, 1, 1),
+                    smem,
+                    stream as sys::CUstream,
+                    &mut params,
+                )
+            }
+            .map_err(|e| cuda_err(&format!("launching {name}"), e));
         }
-        .map_err(|e| cuda_err(&format!("launching {name}"), e))
+        // SAFETY: a plain-data C struct; all-zero is a valid value, the fields set below.
+        let mut attr: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
+        attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+        attr.value.programmaticStreamSerializationAllowed = 1;
+        let config = sys::CUlaunchConfig {
+            gridDimX: grid.0,
+            gridDimY: grid.1,
+            gridDimZ: grid.2,
+            blockDimX: block,
+            blockDimY: 1,
+            blockDimZ: 1,
+            sharedMemBytes: smem,
+            hStream: stream as sys::CUstream,
+            attrs: &mut attr,
+            numAttrs: 1,
+        };
+        unsafe { sys::cuLaunchKernelEx(&config, f.0, params.as_mut_ptr(), std::ptr::null_mut()) }
+            .result()
+            .map_err(|e| cuda_err(&format!("launching {name} (programmatic)"), e))
     })
 }

@@ -19,7 +19,7 @@ pub const SOURCES: [(&str, &str); 7] = [
 /// each: `p` a device pointer, `i` an `int`, `l` a `long long`. Each launch is checked against
 /// it (the driver cannot tell a wrong argument list), and tests/test_kernels_compile.py checks
 /// it against the declarations in kernels/*.cu.
-pub const ENTRY_POINTS: [(&str, &str); 54] = [
+pub const ENTRY_POINTS: [(&str, &str); 48] = [
     ("prepare_inverse_f32", "ppiiiii"),
     ("prepare_inverse_f64", "ppiiiii"),
     ("prepare_taps_f32", "ppiiii"),
@@ -53,35 +53,11 @@ pub const ENTRY_POINTS: [(&str, &str); 54] = [
     ("sweep_blk_f32", "ppiiiiiiiiiiiiii"),
     ("sweep_blk2_f32", "ppiiiiiiiiiiiiii"),
     ("solve_regs_c12_t1_o1_f32", "pppiiiiiiiiiiiiiii"),
-    (
-        "solve_chain_c12_t1_o1_f32",
-        "pppppppppiiiiiiiiiiiiiiiiiiiiii",
-    ),
     ("solve_regs_c12_t4_o4_f32", "pppiiiiiiiiiiiiiii"),
-    (
-        "solve_chain_c12_t4_o4_f32",
-        "pppppppppiiiiiiiiiiiiiiiiiiiiii",
-    ),
     ("solve_regs_c12_t8_o4_f32", "pppiiiiiiiiiiiiiii"),
-    (
-        "solve_chain_c12_t8_o4_f32",
-        "pppppppppiiiiiiiiiiiiiiiiiiiiii",
-    ),
     ("solve_regs_c24_t2_o1_f32", "pppiiiiiiiiiiiiiii"),
-    (
-        "solve_chain_c24_t2_o1_f32",
-        "pppppppppiiiiiiiiiiiiiiiiiiiiii",
-    ),
     ("solve_regs_c24_t4_o2_f32", "pppiiiiiiiiiiiiiii"),
-    (
-        "solve_chain_c24_t4_o2_f32",
-        "pppppppppiiiiiiiiiiiiiiiiiiiiii",
-    ),
     ("solve_regs_c24_t8_o4_f32", "pppiiiiiiiiiiiiiii"),
-    (
-        "solve_chain_c24_t8_o4_f32",
-        "pppppppppiiiiiiiiiiiiiiiiiiiiii",
-    ),
     ("wgrad_partial_f32", "pppppppppiiiiiiiiiiiiiii"),
     ("wgrad_partial_f64", "pppppppppiiiiiiiiiiiiiii"),
     ("wgrad_tile1_f32", "pppppppppiiiiiiiiiiiiiii"),

@@ -17,7 +17,8 @@
 //! - conv_chain (an Inverse-Flow unit's sampling direction): up to four masked convolutions in
 //!   one launch, the image in shared memory; `conv_chain_c{12,24}` for the presets' shapes.
 //! - solve_chain (an Inverse-Flow unit's density direction, or its adjoint): up to four
-//!   `solve_regs` solves in one launch, each block solving its sample layer after layer.
+//!   `solve_regs` launches, each after the first programmatic (sm_90+: it prepares its
+//!   coefficients while the layer before still solves).
 //! - weight_grad: `wgrad_tile` (one staging of a pixel tile + halo for all taps) or
 //!   `wgrad_partial` (split-K partial sums into caller scratch), then `wgrad_reduce`; up to
 //!   four layers of one shape per launch (the unit's backward, `inverse_chain_backward`).
@@ -109,6 +110,12 @@ fn sweep_ctas() -> Option<usize> {
 /// `sweep_blk` would run: for A/B timing.
 fn sweep_blk() -> bool {
     std::env::var_os("INV_CONV_SWEEP_BLK").map_or(true, |v| v != "0")
+}
+
+/// `INV_CONV_PDL=0` (read at each call) launches a solve chain's layers one after another
+/// instead of letting each start while the one before runs: for A/B timing and for tests.
+fn programmatic_allowed() -> bool {
+    std::env::var_os("INV_CONV_PDL").map_or(true, |v| v != "0")
 }
 
 /// `INV_CONV_SOLVE_TSPLIT=n` (read at each call) picks the `solve_regs` variant, and the

@@ -23,6 +23,12 @@ impl DeviceProps {
     pub fn clusters(&self) -> bool {
         self.compute_capability.0 >= 9
     }
+
+    /// Programmatic dependent launch (a launch that starts while the one before it runs, its
+    /// kernel waiting with `griddepcontrol.wait`): compute capability 9.0 and up.
+    pub fn programmatic_launch(&self) -> bool {
+        self.compute_capability.0 >= 9
+    }
 }
 
 pub fn padded(c: usize) -> usize {
@@ -230,13 +236,12 @@ pub fn blk_plan(
     })
 }
 
-/// The one-launch solve (kernels/solve_regs.cu): entry point (and its chain's, for
-/// [`solve_chain_plan`]), threads per block, shared bytes, and the tile (the whole image where
-/// it fits; else one launch per tile anti-diagonal).
+/// The one-launch solve (kernels/solve_regs.cu): entry point, threads per block, shared
+/// bytes, and the tile (the whole image where it fits; else one launch per tile
+/// anti-diagonal).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RegsPlan {
     pub kernel: &'static str,
-    pub chain_kernel: &'static str,
     pub threads: u32,
     pub smem: usize,
     pub tile_h: usize,
@@ -254,60 +259,18 @@ impl RegsPlan {
 }
 
 /// `solve_regs` variants: (C, lanes per dot product, output channels per thread, entry point,
-/// the chain's entry point, launch bound). The first of each C is the default, the fastest measured at the presets'
+/// launch bound). The first of each C is the default, the fastest measured at the presets'
 /// shapes in CUDA graphs (H200: C = 24 t2o1 0.0373 / 0.0178 ms at 16² / 8²,
 /// t4o2 0.0413 / 0.0190); `INV_CONV_SOLVE_TSPLIT` picks another by its lane count (A/B timing,
 /// tests).
-type RegsVariant = (usize, usize, usize, &'static str, &'static str, usize);
+type RegsVariant = (usize, usize, usize, &'static str, usize);
 const REGS_VARIANTS: [RegsVariant; 6] = [
-    (
-        12,
-        4,
-        4,
-        "solve_regs_c12_t4_o4_f32",
-        "solve_chain_c12_t4_o4_f32",
-        SOLVE_REGS_THREADS_96,
-    ),
-    (
-        12,
-        8,
-        4,
-        "solve_regs_c12_t8_o4_f32",
-        "solve_chain_c12_t8_o4_f32",
-        SOLVE_REGS_THREADS_48,
-    ),
-    (
-        12,
-        1,
-        1,
-        "solve_regs_c12_t1_o1_f32",
-        "solve_chain_c12_t1_o1_f32",
-        SOLVE_REGS_THREADS_96,
-    ),
-    (
-        24,
-        2,
-        1,
-        "solve_regs_c24_t2_o1_f32",
-        "solve_chain_c24_t2_o1_f32",
-        SOLVE_REGS_THREADS_96,
-    ),
-    (
-        24,
-        4,
-        2,
-        "solve_regs_c24_t4_o2_f32",
-        "solve_chain_c24_t4_o2_f32",
-        SOLVE_REGS_THREADS_96,
-    ),
-    (
-        24,
-        8,
-        4,
-        "solve_regs_c24_t8_o4_f32",
-        "solve_chain_c24_t8_o4_f32",
-        SOLVE_REGS_THREADS_96,
-    ),
+    (12, 4, 4, "solve_regs_c12_t4_o4_f32", SOLVE_REGS_THREADS_96),
+    (12, 8, 4, "solve_regs_c12_t8_o4_f32", SOLVE_REGS_THREADS_48),
+    (12, 1, 1, "solve_regs_c12_t1_o1_f32", SOLVE_REGS_THREADS_96),
+    (24, 2, 1, "solve_regs_c24_t2_o1_f32", SOLVE_REGS_THREADS_96),
+    (24, 4, 2, "solve_regs_c24_t4_o2_f32", SOLVE_REGS_THREADS_96),
+    (24, 8, 4, "solve_regs_c24_t8_o4_f32", SOLVE_REGS_THREADS_96),
 ];
 
 /// Used for float32 problems with KH·KW = 9 and C = 12 or 24 (the flow presets' shapes); None
@@ -328,7 +291,7 @@ pub fn regs_plan(
     if dt != Dtype::F32 || p.kernel_h * p.kernel_w != 9 {
         return None;
     }
-    let &(c, lanes, copt, kernel, chain_kernel, bound) = REGS_VARIANTS
+    let &(c, lanes, copt, kernel, bound) = REGS_VARIANTS
         .iter()
         .find(|v| v.0 == p.channels && tsplit.map_or(true, |t| t == v.1))?;
     // L⁻¹, P, the 8 off-anchor taps' Q and the weight (C × C each, 9 taps), then the window.
@@ -350,7 +313,6 @@ pub fn regs_plan(
     let threads = (slots * per_pixel).div_ceil(32) * 32;
     Some(RegsPlan {
         kernel,
-        chain_kernel,
         threads: threads as u32,
         smem: smem(tile_h, tile_w),
         tile_h,
@@ -358,9 +320,8 @@ pub fn regs_plan(
     })
 }
 
-/// The solve chain's plan (`solve_chain_*`, several solves in one launch): the one-launch
-/// solve's, where a sample's whole image is one tile (the layers run one after another in
-/// each block); None otherwise.
+/// The solve chain's plan (one `solve_regs` launch per layer, the later ones programmatic):
+/// the one-launch solve's, where a sample's whole image is one tile; None otherwise.
 pub fn solve_chain_plan(
     p: &Problem,
     dt: Dtype,
@@ -724,20 +685,16 @@ mod tests {
             assert_eq!((pl.tile_h, pl.tile_w), (s, s));
         }
         assert_eq!(
-            plan(12, 16, 16, None).unwrap().chain_kernel,
-            "solve_chain_c12_t4_o4_f32"
+            plan(12, 16, 16, None).unwrap().kernel,
+            "solve_regs_c12_t4_o4_f32"
         );
         assert_eq!(
-            plan(24, 8, 8, Some(4)).unwrap().chain_kernel,
-            "solve_chain_c24_t4_o2_f32"
+            plan(24, 8, 8, Some(4)).unwrap().kernel,
+            "solve_regs_c24_t4_o2_f32"
         );
         // Images that need tiles (one launch per tile diagonal) do not chain.
         assert!(plan(12, 128, 128, None).is_none());
         assert!(plan(16, 16, 16, None).is_none());
-        // Each variant's chain entry is its own, with the same shape suffix.
-        for v in REGS_VARIANTS {
-            assert_eq!(v.3.replacen("solve_regs_", "solve_chain_", 1), v.4);
-        }
     }
 
     #[test]
@@ -771,7 +728,7 @@ mod tests {
             for ts in [None, Some(1), Some(2), Some(4), Some(8)] {
                 if let Some(pl) = plan(c, h, w, 3, Dtype::F32, ts) {
                     let v = REGS_VARIANTS.iter().find(|v| v.3 == pl.kernel).unwrap();
-                    assert!(pl.threads as usize <= v.5 && pl.smem <= max, "{pl:?}");
+                    assert!(pl.threads as usize <= v.4 && pl.smem <= max, "{pl:?}");
                     assert!(pl.threads as usize >= c / v.2 * v.1, "{pl:?}");
                 }
             }
@@ -817,6 +774,8 @@ mod tests {
     fn clusters_follow_the_compute_capability() {
         assert!(H200.clusters());
         assert!(!A100.clusters());
+        assert!(H200.programmatic_launch());
+        assert!(!A100.programmatic_launch());
     }
 
     #[test]

@@ -4,15 +4,15 @@
 #![allow(clippy::too_many_arguments)]
 
 use super::conv::prepare_taps;
-use super::device::{device, launch, Args};
+use super::device::{device, launch, launch_with, Args, Device};
 use super::limits::{CHAIN_MAX_LAYERS, CHANNEL_MIX_MAX_SMEM};
 use super::plan::{
     band_plan, blk_plan, generic_sweep_plan, padded, prep_len, regs_plan, solve_chain_plan,
     sweep_plan, tile_plan, GenericSweepPlan, RegsPlan, Window,
 };
 use super::{
-    batch_blocks, check_scratch, dims, generic_only, grid_1d, solve_tile, solve_tsplit, sweep_blk,
-    sweep_ctas, Dims, Dtype, Target, THREADS,
+    batch_blocks, check_scratch, dims, generic_only, grid_1d, programmatic_allowed, solve_tile,
+    solve_tsplit, sweep_blk, sweep_ctas, Dims, Dtype, Target, THREADS,
 };
 use crate::error::{Error, Result};
 use crate::geometry::{Order, Problem};
@@ -47,10 +47,12 @@ fn regs_launch_plan(p: &Problem, dt: Dtype, max_smem: u32) -> Option<RegsPlan> {
 }
 
 /// A chain of solves, `outs[l] = A_l⁻¹ outs[l − 1]` (`outs[−1]` = `rhs`; `A_l` of `orders[l]`
-/// and `weights[l]`; the adjoints with `adjoint`), in one launch (kernels/solve_regs.cu,
-/// `solve_chain_*`): bitwise the results of one [`solve`] per layer. Returns `Ok(false)`,
-/// launching nothing, unless the one-launch plan applies with a sample's whole image in one
-/// block (the caller then solves layer by layer).
+/// and `weights[l]`; the adjoints with `adjoint`): one `solve_regs` launch per layer, each
+/// after the first launched programmatically where the device and `INV_CONV_PDL` allow, so
+/// that it prepares its coefficients (reading only its weight) while the layer before still
+/// solves. Bitwise the results of one [`solve`] per layer. Returns `Ok(false)`, launching
+/// nothing, unless the one-launch plan applies with a sample's whole image in one block (the
+/// caller then solves layer by layer).
 pub fn solve_chain(
     p: &Problem,
     orders: &[Order],
@@ -69,7 +71,6 @@ pub fn solve_chain(
             outs.len()
         )));
     }
-    let d = dims(p)?;
     let dev = device(t.device)?;
     let plan = solve_chain_plan(
         p,
@@ -81,37 +82,70 @@ pub fn solve_chain(
     let Some(plan) = plan.filter(|_| regs_allowed()) else {
         return Ok(false);
     };
-    let samples = batch_blocks(p.batch, 1)?;
-    let mut args = Args::default().ptr(rhs);
-    for l in 0..CHAIN_MAX_LAYERS {
-        args = args.ptr(outs.get(l).copied().unwrap_or(0));
-    }
-    for l in 0..CHAIN_MAX_LAYERS {
-        args = args.ptr(weights.get(l).copied().unwrap_or(0));
-    }
-    args = args.ints(&[layers as i32, d.h, d.w, d.kh, d.kw, adjoint as i32]);
-    for l in 0..CHAIN_MAX_LAYERS {
-        let (ai, aj, flip_h, flip_w) = match orders.get(l) {
-            Some(&order) => {
-                let layer = Problem { order, ..*p };
-                let (ai, aj) = layer.anchor();
-                let (flip_h, flip_w, _, _) = canonical(&layer, adjoint);
-                (ai as i32, aj as i32, flip_h as i32, flip_w as i32)
-            }
-            None => (0, 0, 0, 0),
+    let programmatic = dev.props().programmatic_launch() && programmatic_allowed();
+    let mut input = rhs;
+    for l in 0..layers {
+        let layer = Problem {
+            order: orders[l],
+            ..*p
         };
-        args = args.ints(&[ai, aj, flip_h, flip_w]);
+        launch_regs(
+            &dev,
+            &plan,
+            &layer,
+            t,
+            (input, outs[l], weights[l]),
+            adjoint,
+            programmatic && l > 0,
+        )?;
+        input = outs[l];
     }
-    launch(
-        &dev,
-        plan.chain_kernel,
-        (samples, 1, 1),
-        plan.threads,
-        plan.smem as u32,
-        t.stream,
-        args,
-    )?;
     Ok(true)
+}
+
+/// `solve_regs` on `plan`: `x = A⁻¹ y` (or the adjoint), one launch per tile anti-diagonal
+/// (tiles of a diagonal in grid.y); `tensors` = (y, x, weight). `programmatic`: the first
+/// launch may start before the launch before it on the stream ends (see
+/// [`launch_with`]); the kernel reads only the weight until that one is done.
+fn launch_regs(
+    dev: &Device,
+    plan: &RegsPlan,
+    p: &Problem,
+    t: Target,
+    tensors: (u64, u64, u64),
+    adjoint: bool,
+    programmatic: bool,
+) -> Result<()> {
+    let d = dims(p)?;
+    let (flip_h, flip_w, th, tw) = canonical(p, adjoint);
+    let (tiles_h, tiles_w) = plan.tiles(p);
+    let samples = batch_blocks(p.batch, 1)?;
+    for td in 0..tiles_h + tiles_w - 1 {
+        let on_diagonal = td.min(tiles_h - 1) + 1 - td.saturating_sub(tiles_w - 1);
+        let args = Args::default()
+            .ptr(tensors.0)
+            .ptr(tensors.1)
+            .ptr(tensors.2)
+            .ints(&d.geometry())
+            .ints(&[th, tw, flip_h as i32, flip_w as i32, adjoint as i32])
+            .ints(&[
+                plan.tile_h as i32,
+                plan.tile_w as i32,
+                td as i32,
+                tiles_w as i32,
+            ]);
+        launch_with(
+            dev,
+            plan.kernel,
+            (samples, on_diagonal as u32, 1),
+            plan.threads,
+            plan.smem as u32,
+            t.stream,
+            args,
+            programmatic && td == 0,
+        )?;
+    }
+    Ok(())
 }
 
 /// The arguments every sweep kernel takes first: the image being solved in place, the
@@ -158,33 +192,7 @@ pub fn solve(
     // where the image fits a block; no coefficient scratch used). A request for banded sweeps
     // (more than one CTA per sample) keeps those.
     if let Some(plan) = regs_launch_plan(p, dt, dev.max_smem) {
-        let (tiles_h, tiles_w) = plan.tiles(p);
-        let samples = batch(1)?;
-        for td in 0..tiles_h + tiles_w - 1 {
-            let on_diagonal = td.min(tiles_h - 1) + 1 - td.saturating_sub(tiles_w - 1);
-            let args = Args::default()
-                .ptr(rhs)
-                .ptr(out)
-                .ptr(weight)
-                .ints(&d.geometry())
-                .ints(&[th, tw, flip_h as i32, flip_w as i32, adjoint as i32])
-                .ints(&[
-                    plan.tile_h as i32,
-                    plan.tile_w as i32,
-                    td as i32,
-                    tiles_w as i32,
-                ]);
-            launch(
-                &dev,
-                plan.kernel,
-                (samples, on_diagonal as u32, 1),
-                plan.threads,
-                plan.smem as u32,
-                t.stream,
-                args,
-            )?;
-        }
-        return Ok(());
+        return launch_regs(&dev, &plan, p, t, (rhs, out, weight), adjoint, false);
     }
 
     // L⁻¹ and P (one block), then Q_t = P·M_t, then z = P·rhs into the output.
