@@ -68,10 +68,13 @@ def test_tiled_solves_match_the_oracle_and_the_cpu(shape, cap, order, monkeypatc
         oracle.assert_every_op_matches(shape, order, torch.float32, "cuda")
 
 
+@pytest.mark.parametrize("pdl", ["1", "0"], ids=["programmatic", "serial"])
 @pytest.mark.parametrize("c", (12, 24))
-def test_tiles_give_the_whole_image_solve_bitwise(c, monkeypatch):
+def test_tiles_give_the_whole_image_solve_bitwise(c, pdl, monkeypatch):
     """A tile's border holds the same solved values the whole-image window would, and every
-    pixel's sums run in the same order: tiling changes no bit."""
+    pixel's sums run in the same order: tiling changes no bit (with the later tile diagonals
+    launched programmatically or not, INV_CONV_PDL)."""
+    monkeypatch.setenv("INV_CONV_PDL", pdl)
     gen = torch.Generator(device="cuda").manual_seed(c + 1)
     y = torch.randn(3, c, 19, 23, device="cuda", generator=gen)
     g = torch.randn(3, c, 19, 23, device="cuda", generator=gen)

@@ -112,8 +112,9 @@ fn sweep_blk() -> bool {
     std::env::var_os("INV_CONV_SWEEP_BLK").map_or(true, |v| v != "0")
 }
 
-/// `INV_CONV_PDL=0` (read at each call) launches a solve chain's layers one after another
-/// instead of letting each start while the one before runs: for A/B timing and for tests.
+/// `INV_CONV_PDL=0` (read at each call) starts no `solve_regs` launch before the one before it
+/// has finished (no programmatic dependent launch for a chain's later layers and a tiled
+/// solve's later tile diagonals): for A/B timing and for tests.
 fn programmatic_allowed() -> bool {
     std::env::var_os("INV_CONV_PDL").map_or(true, |v| v != "0")
 }

@@ -82,7 +82,6 @@ pub fn solve_chain(
     let Some(plan) = plan.filter(|_| regs_allowed()) else {
         return Ok(false);
     };
-    let programmatic = dev.props().programmatic_launch() && programmatic_allowed();
     let mut input = rhs;
     for l in 0..layers {
         let layer = Problem {
@@ -96,7 +95,7 @@ pub fn solve_chain(
             t,
             (input, outs[l], weights[l]),
             adjoint,
-            programmatic && l > 0,
+            l > 0,
         )?;
         input = outs[l];
     }
@@ -104,9 +103,11 @@ pub fn solve_chain(
 }
 
 /// `solve_regs` on `plan`: `x = A⁻¹ y` (or the adjoint), one launch per tile anti-diagonal
-/// (tiles of a diagonal in grid.y); `tensors` = (y, x, weight). `programmatic`: the first
-/// launch may start before the launch before it on the stream ends (see
-/// [`launch_with`]); the kernel reads only the weight until that one is done.
+/// (tiles of a diagonal in grid.y); `tensors` = (y, x, weight). `after_own`: the launch before
+/// on the stream is one of ours that writes none of the weight (a chain's layer before). Where
+/// the device and `INV_CONV_PDL` allow, a launch whose predecessor is ours (every tile
+/// diagonal after the first) is programmatic (see [`launch_with`]): the kernel reads only the
+/// weight until that predecessor is done.
 fn launch_regs(
     dev: &Device,
     plan: &RegsPlan,
@@ -114,8 +115,9 @@ fn launch_regs(
     t: Target,
     tensors: (u64, u64, u64),
     adjoint: bool,
-    programmatic: bool,
+    after_own: bool,
 ) -> Result<()> {
+    let pdl = dev.props().programmatic_launch() && programmatic_allowed();
     let d = dims(p)?;
     let (flip_h, flip_w, th, tw) = canonical(p, adjoint);
     let (tiles_h, tiles_w) = plan.tiles(p);
@@ -142,7 +144,7 @@ fn launch_regs(
             plan.smem as u32,
             t.stream,
             args,
-            programmatic && td == 0,
+            pdl && (after_own || td > 0),
         )?;
     }
     Ok(())
