@@ -95,7 +95,7 @@ class InvFlowUnit(nn.Module):
 
     def forward(self, x: torch.Tensor, context=None):
         """Density direction through TL, TR, BL, BR: ``(z, logdet)``, logdet zeros [B] (for
-        Inverse-Flow, one chain of inverses: on CUDA one launch forward, three backward)."""
+        Inverse-Flow, one chain of inverses, ``inv_conv.inv_conv2d_chain``)."""
         chain = self._chain(sampling=False)
         if chain is not None and os.environ.get("INV_CONV_UNIT_CHAIN") != "0":  # =0: layer by layer (A/B runs)
             self.layers[0]._check_input("x", x)

@@ -603,9 +603,10 @@ def fused_chain_applies(*tensors) -> bool:
 
 # ---------------------------------------------------------------------------------------------
 # A chain of inverses (an Inverse-Flow unit's density direction, TL → TR → BL → BR): one op, so
-# that on CUDA the four solves run as one launch and the backward as an adjoint chain in one
-# launch plus one weight-gradient launch and one reduction for all four weights, where per-layer
-# ops take 16 launches. Bitwise the per-layer values. The chain's outputs other than the last
+# that on CUDA each solve after the first prepares its coefficients while the one before still
+# runs (programmatic dependent launch), and the backward is the adjoint chain (likewise) plus one
+# weight-gradient launch and one reduction for all four weights, where per-layer ops take 16
+# launches, each waiting for the one before. Bitwise the per-layer values. The chain's outputs other than the last
 # are returned for the backward only (not differentiable).
 # ---------------------------------------------------------------------------------------------
 
@@ -714,8 +715,9 @@ def inv_conv2d_chain(y, weights, orders):
     """``inv_conv2d`` applied for each (weight, order) pair in turn, ``weights[0]`` first: the
     density direction of a stack of masked convolutions (an Inverse-Flow unit runs TL, TR, BL,
     BR). The same values as the layer-by-layer calls, bit for bit; on CUDA, for float32, 3 × 3
-    kernels and C = 12 or 24 (images that fit one block's shared memory), up to four layers
-    solve in one launch and their backward in three (longer chains in pieces of four).
+    kernels and C = 12 or 24 (images that fit one block's shared memory), each layer's solve
+    starts while the one before still runs, and the backward computes the layers'
+    weight-gradients in one launch (longer chains in pieces of four).
     Differentiable like :func:`inv_conv2d` (under torch.func transforms and forward-mode AD, by
     the per-layer ops)."""
     weights, orders = _chain_layers(weights, orders)

@@ -188,7 +188,7 @@ pub fn inverse_backward(
 
 /// The backward of a chain of inverses `x_l = A_l⁻¹ x_{l−1}` (`x_{−1}` = y; `A_l` of
 /// `orders[l]` and `weights[l]`) given `xs[l]` = x_l and `g` = ∂/∂x_last: the adjoint chain
-/// `us[l] = A_l⁻ᵀ us[l + 1]` (`us[last + 1]` = g; `us[0]` is ∂/∂y) in one launch, then
+/// `us[l] = A_l⁻ᵀ us[l + 1]` (`us[last + 1]` = g; `us[0]` is ∂/∂y) by [`solve_chain`], then
 /// `grad_w[l] = −Σ us[l] · pad(xs[l])` (masked), all layers in one launch, at `grad_w + l·C·C·KH·KW`.
 /// Bitwise one [`inverse_backward`] per layer. `scratch` of `orders.len()` times
 /// [`weight_grad_scratch_len`]. Returns `Ok(false)`, launching nothing, where [`solve_chain`]
