@@ -288,9 +288,10 @@ def conv_chain(x: torch.Tensor, weights: list, orders: list, coupling=None, actn
 
 
 def inverse_chain(y: torch.Tensor, weights: list, orders: list, outs: list) -> bool:
-    """``outs[l] = A_l⁻¹ outs[l − 1]`` (``outs[−1]`` = y) for each layer, in one launch; False,
-    launching nothing, where that kernel does not apply (the caller then solves layer by
-    layer). ``outs``: contiguous tensors of y's shape, dtype and device."""
+    """``outs[l] = A_l⁻¹ outs[l − 1]`` (``outs[−1]`` = y) for each layer, a one-launch solve
+    each, the later ones starting while the one before runs; False, launching nothing, where
+    that kernel does not apply (the caller then solves layer by layer). ``outs``: contiguous
+    tensors of y's shape, dtype and device."""
     index, stream, name = _common(y, weights[0])
     y = y.contiguous()
     weights = [w.contiguous() for w in weights]
@@ -303,8 +304,9 @@ def inverse_chain(y: torch.Tensor, weights: list, orders: list, outs: list) -> b
 def inverse_chain_backward(xs: list, grad: torch.Tensor, weights: list, orders: list
                            ) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
     """The backward of :func:`inverse_chain` given its outputs ``xs`` and ∂/∂xs[−1] ``grad``:
-    (∂/∂y, the stacked weight-gradients (L, C, C, KH, KW)), in two launches and a reduction; None,
-    launching nothing, where the one-launch solve does not apply."""
+    (∂/∂y, the stacked weight-gradients (L, C, C, KH, KW)): the adjoint chain, then one
+    weight-gradient launch for all layers and one reduction; None, launching nothing, where the
+    one-launch solve does not apply."""
     index, stream, name = _common(grad, weights[0])
     grad = grad.contiguous()
     weights = [w.contiguous() for w in weights]

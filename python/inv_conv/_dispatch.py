@@ -154,9 +154,9 @@ def run_conv_chain(x: torch.Tensor, weights: list, orders: list, coupling=None, 
 
 def run_inverse_chain(y: torch.Tensor, weights: list, orders: list):
     """``x_l = A_l⁻¹ x_{l−1}`` for each layer (``x_{−1}`` = y): ``(x_last, inter)`` with
-    ``inter`` the (L − 1, B, C, H, W) stack of the others (the backward needs them). On CUDA one
-    launch where the one-launch solve applies; otherwise layer by layer, each output written in
-    place (bitwise the same values either way)."""
+    ``inter`` the (L − 1, B, C, H, W) stack of the others (the backward needs them). On CUDA the
+    chain of one-launch solves where they apply; otherwise layer by layer, each output written
+    in place (bitwise the same values either way)."""
     y = _plain(y)
     weights = [_plain(w) for w in weights]
     out = torch.empty_like(y, memory_format=torch.contiguous_format)
@@ -179,7 +179,8 @@ def run_inverse_chain(y: torch.Tensor, weights: list, orders: list):
 def run_inverse_chain_backward(xs: list, grad: torch.Tensor, weights: list, orders: list):
     """The backward of :func:`run_inverse_chain` given its outputs ``xs`` (in layer order) and
     ∂/∂xs[−1]: ``(∂/∂y, grad_w)``, grad_w the (L, C, C, KH, KW) stack of the weights'
-    gradients. On CUDA in three launches where the one-launch solve applies; otherwise one
+    gradients. On CUDA the adjoint chain, then all the weight-gradients in one launch and one
+    reduction, where the one-launch solve applies; otherwise one
     :func:`run_inverse_backward` per layer, last first."""
     if grad.is_cuda:
         fused = _cuda_module().inverse_chain_backward([_plain(x) for x in xs], _plain(grad),

@@ -124,8 +124,8 @@ def cuda_solve_chain(
     device: int, stream: int, dtype_name: str, shape: _Shape, kernel: _Kernel, orders: List[str],
     input: int, weights: List[int], outs: List[int], adjoint: bool,
 ) -> bool:
-    """outs[l] = A_l⁻¹ outs[l − 1] (outs[−1] = input; the adjoints with `adjoint`), one launch;
-    False, launching nothing, where the one-launch solve does not apply."""
+    """outs[l] = A_l⁻¹ outs[l − 1] (outs[−1] = input; the adjoints with `adjoint`), a one-launch
+    solve per layer; False, launching nothing, where the one-launch solve does not apply."""
 
 def cuda_inverse_chain_backward(
     device: int, stream: int, dtype_name: str, shape: _Shape, kernel: _Kernel, orders: List[str],

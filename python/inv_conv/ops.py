@@ -606,8 +606,8 @@ def fused_chain_applies(*tensors) -> bool:
 # that on CUDA each solve after the first prepares its coefficients while the one before still
 # runs (programmatic dependent launch), and the backward is the adjoint chain (likewise) plus one
 # weight-gradient launch and one reduction for all four weights, where per-layer ops take 16
-# launches, each waiting for the one before. Bitwise the per-layer values. The chain's outputs other than the last
-# are returned for the backward only (not differentiable).
+# launches, each waiting for the one before. Bitwise the per-layer values. The chain's outputs
+# other than the last are returned for the backward only (not differentiable).
 # ---------------------------------------------------------------------------------------------
 
 

@@ -228,8 +228,9 @@ fn chain_launch(
 
 launch_binding! {
     /// The inverses of `orders` (weights at `weights`) applied in sequence, `input` → `outs[0]`
-    /// → … → `outs[last]`, in one launch (`adjoint`: the transposed inverses). False (nothing
-    /// launched) where the one-launch solve does not apply: the caller then solves layer by layer.
+    /// → … → `outs[last]`, a one-launch solve per layer (`adjoint`: the transposed inverses).
+    /// False (nothing launched) where the one-launch solve does not apply: the caller then
+    /// solves layer by layer.
     fn cuda_solve_chain(
         py, device, stream, dtype_name, shape, kernel;
         orders: Vec<String>, input: u64, weights: Vec<u64>, outs: Vec<u64>, adjoint: bool,
